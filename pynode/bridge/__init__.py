@@ -1,0 +1,86 @@
+"""The agent side of the node: pydantic-ai agents served to BEAM callers, with no socket in sight.
+
+- ``termmap``: terms <-> JSON values where the protocol means JSON, prompts to text, envelope keys.
+- ``errors``: the protocol's error kinds and the one mapping of exceptions to them.
+- ``spec``: agent specs and run options, checked once, with messages that name the key.
+- ``models``: one pydantic-ai model object per model name.
+- ``output``: ``output_schema`` as an output type plus a jsonschema check that asks the model to retry.
+- ``tools``: BEAM-implemented tools as a pydantic-ai toolset over a dispatch seam the node fills.
+- ``runner``: agent definitions and one run, from prompt and options to the Result term.
+- ``loader``: agents defined in Python files.
+"""
+
+from pynode.bridge.errors import ERROR_KINDS, BridgeError, ErrorKind, classify, error_term
+from pynode.bridge.loader import AgentScan, LoadError, load_agents, scan_agents
+from pynode.bridge.models import ModelCache
+from pynode.bridge.output import SchemaCheck, SchemaOutput, schema_output
+from pynode.bridge.runner import (
+    AgentDefinition,
+    RunEvent,
+    TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+    build_agent,
+    execute_run,
+)
+from pynode.bridge.spec import (
+    AgentSpec,
+    MFHandler,
+    ProcessHandler,
+    RunOptions,
+    ToolSpec,
+    parse_agent_spec,
+    parse_run_options,
+)
+from pynode.bridge.termmap import JSONValue, from_json, key, text_from_prompt, to_json
+from pynode.bridge.tools import (
+    ToolDispatcher,
+    ToolFailed,
+    ToolOk,
+    ToolReply,
+    ToolRetry,
+    beam_toolset,
+    parse_tool_reply,
+)
+
+__all__ = [
+    "ERROR_KINDS",
+    "AgentDefinition",
+    "AgentScan",
+    "AgentSpec",
+    "BridgeError",
+    "ErrorKind",
+    "JSONValue",
+    "LoadError",
+    "MFHandler",
+    "ModelCache",
+    "ProcessHandler",
+    "RunEvent",
+    "RunOptions",
+    "SchemaCheck",
+    "SchemaOutput",
+    "TextDelta",
+    "ToolCallFinished",
+    "ToolCallStarted",
+    "ToolDispatcher",
+    "ToolFailed",
+    "ToolOk",
+    "ToolReply",
+    "ToolRetry",
+    "ToolSpec",
+    "beam_toolset",
+    "build_agent",
+    "classify",
+    "error_term",
+    "execute_run",
+    "from_json",
+    "key",
+    "load_agents",
+    "parse_agent_spec",
+    "parse_run_options",
+    "parse_tool_reply",
+    "scan_agents",
+    "schema_output",
+    "text_from_prompt",
+    "to_json",
+]

@@ -1,0 +1,72 @@
+"""The distribution protocol, sans-IO: flags, handshake, framing, ticks, control messages.
+
+Nothing here opens a socket or reads a clock; ``pynode.link`` drives these
+cores over an asyncio transport.
+"""
+
+from pynode.dist.control import ControlMessage, has_payload, parse_control
+from pynode.dist.flags import (
+    DEFAULT_FLAGS,
+    MANDATORY_OTP25,
+    MANDATORY_OTP26,
+    REQUIRED_FLAGS,
+    DFlag,
+    describe,
+    missing_mandatory,
+)
+from pynode.dist.framing import (
+    NO_PAYLOAD,
+    TICK,
+    TICK_FRAME,
+    BadPayload,
+    DistMessage,
+    DistReader,
+    DistWriter,
+    NoPayload,
+    Tick,
+)
+from pynode.dist.handshake import (
+    NEED_DATA,
+    AliveQuery,
+    HandshakeAcceptor,
+    HandshakeComplete,
+    HandshakeEvent,
+    HandshakeInitiator,
+    NeedData,
+    PeerNamed,
+    gen_digest,
+)
+from pynode.dist.ticks import TickAction, TickTimer
+
+__all__ = [
+    "DEFAULT_FLAGS",
+    "MANDATORY_OTP25",
+    "MANDATORY_OTP26",
+    "NEED_DATA",
+    "NO_PAYLOAD",
+    "REQUIRED_FLAGS",
+    "TICK",
+    "TICK_FRAME",
+    "AliveQuery",
+    "BadPayload",
+    "ControlMessage",
+    "DFlag",
+    "DistMessage",
+    "DistReader",
+    "DistWriter",
+    "HandshakeAcceptor",
+    "HandshakeComplete",
+    "HandshakeEvent",
+    "HandshakeInitiator",
+    "NeedData",
+    "NoPayload",
+    "PeerNamed",
+    "Tick",
+    "TickAction",
+    "TickTimer",
+    "describe",
+    "gen_digest",
+    "has_payload",
+    "missing_mandatory",
+    "parse_control",
+]

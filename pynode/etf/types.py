@@ -170,7 +170,8 @@ def _exact_key(term: Term) -> Any:
     if isinstance(term, bool):
         return ("bool", term)
     if isinstance(term, float):
-        return ("float", term)
+        # hex() keeps -0.0 apart from 0.0: distinct map keys since OTP 27.
+        return ("float", term.hex())
     if isinstance(term, int):
         return ("int", term)
     if isinstance(term, MapKey):

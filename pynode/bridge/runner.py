@@ -1,0 +1,296 @@
+"""One agent run, from a checked prompt and options to the Result term (PROTOCOL.md section 4).
+
+No node here: BEAM tools go through the ``dispatch`` seam and stream events through ``on_event``.
+Timeouts and cancellation belong to the caller (``asyncio.timeout``/``task.cancel()`` around
+:func:`execute_run`); a cancelled run raises ``CancelledError`` and leaves no task behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+import pydantic
+import pydantic_core
+from pydantic_ai import Agent, RunContext
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.exceptions import UserError
+from pydantic_ai.messages import (
+    AgentStreamEvent,
+    FunctionToolCallEvent,
+    FunctionToolResultEvent,
+    ModelMessagesTypeAdapter,
+    PartDeltaEvent,
+    PartStartEvent,
+    TextPart,
+    TextPartDelta,
+)
+from pydantic_ai.models import Model
+from pydantic_ai.run import AgentRunResult
+from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
+
+from pynode.bridge.errors import BridgeError, classify
+from pynode.bridge.models import ModelCache
+from pynode.bridge.output import schema_output
+from pynode.bridge.spec import AgentSpec, RunOptions, ToolSpec
+from pynode.bridge.termmap import JSONValue, from_json, key
+from pynode.bridge.tools import ToolDispatcher, beam_toolset
+from pynode.etf.types import Atom, Term
+
+__all__ = [
+    "AgentDefinition",
+    "RunEvent",
+    "TextDelta",
+    "ToolCallFinished",
+    "ToolCallStarted",
+    "build_agent",
+    "execute_run",
+    "model_label",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """Text the model produced, in arrival order (``{text_delta, Bin}``)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStarted:
+    """The model called a tool, any tool (``{tool_call, Name, Args, CallId}``)."""
+
+    name: str
+    args: dict[str, JSONValue]
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallFinished:
+    """A tool call settled (``{tool_result, Name, Content, CallId}``).
+
+    ``outcome`` is pydantic-ai's: ``success``, ``failed`` (the model was told it failed) or
+    ``retried`` (the model was asked to call again); ``content`` is then the message.
+    """
+
+    name: str
+    content: JSONValue
+    call_id: str
+    outcome: str = "success"
+
+
+RunEvent: TypeAlias = TextDelta | ToolCallStarted | ToolCallFinished
+
+
+@dataclass(kw_only=True)
+class AgentDefinition:
+    """An agent the node serves: a pydantic-ai ``Agent`` and what the node must know about it."""
+
+    name: str
+    """Its registered name."""
+    agent: Agent[Any, Any]
+    spec: AgentSpec | None
+    """The spec it was created from; ``None`` for an agent defined in Python."""
+    origin: Literal["python", "remote"]
+    model_name: str
+    """The model name reported by ``info``/``list_agents``."""
+    tools: list[ToolSpec] = field(default_factory=list)
+    """Its BEAM-implemented tools (a Python agent's own tools live in its ``Agent``)."""
+    max_concurrency: int | None = None
+    """Runs at once; ``None``: the node's default."""
+
+    def tool_names(self) -> list[str]:
+        """Every tool the model can call: BEAM tools, then the agent's own function tools."""
+        names = [tool.name for tool in self.tools]
+        for toolset in self.agent.toolsets:
+            if isinstance(toolset, FunctionToolset):
+                names.extend(name for name in toolset.tools if name not in names)
+        return names
+
+    def tools_without_handler(self) -> list[str]:
+        """BEAM tools whose calls go to the run's ``tool_handler`` or the caller of ``start_run``."""
+        return [tool.name for tool in self.tools if tool.handler is None]
+
+
+def model_label(model: Model | str | None) -> str:
+    """A model as a name a BEAM user recognises (``openai:gpt-4o``, ``test``)."""
+    if model is None:
+        return "none"
+    if isinstance(model, str):
+        return model
+    if model.system == model.model_name:
+        return model.model_name
+    return f"{model.system}:{model.model_name}"
+
+
+def build_agent(spec: AgentSpec, models: ModelCache, *, name: str) -> AgentDefinition:
+    """The agent for a ``create_agent`` spec; ``BridgeError(model_unavailable)`` if its model is."""
+    agent: Agent[Any, Any] = Agent(
+        models.get(spec.model),
+        instructions=list(spec.instructions) or None,
+        system_prompt=spec.system_prompt,
+        model_settings=spec.model_settings,
+        retries=spec.retries,
+        name=name,
+    )
+    return AgentDefinition(
+        name=name,
+        agent=agent,
+        spec=spec,
+        origin="remote",
+        model_name=spec.model,
+        tools=list(spec.tools),
+        max_concurrency=spec.max_concurrency,
+    )
+
+
+async def execute_run(
+    defn: AgentDefinition,
+    prompt: str,
+    options: RunOptions,
+    *,
+    models: ModelCache,
+    dispatch: ToolDispatcher,
+    on_event: Callable[[RunEvent], None] | None,
+    run_id: str,
+) -> dict[Atom, Term]:
+    """Run ``defn`` once and return the Result map; every failure is a :class:`BridgeError`."""
+    try:
+        result = await _run(
+            defn, prompt, options, models=models, dispatch=dispatch, on_event=on_event, run_id=run_id
+        )
+        return _result_term(result, run_id)
+    except asyncio.CancelledError:
+        raise
+    except BridgeError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, UserError) and options.output_schema is not None and "output_type" in exc.message:
+            # pydantic-ai refuses a run's own output type on an agent with output validators.
+            message = f"agent {defn.name} cannot take output_schema: {exc.message}"
+            raise BridgeError("bad_request", message) from exc
+        kind, message = classify(exc)
+        if kind == "internal_error":
+            logger.warning("run %s of agent %s failed", run_id, defn.name, exc_info=True)
+        raise BridgeError(kind, message) from exc
+
+
+async def _run(
+    defn: AgentDefinition,
+    prompt: str,
+    options: RunOptions,
+    *,
+    models: ModelCache,
+    dispatch: ToolDispatcher,
+    on_event: Callable[[RunEvent], None] | None,
+    run_id: str,
+) -> AgentRunResult[Any]:
+    spec = defn.spec
+    model = models.get(options.model) if options.model is not None else None
+    if model is None and defn.agent.model is None:
+        raise BridgeError("model_unavailable", f"agent {defn.name} has no model: give the run a model option")
+    output_type: Any = None
+    capabilities: list[AbstractCapability[Any]] = []
+    schema = options.output_schema or (spec.output_schema if spec is not None else None)
+    if schema is not None:
+        output = schema_output(schema, kind="bad_request")
+        output_type = output.output_type
+        capabilities.append(output.check)
+    toolsets: list[AbstractToolset[Any]] = [beam_toolset(defn.tools, dispatch)] if defn.tools else []
+    usage_limits = options.usage_limits or (spec.usage_limits if spec is not None else None)
+    return await defn.agent.run(
+        prompt,
+        output_type=output_type,
+        message_history=options.message_history,
+        run_id=run_id,
+        model=model,
+        instructions=list(options.instructions) or None,
+        deps=_deps(defn, options.deps),
+        model_settings=options.model_settings,
+        usage_limits=usage_limits,
+        infer_name=False,
+        toolsets=toolsets or None,
+        event_stream_handler=_stream_handler(on_event) if on_event is not None else None,
+        capabilities=capabilities or None,
+    )
+
+
+def _deps(defn: AgentDefinition, deps: dict[str, JSONValue] | None) -> Any:
+    """The run's deps map, converted to the agent's ``deps_type`` when it declares one."""
+    deps_type = defn.agent.deps_type
+    if deps_type is object:
+        return deps
+    try:
+        return _adapter(deps_type).validate_python(deps if deps is not None else {})
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'deps'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise BridgeError("bad_request", f"deps do not fit agent {defn.name}: {problems}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _adapter(deps_type: Any) -> pydantic.TypeAdapter[Any]:
+    return pydantic.TypeAdapter(deps_type)
+
+
+def _result_term(result: AgentRunResult[Any], run_id: str) -> dict[Atom, Term]:
+    usage = result.usage
+    return {
+        key("output"): from_json(result.output),
+        key("messages"): ModelMessagesTypeAdapter.dump_json(result.all_messages()),
+        key("new_messages"): ModelMessagesTypeAdapter.dump_json(result.new_messages()),
+        key("usage"): {
+            key("requests"): usage.requests,
+            key("input_tokens"): usage.input_tokens,
+            key("output_tokens"): usage.output_tokens,
+            key("tool_calls"): usage.tool_calls,
+        },
+        key("run_id"): run_id,
+    }
+
+
+def _stream_handler(
+    on_event: Callable[[RunEvent], None],
+) -> Callable[[RunContext[Any], AsyncIterable[AgentStreamEvent]], Any]:
+    async def handle(ctx: RunContext[Any], events: AsyncIterable[AgentStreamEvent]) -> None:
+        async for event in events:
+            run_event = _run_event(event)
+            if run_event is not None:
+                _emit(on_event, run_event)
+
+    return handle
+
+
+def _run_event(event: AgentStreamEvent) -> RunEvent | None:
+    """The protocol's view of one pydantic-ai stream event (most have none)."""
+    if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+        return TextDelta(event.part.content) if event.part.content else None
+    if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+        return TextDelta(event.delta.content_delta) if event.delta.content_delta else None
+    if isinstance(event, FunctionToolCallEvent):
+        call = event.part
+        args = _jsonable(call.args_as_dict())
+        return ToolCallStarted(call.tool_name, args if isinstance(args, dict) else {}, call.tool_call_id)
+    if isinstance(event, FunctionToolResultEvent):
+        done = event.part
+        return ToolCallFinished(done.tool_name, _jsonable(done.content), done.tool_call_id, done.outcome)
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    return pydantic_core.to_jsonable_python(value, fallback=str)
+
+
+def _emit(on_event: Callable[[RunEvent], None], event: RunEvent) -> None:
+    """A failing listener loses its events (logged), never the run."""
+    try:
+        on_event(event)
+    except Exception:
+        logger.warning("stream listener failed on %r", event, exc_info=True)

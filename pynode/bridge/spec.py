@@ -1,0 +1,422 @@
+"""Agent specs (``create_agent``, PROTOCOL.md section 3) and run options (section 4), checked once.
+
+Both arrive as maps whose keys may be atoms or binaries. Anything wrong is refused before an agent
+exists or a run starts, with a message naming the key: ``bad_spec`` for a spec, ``bad_request``
+for run options. A value of ``nil`` (or ``undefined``) for an optional key means "not given".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from typing import Any, Final, TypeAlias, get_type_hints
+
+import pydantic
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
+from pydantic_ai.settings import ModelSettings
+from pydantic_ai.usage import UsageLimits
+
+from pynode.bridge.errors import BridgeError, ErrorKind
+from pynode.bridge.output import check_json_schema, schema_output
+from pynode.bridge.termmap import JSONValue, text_from_prompt, to_json
+from pynode.etf.types import Atom, MapKey, Pid, Term
+
+__all__ = [
+    "AGENT_SPEC_KEYS",
+    "RUN_OPTION_KEYS",
+    "TOOL_SPEC_KEYS",
+    "AgentSpec",
+    "MFHandler",
+    "ProcessDest",
+    "ProcessHandler",
+    "RunOptions",
+    "ToolHandler",
+    "ToolSpec",
+    "parse_agent_spec",
+    "parse_run_options",
+]
+
+ProcessDest: TypeAlias = Pid | tuple[Atom, Atom]
+"""Where a message goes: a pid, or ``{RegisteredName, Node}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class MFHandler:
+    """A tool run as ``Module:Function(Args)`` on the node of the run's caller."""
+
+    module: Atom
+    function: Atom
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessHandler:
+    """A tool answered by a process: it gets ``{pynode_tool_call, ...}``, replies ``{tool_result, ...}``."""
+
+    dest: ProcessDest
+
+
+ToolHandler: TypeAlias = MFHandler | ProcessHandler
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolSpec:
+    """A tool implemented on the BEAM side."""
+
+    name: str
+    """The name the model calls it by."""
+    description: str = ""
+    """What the model is told the tool does."""
+    parameters: dict[str, Any]
+    """A JSON Schema for the argument object; arguments are validated against it before dispatch."""
+    handler: ToolHandler | None = None
+    """Who runs it; ``None``: the run's ``tool_handler``, else the caller of ``start_run``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentSpec:
+    """A BEAM-created agent, as ``{create_agent, Name, Spec}`` described it."""
+
+    model: str
+    """A pydantic-ai model name such as ``openai:gpt-4o``, or ``test``."""
+    instructions: tuple[str, ...] = ()
+    system_prompt: tuple[str, ...] = ()
+    output_schema: dict[str, Any] | None = None
+    """A JSON Schema (root: object) for the run's output; ``None`` for text."""
+    tools: tuple[ToolSpec, ...] = ()
+    model_settings: ModelSettings | None = None
+    usage_limits: UsageLimits | None = None
+    retries: int | None = None
+    """Retry budget for both tools and output validation; ``None``: pydantic-ai's default."""
+    max_concurrency: int | None = None
+    """Runs of this agent at once; ``None``: the node's default."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    """The options of one ``run``/``start_run``; every field is optional."""
+
+    message_history: list[ModelMessage] | None = None
+    """The conversation so far, from an earlier Result's ``messages``."""
+    deps: dict[str, JSONValue] | None = None
+    instructions: tuple[str, ...] = ()
+    model: str | None = None
+    model_settings: ModelSettings | None = None
+    usage_limits: UsageLimits | None = None
+    output_schema: dict[str, Any] | None = None
+    timeout: int | None = None
+    """Milliseconds; enforcing it is the caller's job (``asyncio.timeout`` around the run)."""
+    tool_handler: ProcessDest | None = None
+    stream_to: Pid | None = None
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        return None if self.timeout is None else self.timeout / 1000
+
+
+AGENT_SPEC_KEYS: Final = frozenset(f.name for f in fields(AgentSpec))
+TOOL_SPEC_KEYS: Final = frozenset(f.name for f in fields(ToolSpec))
+RUN_OPTION_KEYS: Final = frozenset(f.name for f in fields(RunOptions))
+
+_ABSENT_ATOMS: Final = frozenset({"nil", "undefined"})
+_TOOL_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_MODEL_SETTING_TYPES: Final = get_type_hints(ModelSettings)
+_MODEL_SETTINGS_ADAPTER: Final = pydantic.TypeAdapter(ModelSettings)
+# Provider-specific settings (``openai_reasoning_effort``, ``anthropic_thinking``, ...) pass through as given.
+_PROVIDER_SETTING_PREFIXES: Final = (
+    "anthropic_", "azure_", "bedrock_", "cerebras_", "cohere_", "gateway_", "gemini_", "google_", "groq_",
+    "huggingface_", "mistral_", "ollama_", "openai_", "openrouter_", "xai_", "zai_",
+)  # fmt: skip
+_USAGE_LIMIT_KEYS: Final = frozenset(f.name for f in fields(UsageLimits))
+
+
+def parse_agent_spec(term: Term) -> AgentSpec:
+    """The spec map of ``create_agent`` -> :class:`AgentSpec`, or ``BridgeError(bad_spec)``."""
+    values = _fields(term, "the agent spec", AGENT_SPEC_KEYS, "bad_spec")
+    if "model" not in values:
+        raise BridgeError("bad_spec", 'the agent spec needs a model (e.g. <<"openai:gpt-4o">> or <<"test">>)')
+    kind: ErrorKind = "bad_spec"
+    return AgentSpec(
+        model=_text("model", values["model"], kind),
+        instructions=_texts("instructions", values.get("instructions"), kind),
+        system_prompt=_texts("system_prompt", values.get("system_prompt"), kind),
+        output_schema=_output_schema(values.get("output_schema"), kind),
+        tools=_tools(values.get("tools"), kind),
+        model_settings=_model_settings(values.get("model_settings"), kind),
+        usage_limits=_usage_limits(values.get("usage_limits"), kind),
+        retries=_int("retries", values.get("retries"), kind, minimum=0),
+        max_concurrency=_int("max_concurrency", values.get("max_concurrency"), kind, minimum=1),
+    )
+
+
+def parse_run_options(term: Term) -> RunOptions:
+    """The ``Opts`` map of ``run``/``start_run`` -> :class:`RunOptions`, or ``BridgeError(bad_request)``."""
+    values = _fields(term, "the run options", RUN_OPTION_KEYS, "bad_request")
+    kind: ErrorKind = "bad_request"
+    model = values.get("model")
+    return RunOptions(
+        message_history=_message_history(values.get("message_history")),
+        deps=_map("deps", values.get("deps"), kind),
+        instructions=_texts("instructions", values.get("instructions"), kind),
+        model=None if model is None else _text("model", model, kind),
+        model_settings=_model_settings(values.get("model_settings"), kind),
+        usage_limits=_usage_limits(values.get("usage_limits"), kind),
+        output_schema=_output_schema(values.get("output_schema"), kind),
+        timeout=_timeout(values.get("timeout")),
+        tool_handler=_process_dest("tool_handler", values.get("tool_handler")),
+        stream_to=_pid("stream_to", values.get("stream_to")),
+    )
+
+
+# --- the map itself ---------------------------------------------------------------------------
+
+
+def _fields(term: Term, what: str, allowed: frozenset[str], kind: ErrorKind) -> dict[str, Term]:
+    """The map's entries by key name, absent values (``nil``) dropped; unknown or repeated keys refused."""
+    if not isinstance(term, dict):
+        raise BridgeError(kind, f"{what} must be a map, got {_show(term)}")
+    values: dict[str, Term] = {}
+    for raw_key, value in term.items():
+        name = _key_name(raw_key)
+        if name is None:
+            raise BridgeError(kind, f"{what} has a key that is not an atom or a binary: {_show(raw_key)}")
+        if name not in allowed:
+            raise BridgeError(
+                kind, f"{what} has an unknown key {name!r}; known keys: {', '.join(sorted(allowed))}"
+            )
+        if name in values:
+            raise BridgeError(kind, f"{what} has the key {name!r} twice")
+        if not _is_absent(value):
+            values[name] = value
+    return values
+
+
+def _key_name(raw_key: Term) -> str | None:
+    if isinstance(raw_key, str):  # Atom (or a str from Python callers)
+        return str(raw_key)
+    if isinstance(raw_key, (bytes, bytearray)):
+        try:
+            return bytes(raw_key).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
+def _is_absent(value: Term) -> bool:
+    return value is None or (isinstance(value, Atom) and str(value) in _ABSENT_ATOMS)
+
+
+def _show(term: Term) -> str:
+    if isinstance(term, MapKey):
+        term = term.term
+    shown = repr(term)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+# --- values -----------------------------------------------------------------------------------
+
+
+def _text(name: str, value: Term, kind: ErrorKind) -> str:
+    """A binary (or, as erl users type strings, a charlist)."""
+    if isinstance(value, (bytes, bytearray, str, list)) and not isinstance(value, Atom):
+        try:
+            return text_from_prompt(value)
+        except BridgeError as exc:
+            raise BridgeError(kind, f"{name} must be a binary: {exc.message}") from None
+    raise BridgeError(kind, f"{name} must be a binary, got {_show(value)}")
+
+
+def _texts(name: str, value: Term, kind: ErrorKind) -> tuple[str, ...]:
+    """A binary or a list of binaries (a list of integers is one charlist)."""
+    if value is None:
+        return ()
+    if isinstance(value, list) and not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(_text(f"{name}[{i}]", v, kind) for i, v in enumerate(value))
+    if isinstance(value, list) and not value:
+        return ()
+    return (_text(name, value, kind),)
+
+
+def _map(name: str, value: Term, kind: ErrorKind) -> dict[str, JSONValue] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BridgeError(kind, f"{name} must be a map, got {_show(value)}")
+    try:
+        converted = to_json(value)
+    except BridgeError as exc:
+        raise BridgeError(kind, f"{name}: {exc.message}") from None
+    assert isinstance(converted, dict)
+    return converted
+
+
+def _int(name: str, value: Term, kind: ErrorKind, *, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BridgeError(kind, f"{name} must be an integer, got {_show(value)}")
+    if value < minimum:
+        raise BridgeError(kind, f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _output_schema(value: Term, kind: ErrorKind) -> dict[str, Any] | None:
+    schema = _map("output_schema", value, kind)
+    if schema is not None:
+        schema_output(schema, kind=kind)  # refuse now what the run could not use
+    return schema
+
+
+def _model_settings(value: Term, kind: ErrorKind) -> ModelSettings | None:
+    settings = _map("model_settings", value, kind)
+    if settings is None:
+        return None
+    common = {k: v for k, v in settings.items() if k in _MODEL_SETTING_TYPES}
+    for k in settings.keys() - common.keys():
+        if not k.startswith(_PROVIDER_SETTING_PREFIXES):
+            known = ", ".join(sorted(_MODEL_SETTING_TYPES))
+            raise BridgeError(kind, f"model_settings has an unknown setting {k!r}; known settings: {known}")
+    try:
+        checked = _MODEL_SETTINGS_ADAPTER.validate_python(common)
+    except pydantic.ValidationError as exc:
+        raise BridgeError(kind, f"model_settings.{_first_error(exc)}") from None
+    extra = {k: v for k, v in settings.items() if k not in common}
+    merged: dict[str, Any] = {**checked, **extra}
+    return merged  # type: ignore[return-value]  # provider-specific keys are not in the TypedDict
+
+
+def _first_error(exc: pydantic.ValidationError) -> str:
+    error = exc.errors()[0]
+    loc = ".".join(str(part) for part in error["loc"])
+    return f"{loc}: {error['msg']}"
+
+
+def _usage_limits(value: Term, kind: ErrorKind) -> UsageLimits | None:
+    limits = _map("usage_limits", value, kind)
+    if limits is None:
+        return None
+    kwargs: dict[str, Any] = {}
+    for k, v in limits.items():
+        if k not in _USAGE_LIMIT_KEYS:
+            known = ", ".join(sorted(_USAGE_LIMIT_KEYS))
+            raise BridgeError(kind, f"usage_limits has an unknown limit {k!r}; known limits: {known}")
+        kwargs[k] = _limit_value(k, v, kind)
+    return UsageLimits(**kwargs)
+
+
+def _limit_value(k: str, v: JSONValue, kind: ErrorKind) -> Any:
+    if k == "count_tokens_before_request":
+        if not isinstance(v, bool):
+            raise BridgeError(kind, f"usage_limits.{k} must be true or false, got {v!r}")
+        return v
+    if v is None:
+        return None
+    if k == "cost_limit" and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0:
+        return Decimal(str(v))
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise BridgeError(kind, f"usage_limits.{k} must be a non-negative integer, got {v!r}")
+    return v
+
+
+def _tools(value: Term, kind: ErrorKind) -> tuple[ToolSpec, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise BridgeError(kind, f"tools must be a list of tool specs, got {_show(value)}")
+    tools = tuple(_tool(i, item, kind) for i, item in enumerate(value))
+    seen: set[str] = set()
+    for tool in tools:
+        if tool.name in seen:
+            raise BridgeError(kind, f"two tools are named {tool.name!r}")
+        seen.add(tool.name)
+    return tools
+
+
+def _tool(index: int, term: Term, kind: ErrorKind) -> ToolSpec:
+    where = f"tools[{index}]"
+    values = _fields(term, where, TOOL_SPEC_KEYS, kind)
+    if "name" not in values:
+        raise BridgeError(kind, f"{where} needs a name")
+    name = _text(f"{where}.name", values["name"], kind)
+    if not _TOOL_NAME.fullmatch(name):
+        raise BridgeError(kind, f"{where}.name {name!r} must be 1 to 64 letters, digits, '_' or '-'")
+    where = f"tool {name!r}"
+    description = (
+        _text(f"{where} description", values["description"], kind) if "description" in values else ""
+    )
+    return ToolSpec(
+        name=name,
+        description=description,
+        parameters=_parameters(where, values.get("parameters"), kind),
+        handler=_handler(where, values.get("handler"), kind),
+    )
+
+
+def _parameters(where: str, value: Term, kind: ErrorKind) -> dict[str, Any]:
+    """The tool's argument schema; its root must describe an object (``"type"`` defaults to it)."""
+    schema = _map(f"{where} parameters", value, kind)
+    if schema is None:
+        return {"type": "object", "properties": {}}
+    if schema.get("type", "object") != "object":
+        raise BridgeError(kind, f'{where} parameters must describe an object ("type": "object")')
+    if "type" not in schema:
+        schema = {"type": "object", **schema}
+    check_json_schema(schema, what=f"{where} parameters", kind=kind)
+    return schema
+
+
+def _handler(where: str, value: Term, kind: ErrorKind) -> ToolHandler | None:
+    """``{M, F}`` (atoms), a pid, or ``{Name, Node}``.
+
+    ``{M, F}`` and ``{Name, Node}`` are both pairs of atoms: the pair is a process when its second
+    atom is a node name, which always holds an ``@``; no function name does.
+    """
+    if value is None:
+        return None
+    if isinstance(value, Pid):
+        return ProcessHandler(value)
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, Atom) for v in value):
+        first, second = value
+        if "@" in second:
+            return ProcessHandler((first, second))
+        return MFHandler(first, second)
+    raise BridgeError(
+        kind, f"{where} handler must be {{Module, Function}}, a pid or {{Name, Node}}, got {_show(value)}"
+    )
+
+
+def _message_history(value: Term) -> list[ModelMessage] | None:
+    if value is None:
+        return None
+    if not isinstance(value, (bytes, bytearray, str)) or isinstance(value, Atom):
+        raise BridgeError(
+            "bad_request", f"message_history must be the messages binary of a Result, got {_show(value)}"
+        )
+    try:
+        return ModelMessagesTypeAdapter.validate_json(value)
+    except pydantic.ValidationError as exc:
+        raise BridgeError(
+            "bad_request", f"message_history is not the messages of an earlier Result: {_first_error(exc)}"
+        ) from None
+
+
+def _timeout(value: Term) -> int | None:
+    if isinstance(value, Atom) and str(value) == "infinity":
+        return None
+    return _int("timeout", value, "bad_request", minimum=1)
+
+
+def _pid(name: str, value: Term) -> Pid | None:
+    if value is None:
+        return None
+    if not isinstance(value, Pid):
+        raise BridgeError("bad_request", f"{name} must be a pid, got {_show(value)}")
+    return value
+
+
+def _process_dest(name: str, value: Term) -> ProcessDest | None:
+    if value is None or isinstance(value, Pid):
+        return value
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, Atom) for v in value):
+        return (value[0], value[1])
+    raise BridgeError("bad_request", f"{name} must be a pid or {{Name, Node}}, got {_show(value)}")

@@ -1,0 +1,207 @@
+"""Erlang terms <-> JSON values, where the protocol means JSON (PROTOCOL.md section 8).
+
+The codec's own mapping is exact (``bytes`` for binaries, :class:`Atom` for atoms); requests carry
+data meant as JSON (deps, tool arguments and results, schemas, settings), so this module turns it
+into plain ``str``/``int``/``float``/``bool``/``None``/``list``/``dict`` and back. It never creates
+an atom from data: only :func:`key` makes atoms, and only for the fixed envelope keys.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Final, TypeAlias
+
+import pydantic
+import pydantic_core
+
+from pynode.bridge.errors import BridgeError
+from pynode.etf.types import Atom, ImproperList, MapKey, Term
+
+__all__ = ["ENVELOPE_KEYS", "JSONValue", "from_json", "key", "text_from_prompt", "to_json"]
+
+JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
+
+ENVELOPE_KEYS: Final[frozenset[str]] = frozenset(
+    {
+        # Result (section 4)
+        "output", "messages", "new_messages", "usage", "run_id",
+        "requests", "input_tokens", "output_tokens", "tool_calls",
+        # tool-call message (section 5)
+        "call_id", "name", "args", "reply_to",
+        # info and list_agents (sections 3 and 4)
+        "node", "version", "pydantic_ai", "agents", "runs", "model", "origin", "tools",
+    }
+)  # fmt: skip
+
+_NULL_ATOMS: Final = frozenset({"nil", "undefined"})
+_MAX_CODE_POINT: Final = 0x10FFFF
+_SURROGATES: Final = range(0xD800, 0xE000)
+_ATOMS: Final[dict[str, Atom]] = {name: Atom(name) for name in ENVELOPE_KEYS}
+
+
+def key(name: str) -> Atom:
+    """The atom for one of the protocol's fixed envelope keys (``output``, ``usage``, ...)."""
+    try:
+        return _ATOMS[name]
+    except KeyError:
+        raise ValueError(f"{name!r} is not an envelope key of the protocol") from None
+
+
+def to_json(term: Term) -> JSONValue:
+    """A decoded term meant as JSON -> a JSON value; ``BridgeError(bad_request)`` if it has no JSON form."""
+    try:
+        return _to_json(term, "$")
+    except RecursionError:
+        raise BridgeError("bad_request", "term is nested too deeply") from None
+
+
+def _to_json(term: Term, path: str) -> JSONValue:
+    if term is None or isinstance(term, (bool, int, float)):
+        return term
+    if isinstance(term, Atom):
+        return _atom_to_json(term)
+    if isinstance(term, str):
+        return term
+    if isinstance(term, (bytes, bytearray, memoryview)):
+        return _utf8(bytes(term), path)
+    if isinstance(term, (list, tuple)):
+        return [_to_json(item, f"{path}[{i}]") for i, item in enumerate(term)]
+    if isinstance(term, dict):
+        result: dict[str, JSONValue] = {}
+        for k, v in term.items():
+            name = _json_key(k, path)
+            if name in result:
+                raise BridgeError(
+                    "bad_request", f"map at {path} has the key {name!r} twice (atom and binary)"
+                )
+            result[name] = _to_json(v, f"{path}.{name}")
+        return result
+    raise BridgeError("bad_request", f"{_describe(term)} at {path} has no JSON form")
+
+
+def _atom_to_json(atom: Atom) -> JSONValue:
+    name = str(atom)
+    if name in _NULL_ATOMS:
+        return None
+    if name in ("true", "false"):
+        return name == "true"
+    return name
+
+
+def _json_key(k: Term, path: str) -> str:
+    if isinstance(k, MapKey) and isinstance(k.term, bool):
+        return "true" if k.term else "false"
+    if isinstance(k, str):  # Atom or str
+        return str(k)
+    if isinstance(k, (bytes, bytearray)):
+        return _utf8(bytes(k), path)
+    shown = k.term if isinstance(k, MapKey) else k
+    raise BridgeError("bad_request", f"map key {shown!r} at {path} is not an atom or a binary")
+
+
+def _utf8(data: bytes, path: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BridgeError("bad_request", f"binary at {path} is not valid UTF-8") from None
+
+
+def _describe(term: Term) -> str:
+    if isinstance(term, ImproperList):
+        return "an improper list"
+    return f"a {type(term).__name__}"
+
+
+def from_json(value: Any) -> Term:
+    """A Python value (JSON-like, or a pydantic model) -> a term with binary strings and binary keys.
+
+    ``str`` stays ``str`` (the codec encodes it as a binary), an :class:`Atom` is demoted to ``str``
+    (data never becomes an atom), ``None`` becomes ``nil``, NaN and infinities (no BEAM float holds
+    them) become ``nil`` as in JSON. Other objects go through pydantic's JSON mode first.
+    """
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, (list, tuple)):
+        return [from_json(item) for item in value]
+    if isinstance(value, Mapping):
+        return {_str_key(k): from_json(v) for k, v in value.items()}
+    if isinstance(value, pydantic.BaseModel):
+        return from_json(value.model_dump(mode="json"))
+    try:
+        plain = pydantic_core.to_jsonable_python(value)
+    except pydantic_core.PydanticSerializationError as exc:
+        raise BridgeError(
+            "internal_error", f"cannot send a {type(value).__name__} to the BEAM: {exc}"
+        ) from None
+    return from_json(plain)
+
+
+def _str_key(k: Any) -> str:
+    """A dict key as JSON writes it (``True`` -> ``"true"``, ``None`` -> ``"null"``, ``1`` -> ``"1"``)."""
+    if isinstance(k, str):
+        return str(k)
+    if isinstance(k, bool):
+        return "true" if k else "false"
+    if k is None:
+        return "null"
+    if isinstance(k, (int, float)):
+        return str(k)
+    raise BridgeError("internal_error", f"cannot send a map key of type {type(k).__name__} to the BEAM")
+
+
+def text_from_prompt(term: Term) -> str:
+    """A prompt (binary, charlist or iolist/chardata) -> ``str``.
+
+    Lists follow ``unicode:characters_to_binary/1``: integers are code points and binaries are UTF-8,
+    so ``"héllo"`` typed in the erl shell (``[104, 233, ...]``) reads as it was typed.
+    """
+    if isinstance(term, Atom):
+        raise BridgeError(
+            "bad_request", f"the prompt must be a binary, a charlist or an iolist, not atom {term}"
+        )
+    if isinstance(term, str):
+        return term
+    if isinstance(term, (bytes, bytearray)):
+        return _utf8(bytes(term), "prompt")
+    if isinstance(term, (list, ImproperList)):
+        pieces: list[str] = []
+        try:
+            _chardata(term, pieces)
+        except RecursionError:
+            raise BridgeError("bad_request", "the prompt is nested too deeply") from None
+        return "".join(pieces)
+    raise BridgeError(
+        "bad_request", f"the prompt must be a binary, a charlist or an iolist, not {_describe(term)}"
+    )
+
+
+def _chardata(term: Term, out: list[str]) -> None:
+    if isinstance(term, ImproperList):
+        for item in term.elements:
+            _chardata_item(item, out)
+        if not isinstance(term.tail, (bytes, bytearray)):
+            raise BridgeError("bad_request", "an iolist's tail must be a binary")
+        out.append(_utf8(bytes(term.tail), "prompt"))
+        return
+    for item in term:
+        _chardata_item(item, out)
+
+
+def _chardata_item(item: Term, out: list[str]) -> None:
+    if isinstance(item, bool) or not isinstance(item, (int, bytes, bytearray, list, ImproperList)):
+        raise BridgeError("bad_request", f"the prompt holds {_describe(item)}, not text")
+    if isinstance(item, int):
+        if item < 0 or item > _MAX_CODE_POINT or item in _SURROGATES:
+            raise BridgeError("bad_request", f"{item} in the prompt is not a Unicode code point")
+        out.append(chr(item))
+    elif isinstance(item, (bytes, bytearray)):
+        out.append(_utf8(bytes(item), "prompt"))
+    else:
+        _chardata(item, out)

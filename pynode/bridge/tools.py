@@ -1,0 +1,181 @@
+"""Tools implemented on the BEAM, offered to the model as a pydantic-ai toolset.
+
+The toolset knows nothing of the node: it validates the model's arguments against the tool's JSON
+Schema, hands the call to a :class:`ToolDispatcher` (the node supplies one that sends the
+``pynode_tool_call`` message or calls ``M:F(Args)`` and waits), and turns the reply into what the
+model sees. Nothing a handler does can crash the run: failures become tool failures the model is
+told about; only cancellation of the run itself goes through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeAlias, assert_never
+
+import jsonschema
+from pydantic_ai import RunContext
+from pydantic_ai import exceptions as pai
+from pydantic_ai.tools import ToolDefinition
+from pydantic_ai.toolsets import AbstractToolset
+from pydantic_ai.toolsets.abstract import ToolsetTool
+from pydantic_core import SchemaValidator, core_schema
+
+from pynode.bridge.errors import BridgeError
+from pynode.bridge.output import schema_error_message
+from pynode.bridge.spec import ToolSpec
+from pynode.bridge.termmap import JSONValue, text_from_prompt, to_json
+from pynode.etf.types import Atom, Term
+
+__all__ = [
+    "BeamToolset",
+    "ToolDispatcher",
+    "ToolFailed",
+    "ToolOk",
+    "ToolReply",
+    "ToolRetry",
+    "beam_toolset",
+    "parse_tool_reply",
+]
+
+logger = logging.getLogger(__name__)
+
+# pydantic-ai only has to hand over a JSON object; the tool's schema is applied by jsonschema.
+_ARGS_OBJECT: Final = SchemaValidator(
+    core_schema.dict_schema(core_schema.str_schema(), core_schema.any_schema())
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOk:
+    """``{ok, Value}``: the value goes to the model."""
+
+    value: JSONValue
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFailed:
+    """``{error, Message}``: the model is told the tool failed."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRetry:
+    """``{retry, Message}``: the model is asked to call again with other arguments."""
+
+    message: str
+
+
+ToolReply: TypeAlias = ToolOk | ToolFailed | ToolRetry
+
+
+def parse_tool_reply(term: Term) -> ToolReply:
+    """A handler's ``ToolReply`` term -> :class:`ToolReply`, or ``BridgeError(bad_request)``.
+
+    The message of ``{error, _}`` and ``{retry, _}`` is best a binary, but an atom or any other
+    term (``{error, not_found}``) is accepted and shown to the model as text.
+    """
+    if isinstance(term, tuple) and len(term) == 2 and isinstance(term[0], Atom):
+        tag, value = str(term[0]), term[1]
+        if tag == "ok":
+            return ToolOk(to_json(value))
+        if tag == "error":
+            return ToolFailed(_message_text(value))
+        if tag == "retry":
+            return ToolRetry(_message_text(value))
+    raise BridgeError("bad_request", "a tool reply must be {ok, Value}, {error, Message} or {retry, Message}")
+
+
+def _message_text(term: Term) -> str:
+    if isinstance(term, Atom):
+        return str(term)
+    if isinstance(term, (bytes, bytearray, str, list)):
+        try:
+            return text_from_prompt(term)
+        except BridgeError:
+            pass
+    try:
+        return json.dumps(to_json(term), ensure_ascii=False)
+    except BridgeError:
+        return repr(term)
+
+
+class ToolDispatcher(Protocol):
+    """Runs one BEAM tool call and waits for its reply (the node's side of the seam)."""
+
+    async def __call__(self, tool: ToolSpec, call_id: str, args: dict[str, Any]) -> ToolReply: ...
+
+
+class BeamToolset(AbstractToolset[Any]):
+    """The BEAM tools of one agent, for one run (the dispatcher knows that run's caller)."""
+
+    def __init__(
+        self,
+        tools: Sequence[ToolSpec],
+        dispatch: ToolDispatcher,
+        *,
+        id: str = "beam",
+        max_retries: int | None = None,
+    ) -> None:
+        self._tools = {tool.name: tool for tool in tools}
+        self._validators = {tool.name: jsonschema.Draft202012Validator(tool.parameters) for tool in tools}
+        self._dispatch = dispatch
+        self._id = id
+        self._max_retries = max_retries
+
+    @property
+    def id(self) -> str | None:
+        return self._id
+
+    async def get_tools(self, ctx: RunContext[Any]) -> dict[str, ToolsetTool[Any]]:
+        retries = ctx.max_retries if self._max_retries is None else self._max_retries
+        return {
+            name: ToolsetTool(
+                toolset=self,
+                tool_def=ToolDefinition(
+                    name=name, description=tool.description or None, parameters_json_schema=tool.parameters
+                ),
+                max_retries=retries,
+                args_validator=_ARGS_OBJECT,
+            )
+            for name, tool in self._tools.items()
+        }
+
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
+    ) -> Any:
+        spec = self._tools[name]
+        problem = schema_error_message(self._validators[name], tool_args)
+        if problem is not None:
+            raise pai.ModelRetry(f"The arguments do not match the tool's JSON Schema:\n{problem}")
+        call_id = ctx.tool_call_id or f"call_{uuid.uuid4().hex}"
+        try:
+            reply = await self._dispatch(spec, call_id, tool_args)
+        except asyncio.CancelledError:
+            raise
+        except BridgeError as exc:
+            raise pai.ToolFailed(f"tool {name!r} failed: {exc.message}") from None
+        except Exception as exc:
+            logger.warning("tool %s (call %s) could not be dispatched", name, call_id, exc_info=True)
+            raise pai.ToolFailed(f"tool {name!r} failed: {type(exc).__name__}: {exc}") from None
+        return _to_model(reply)
+
+
+def _to_model(reply: ToolReply) -> Any:
+    if isinstance(reply, ToolOk):
+        return reply.value
+    if isinstance(reply, ToolFailed):
+        raise pai.ToolFailed(reply.message)
+    if isinstance(reply, ToolRetry):
+        raise pai.ModelRetry(reply.message)
+    assert_never(reply)
+
+
+def beam_toolset(tools: Sequence[ToolSpec], dispatch: ToolDispatcher) -> AbstractToolset[Any]:
+    """A toolset exposing ``tools`` to the model, each call going through ``dispatch``."""
+    return BeamToolset(tools, dispatch)

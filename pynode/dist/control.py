@@ -1,0 +1,480 @@
+"""Control messages: the first term of every distribution message, as dataclasses.
+
+Each operation is one frozen dataclass whose fields follow the tuple of
+DISTRIBUTION.md "Control messages" (the unused ``''`` slot of SEND and
+REG_SEND is left out). :func:`parse_control` validates a decoded tuple (arity
+and element types); a malformed one is a :class:`RemoteProtocolError`, on which
+OTP drops the connection too. ``to_term()`` builds the tuple to encode.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from enum import IntEnum
+from typing import ClassVar, Final, TypeVar
+
+from pynode.errors import RemoteProtocolError
+from pynode.etf.types import Atom, Pid, Reference, Term
+
+__all__ = [
+    "AliasSend",
+    "AliasSendTT",
+    "ControlMessage",
+    "DemonitorP",
+    "Exit",
+    "Exit2",
+    "Exit2TT",
+    "ExitTT",
+    "GroupLeader",
+    "Link",
+    "MonitorP",
+    "MonitorPExit",
+    "Op",
+    "PayloadExit",
+    "PayloadExit2",
+    "PayloadExit2TT",
+    "PayloadExitTT",
+    "PayloadMonitorPExit",
+    "RegSend",
+    "RegSendTT",
+    "Send",
+    "SendSender",
+    "SendSenderTT",
+    "SendTT",
+    "SpawnReply",
+    "SpawnReplyTT",
+    "SpawnRequest",
+    "SpawnRequestTT",
+    "Unlink",
+    "UnlinkId",
+    "UnlinkIdAck",
+    "has_payload",
+    "parse_control",
+]
+
+
+class Op(IntEnum):
+    """Operation codes: the first element of a control tuple."""
+
+    LINK = 1
+    SEND = 2
+    EXIT = 3
+    UNLINK = 4
+    REG_SEND = 6
+    GROUP_LEADER = 7
+    EXIT2 = 8
+    SEND_TT = 12
+    EXIT_TT = 13
+    REG_SEND_TT = 16
+    EXIT2_TT = 18
+    MONITOR_P = 19
+    DEMONITOR_P = 20
+    MONITOR_P_EXIT = 21
+    SEND_SENDER = 22
+    SEND_SENDER_TT = 23
+    PAYLOAD_EXIT = 24
+    PAYLOAD_EXIT_TT = 25
+    PAYLOAD_EXIT2 = 26
+    PAYLOAD_EXIT2_TT = 27
+    PAYLOAD_MONITOR_P_EXIT = 28
+    SPAWN_REQUEST = 29
+    SPAWN_REQUEST_TT = 30
+    SPAWN_REPLY = 31
+    SPAWN_REPLY_TT = 32
+    ALIAS_SEND = 33
+    ALIAS_SEND_TT = 34
+    UNLINK_ID = 35
+    UNLINK_ID_ACK = 36
+
+
+_EMPTY_ATOM: Final = Atom("")
+
+# Element kinds: a predicate on the element, or _UNUSED for the '' slot we drop.
+_Check = Callable[[Term], bool]
+
+
+def _is_pid(v: Term) -> bool:
+    return type(v) is Pid
+
+
+def _is_ref(v: Term) -> bool:
+    return type(v) is Reference
+
+
+def _is_name(v: Term) -> bool:
+    return type(v) is Atom
+
+
+def _is_proc(v: Term) -> bool:
+    return type(v) is Pid or type(v) is Atom
+
+
+def _is_int(v: Term) -> bool:
+    return type(v) is int
+
+
+def _is_any(v: Term) -> bool:
+    return True
+
+
+def _is_mfa(v: Term) -> bool:
+    return (
+        type(v) is tuple
+        and len(v) == 3
+        and type(v[0]) is Atom
+        and type(v[1]) is Atom
+        and type(v[2]) is int
+        and v[2] >= 0
+    )
+
+
+def _is_list(v: Term) -> bool:
+    return type(v) is list
+
+
+def _is_spawn_result(v: Term) -> bool:
+    return type(v) is Pid or type(v) is Atom
+
+
+_KIND_NAMES: Final[dict[_Check, str]] = {
+    _is_pid: "a pid",
+    _is_ref: "a reference",
+    _is_name: "an atom",
+    _is_proc: "a pid or an atom",
+    _is_int: "an integer",
+    _is_mfa: "{Module, Function, Arity}",
+    _is_list: "a list",
+    _is_spawn_result: "a pid or an atom",
+}
+
+
+class ControlMessage:
+    """Base of every control message; subclasses are frozen slotted dataclasses."""
+
+    __slots__ = ()
+    OP: ClassVar[Op]
+    HAS_PAYLOAD: ClassVar[bool]
+    # Per element after the op: a check, or None for the unused '' slot (not a field).
+    _SPEC: ClassVar[tuple[_Check | None, ...]]
+    _FIELDS: ClassVar[tuple[str, ...]]
+    _UNUSED_AT: ClassVar[int]  # index of the '' slot in the tuple, 0 when there is none
+
+    def to_term(self) -> tuple[Term, ...]:
+        """The control tuple, ready for the encoder."""
+        values: list[Term] = [int(self.OP)]
+        values += [getattr(self, name) for name in self._FIELDS]
+        if self._UNUSED_AT:
+            values.insert(self._UNUSED_AT, _EMPTY_ATOM)
+        return tuple(values)
+
+
+_BY_OP: dict[int, type[ControlMessage]] = {}
+_MAKE: dict[int, Callable[..., ControlMessage]] = {}
+_PAYLOAD_OPS: set[int] = set()
+_C = TypeVar("_C", bound=type[ControlMessage])
+
+
+def _op(op: Op, *spec: _Check | None, payload: bool = False) -> Callable[[_C], _C]:
+    """Register a control class: its op code, element checks and whether a payload follows."""
+
+    def register(cls: _C) -> _C:
+        names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+        if len(names) != sum(1 for check in spec if check is not None):
+            raise TypeError(f"{cls.__name__}: spec does not match its fields")
+        cls.OP = op
+        cls.HAS_PAYLOAD = payload
+        cls._SPEC = spec
+        cls._FIELDS = names
+        cls._UNUSED_AT = spec.index(None) + 1 if None in spec else 0
+        _BY_OP[op] = cls
+        _MAKE[op] = cls
+        if payload:
+            _PAYLOAD_OPS.add(op)
+        return cls
+
+    return register
+
+
+P, R, N, PROC, INT, ANY = _is_pid, _is_ref, _is_name, _is_proc, _is_int, _is_any
+
+
+@_op(Op.LINK, P, P)
+@dataclass(frozen=True, slots=True)
+class Link(ControlMessage):
+    from_pid: Pid
+    to_pid: Pid
+
+
+@_op(Op.SEND, None, P, payload=True)
+@dataclass(frozen=True, slots=True)
+class Send(ControlMessage):
+    to_pid: Pid
+
+
+@_op(Op.EXIT, P, P, ANY)
+@dataclass(frozen=True, slots=True)
+class Exit(ControlMessage):
+    from_pid: Pid
+    to_pid: Pid
+    reason: Term
+
+
+@_op(Op.UNLINK, P, P)
+@dataclass(frozen=True, slots=True)
+class Unlink(ControlMessage):
+    """The pre-UNLINK_ID unlink; still accepted from peers that send it."""
+
+    from_pid: Pid
+    to_pid: Pid
+
+
+@_op(Op.REG_SEND, P, None, N, payload=True)
+@dataclass(frozen=True, slots=True)
+class RegSend(ControlMessage):
+    from_pid: Pid
+    to_name: Atom
+
+
+@_op(Op.GROUP_LEADER, P, P)
+@dataclass(frozen=True, slots=True)
+class GroupLeader(ControlMessage):
+    from_pid: Pid
+    to_pid: Pid
+
+
+@_op(Op.EXIT2, P, P, ANY)
+@dataclass(frozen=True, slots=True)
+class Exit2(ControlMessage):
+    from_pid: Pid
+    to_pid: Pid
+    reason: Term
+
+
+@_op(Op.SEND_TT, None, P, ANY, payload=True)
+@dataclass(frozen=True, slots=True)
+class SendTT(ControlMessage):
+    to_pid: Pid
+    token: Term
+
+
+@_op(Op.EXIT_TT, P, P, ANY, ANY)
+@dataclass(frozen=True, slots=True)
+class ExitTT(ControlMessage):
+    from_pid: Pid
+    to_pid: Pid
+    token: Term
+    reason: Term
+
+
+@_op(Op.REG_SEND_TT, P, None, N, ANY, payload=True)
+@dataclass(frozen=True, slots=True)
+class RegSendTT(ControlMessage):
+    from_pid: Pid
+    to_name: Atom
+    token: Term
+
+
+@_op(Op.EXIT2_TT, P, P, ANY, ANY)
+@dataclass(frozen=True, slots=True)
+class Exit2TT(ControlMessage):
+    from_pid: Pid
+    to_pid: Pid
+    token: Term
+    reason: Term
+
+
+@_op(Op.MONITOR_P, P, PROC, R)
+@dataclass(frozen=True, slots=True)
+class MonitorP(ControlMessage):
+    """``from_pid`` monitors ``target``: a pid or a name registered on the receiving node."""
+
+    from_pid: Pid
+    target: Pid | Atom
+    ref: Reference
+
+
+@_op(Op.DEMONITOR_P, P, PROC, R)
+@dataclass(frozen=True, slots=True)
+class DemonitorP(ControlMessage):
+    from_pid: Pid
+    target: Pid | Atom
+    ref: Reference
+
+
+@_op(Op.MONITOR_P_EXIT, PROC, P, R, ANY)
+@dataclass(frozen=True, slots=True)
+class MonitorPExit(ControlMessage):
+    """The monitored ``target`` (as it was named in MONITOR_P) went away."""
+
+    target: Pid | Atom
+    to_pid: Pid
+    ref: Reference
+    reason: Term
+
+
+@_op(Op.SEND_SENDER, P, P, payload=True)
+@dataclass(frozen=True, slots=True)
+class SendSender(ControlMessage):
+    from_pid: Pid
+    to_pid: Pid
+
+
+@_op(Op.SEND_SENDER_TT, P, P, ANY, payload=True)
+@dataclass(frozen=True, slots=True)
+class SendSenderTT(ControlMessage):
+    from_pid: Pid
+    to_pid: Pid
+    token: Term
+
+
+@_op(Op.PAYLOAD_EXIT, P, P, payload=True)
+@dataclass(frozen=True, slots=True)
+class PayloadExit(ControlMessage):
+    """EXIT whose reason travels as the payload term."""
+
+    from_pid: Pid
+    to_pid: Pid
+
+
+@_op(Op.PAYLOAD_EXIT_TT, P, P, ANY, payload=True)
+@dataclass(frozen=True, slots=True)
+class PayloadExitTT(ControlMessage):
+    from_pid: Pid
+    to_pid: Pid
+    token: Term
+
+
+@_op(Op.PAYLOAD_EXIT2, P, P, payload=True)
+@dataclass(frozen=True, slots=True)
+class PayloadExit2(ControlMessage):
+    """EXIT2 (``exit(Pid, Reason)``) whose reason travels as the payload term."""
+
+    from_pid: Pid
+    to_pid: Pid
+
+
+@_op(Op.PAYLOAD_EXIT2_TT, P, P, ANY, payload=True)
+@dataclass(frozen=True, slots=True)
+class PayloadExit2TT(ControlMessage):
+    from_pid: Pid
+    to_pid: Pid
+    token: Term
+
+
+@_op(Op.PAYLOAD_MONITOR_P_EXIT, PROC, P, R, payload=True)
+@dataclass(frozen=True, slots=True)
+class PayloadMonitorPExit(ControlMessage):
+    target: Pid | Atom
+    to_pid: Pid
+    ref: Reference
+
+
+@_op(Op.SPAWN_REQUEST, R, P, P, _is_mfa, _is_list, payload=True)
+@dataclass(frozen=True, slots=True)
+class SpawnRequest(ControlMessage):
+    """Spawn ``mfa`` on the receiver; the argument list is the payload."""
+
+    req_id: Reference
+    from_pid: Pid
+    group_leader: Pid
+    mfa: tuple[Atom, Atom, int]
+    opts: list[Term]
+
+
+@_op(Op.SPAWN_REQUEST_TT, R, P, P, _is_mfa, _is_list, ANY, payload=True)
+@dataclass(frozen=True, slots=True)
+class SpawnRequestTT(ControlMessage):
+    req_id: Reference
+    from_pid: Pid
+    group_leader: Pid
+    mfa: tuple[Atom, Atom, int]
+    opts: list[Term]
+    token: Term
+
+
+@_op(Op.SPAWN_REPLY, R, P, INT, _is_spawn_result)
+@dataclass(frozen=True, slots=True)
+class SpawnReply(ControlMessage):
+    """``result`` is the new pid or an error atom; ``flags`` 1 = linked, 2 = monitored."""
+
+    req_id: Reference
+    to_pid: Pid
+    flags: int
+    result: Pid | Atom
+
+
+@_op(Op.SPAWN_REPLY_TT, R, P, INT, _is_spawn_result, ANY)
+@dataclass(frozen=True, slots=True)
+class SpawnReplyTT(ControlMessage):
+    req_id: Reference
+    to_pid: Pid
+    flags: int
+    result: Pid | Atom
+    token: Term
+
+
+@_op(Op.ALIAS_SEND, P, R, payload=True)
+@dataclass(frozen=True, slots=True)
+class AliasSend(ControlMessage):
+    from_pid: Pid
+    alias: Reference
+
+
+@_op(Op.ALIAS_SEND_TT, P, R, ANY, payload=True)
+@dataclass(frozen=True, slots=True)
+class AliasSendTT(ControlMessage):
+    from_pid: Pid
+    alias: Reference
+    token: Term
+
+
+@_op(Op.UNLINK_ID, INT, P, P)
+@dataclass(frozen=True, slots=True)
+class UnlinkId(ControlMessage):
+    id: int
+    from_pid: Pid
+    to_pid: Pid
+
+
+@_op(Op.UNLINK_ID_ACK, INT, P, P)
+@dataclass(frozen=True, slots=True)
+class UnlinkIdAck(ControlMessage):
+    id: int
+    from_pid: Pid
+    to_pid: Pid
+
+
+del P, R, N, PROC, INT, ANY
+
+
+def has_payload(op: int) -> bool:
+    """Whether a message term follows the control term for operation ``op``."""
+    return op in _PAYLOAD_OPS
+
+
+def parse_control(term: Term) -> ControlMessage:
+    """The control message for a decoded control tuple; RemoteProtocolError if malformed."""
+    if type(term) is not tuple or not term:
+        raise RemoteProtocolError(f"control message is not a tuple: {reprlib.repr(term)}")
+    op = term[0]
+    cls = _BY_OP.get(op) if type(op) is int else None
+    if cls is None:
+        raise RemoteProtocolError(f"unknown control operation {reprlib.repr(op)}")
+    spec = cls._SPEC
+    if len(term) != len(spec) + 1:
+        raise RemoteProtocolError(
+            f"{cls.OP.name} control tuple has {len(term)} elements, expected {len(spec) + 1}"
+        )
+    args: list[Term] = []
+    for index, check in enumerate(spec, 1):
+        if check is None:
+            continue
+        value = term[index]
+        if not check(value):
+            raise RemoteProtocolError(
+                f"{cls.OP.name} element {index} is {reprlib.repr(value)}, expected {_KIND_NAMES[check]}"
+            )
+        args.append(value)
+    return _MAKE[op](*args)

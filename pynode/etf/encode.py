@@ -1,0 +1,315 @@
+"""Encoding of Python values into the External Term Format, as the BEAM encodes them.
+
+One output ``bytearray`` grows by appends; the frequent types are handled
+inline in :func:`_put` (one Python frame per nesting level, so any term the
+decoder accepts encodes back), the rare ones by small writers picked by exact
+type. ``str`` always becomes a binary, never a charlist. Values the BEAM could
+not read back (NaN, out-of-range pid fields, two map keys that are one term on
+the BEAM) raise :class:`~pynode.errors.CodecError` here rather than make the
+peer drop the connection.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable
+from typing import Final
+
+from pynode.errors import CodecError
+from pynode.etf.decode import MAX_REFERENCE_WORDS, Tag
+from pynode.etf.types import (
+    MAX_ATOM_CHARS,
+    Atom,
+    BitBinary,
+    Export,
+    ImproperList,
+    MapKey,
+    OpaqueFun,
+    Pid,
+    Port,
+    Reference,
+    Term,
+)
+
+__all__ = ["encode", "encode_into"]
+
+_Writer = Callable[[bytearray, Term], None]
+
+_TAG_U32 = struct.Struct(">BI").pack  # BINARY, LIST, MAP, LARGE_TUPLE
+_INTEGER = struct.Struct(">Bi").pack
+_NEW_FLOAT = struct.Struct(">Bd").pack
+_STRING = struct.Struct(">BH").pack
+_U32X3 = struct.Struct(">III").pack
+_U32X2 = struct.Struct(">II").pack
+_U64_U32 = struct.Struct(">QI").pack
+
+_SMALL_INTS: Final = tuple(bytes((Tag.SMALL_INTEGER, i)) for i in range(256))
+_SMALL_TUPLES: Final = tuple(bytes((Tag.SMALL_TUPLE, i)) for i in range(256))
+_ATOM_CACHE_LIMIT: Final = 4096
+_U32_LIMIT: Final = 1 << 32
+# Encoded atoms by name; true, false and nil are also what bool and None encode to.
+_ATOMS: dict[str, bytes] = {}
+# Key types of which two distinct Python keys are always two distinct terms.
+_DISTINCT_KEYS: Final = frozenset({Atom, bytes, str, int, float, bool, Pid, Port, Reference, MapKey})
+
+
+def encode(term: Term) -> bytes:
+    """``term`` in the External Term Format, with the leading version byte 131."""
+    out = bytearray(b"\x83")
+    encode_into(out, term)
+    return bytes(out)
+
+
+def encode_into(out: bytearray, term: Term) -> None:
+    """Append ``term`` (no version byte) to ``out``; on error ``out`` is left as it was."""
+    start = len(out)
+    try:
+        _put(out, term)
+    except RecursionError:
+        del out[start:]
+        raise CodecError("term nested too deeply to encode (or it contains itself)") from None
+    except (TypeError, ValueError, OverflowError, struct.error) as exc:
+        del out[start:]
+        raise CodecError(f"cannot encode a {type(term).__qualname__}: {exc}") from exc
+    except BaseException:
+        del out[start:]
+        raise
+
+
+def _atom_bytes(name: str) -> bytes:
+    """SMALL_ATOM_UTF8_EXT, or ATOM_UTF8_EXT when the UTF-8 name is over 255 bytes."""
+    encoded = _ATOMS.get(name)
+    if encoded is not None:
+        return encoded
+    if len(name) > MAX_ATOM_CHARS:
+        raise CodecError(f"atom longer than {MAX_ATOM_CHARS} characters")
+    raw = _utf8(name, "atom")
+    if len(raw) < 256:
+        encoded = bytes((Tag.SMALL_ATOM_UTF8, len(raw))) + raw
+    else:
+        encoded = bytes((Tag.ATOM_UTF8,)) + len(raw).to_bytes(2, "big") + raw
+    if len(_ATOMS) < _ATOM_CACHE_LIMIT:
+        _ATOMS[str(name)] = encoded
+    return encoded
+
+
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise CodecError(f"{what} {text!r} is not encodable as UTF-8 (lone surrogate)") from None
+
+
+for _name in ("true", "false", "nil"):
+    _atom_bytes(_name)
+
+
+def _put(out: bytearray, term: Term) -> None:
+    """Append one term; containers are handled here so nesting costs one frame per level."""
+    t = type(term)
+    if t is Atom:
+        out += _ATOMS.get(term) or _atom_bytes(term)
+    elif t is int:
+        if 0 <= term < 256:
+            out += _SMALL_INTS[term]
+        elif -0x80000000 <= term < 0x80000000:
+            out += _INTEGER(Tag.INTEGER, term)
+        else:
+            _put_big(out, term)
+    elif t is bytes or t is str:
+        raw = term if t is bytes else _utf8(term, "str")
+        out += _TAG_U32(Tag.BINARY, len(raw))
+        out += raw
+    elif t is dict:
+        out += _TAG_U32(Tag.MAP, len(term))
+        first: type | None = None
+        mixed = False
+        for key, value in term.items():
+            kt = type(key)
+            if kt is not first:
+                mixed = first is not None
+                first = kt
+            _put(out, key)
+            _put(out, value)
+        if mixed or (first is not None and first not in _DISTINCT_KEYS):
+            _check_keys(term)
+    elif t is list:
+        n = len(term)
+        if not n:
+            out.append(Tag.NIL)
+        elif n < 0x10000 and type(term[0]) is int and _is_byte_list(term):
+            out += _STRING(Tag.STRING, n)
+            out += bytes(term)
+        else:
+            out += _TAG_U32(Tag.LIST, n)
+            for item in term:
+                _put(out, item)
+            out.append(Tag.NIL)
+    elif t is tuple:
+        n = len(term)
+        out += _SMALL_TUPLES[n] if n < 256 else _TAG_U32(Tag.LARGE_TUPLE, n)
+        for item in term:
+            _put(out, item)
+    elif t is float:
+        if not math.isfinite(term):
+            raise CodecError(f"float {term!r} has no Erlang form")
+        out += _NEW_FLOAT(Tag.NEW_FLOAT, term)
+    elif t is bool:
+        out += _ATOMS["true" if term else "false"]
+    elif t is ImproperList:
+        elements = term.elements
+        if elements:
+            out += _TAG_U32(Tag.LIST, len(elements))
+            for item in elements:
+                _put(out, item)
+        _put(out, term.tail)
+    elif t is MapKey:
+        _put(out, term.term)
+    else:
+        _writer(term)(out, term)
+
+
+def _is_byte_list(items: list[Term]) -> bool:
+    """True when the BEAM would send this list as STRING_EXT: every item an int 0..255."""
+    return all(type(item) is int and 0 <= item < 256 for item in items)
+
+
+def _put_big(out: bytearray, value: int) -> None:
+    magnitude = -value if value < 0 else value
+    n = (magnitude.bit_length() + 7) // 8
+    if n < 256:
+        out += bytes((Tag.SMALL_BIG, n, value < 0))
+    else:
+        out += _TAG_U32(Tag.LARGE_BIG, n)
+        out.append(value < 0)
+    out += magnitude.to_bytes(n, "little")
+
+
+def _check_keys(term: dict[Term, Term]) -> None:
+    """Refuse a map whose Python keys differ but encode alike (``"a"`` and ``b"a"``).
+
+    The BEAM rejects such a map, and a rejected term drops the connection.
+    """
+    seen: set[bytes] = set()
+    scratch = bytearray()
+    for key in term:
+        del scratch[:]
+        _put(scratch, key)
+        encoded = bytes(scratch)
+        if encoded in seen:
+            raise CodecError(f"two keys of a dict encode to the same Erlang term: {key!r}")
+        seen.add(encoded)
+
+
+def _put_none(out: bytearray, term: None) -> None:
+    out += _ATOMS["nil"]
+
+
+def _put_buffer(out: bytearray, term: bytearray | memoryview) -> None:
+    view = memoryview(term)
+    if not view.contiguous:
+        view = memoryview(view.tobytes())
+    out += _TAG_U32(Tag.BINARY, view.nbytes)
+    out += view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def _check_u32(value: int, what: str) -> None:
+    if type(value) is not int or not 0 <= value < _U32_LIMIT:
+        raise CodecError(f"{what} {value!r} is not an unsigned 32-bit integer")
+
+
+def _put_pid(out: bytearray, pid: Pid) -> None:
+    for field in (pid.id, pid.serial, pid.creation):
+        _check_u32(field, "Pid field")
+    out.append(Tag.NEW_PID)
+    out += _atom_bytes(pid.node)
+    out += _U32X3(pid.id, pid.serial, pid.creation)
+
+
+def _put_port(out: bytearray, port: Port) -> None:
+    _check_u32(port.creation, "Port creation")
+    if type(port.id) is not int or not 0 <= port.id < 1 << 64:
+        raise CodecError(f"Port id {port.id!r} is not an unsigned 64-bit integer")
+    if port.id < _U32_LIMIT:
+        out.append(Tag.NEW_PORT)
+        out += _atom_bytes(port.node)
+        out += _U32X2(port.id, port.creation)
+    else:
+        out.append(Tag.V4_PORT)
+        out += _atom_bytes(port.node)
+        out += _U64_U32(port.id, port.creation)
+
+
+def _put_reference(out: bytearray, ref: Reference) -> None:
+    words = len(ref.ids)
+    if not 1 <= words <= MAX_REFERENCE_WORDS:
+        raise CodecError(f"Reference with {words} words (1 to {MAX_REFERENCE_WORDS} allowed)")
+    _check_u32(ref.creation, "Reference creation")
+    for word in ref.ids:
+        _check_u32(word, "Reference word")
+    out += bytes((Tag.NEWER_REFERENCE, 0, words))
+    out += _atom_bytes(ref.node)
+    out += struct.pack(f">{words + 1}I", ref.creation, *ref.ids)
+
+
+def _put_bit_binary(out: bytearray, term: BitBinary) -> None:
+    data, bits = bytes(term.data), term.bits
+    if not data or type(bits) is not int or not 1 <= bits <= 8:
+        raise CodecError(f"BitBinary with {bits!r} bits in {len(data)} bytes")
+    out += _TAG_U32(Tag.BIT_BINARY, len(data))
+    out.append(bits)
+    out += data
+
+
+def _put_export(out: bytearray, term: Export) -> None:
+    if type(term.arity) is not int or not 0 <= term.arity < 256:
+        raise CodecError(f"Export arity {term.arity!r} is not in 0..255")
+    out.append(Tag.EXPORT)
+    out += _atom_bytes(term.module)
+    out += _atom_bytes(term.function)
+    out += _SMALL_INTS[term.arity]
+
+
+def _put_fun(out: bytearray, term: OpaqueFun) -> None:
+    if term.raw[:1] != bytes((Tag.NEW_FUN,)):
+        raise CodecError("OpaqueFun bytes do not start with the NEW_FUN_EXT tag")
+    out += term.raw
+
+
+_WRITERS: Final[dict[type, _Writer]] = {
+    type(None): _put_none,
+    bytearray: _put_buffer,
+    memoryview: _put_buffer,
+    Pid: _put_pid,
+    Port: _put_port,
+    Reference: _put_reference,
+    BitBinary: _put_bit_binary,
+    Export: _put_export,
+    OpaqueFun: _put_fun,
+}
+
+
+def _writer(term: Term) -> _Writer:
+    """The writer for a type not handled inline: exact type first, then subclasses in a safe order."""
+    writer = _WRITERS.get(type(term))
+    if writer is not None:
+        return writer
+    # Subclasses (IntEnum, StrEnum, OrderedDict, NamedTuple...): bool before int, Atom before str.
+    for base, convert in _SUBCLASSES:
+        if isinstance(term, base):
+            return lambda out, value: _put(out, convert(value))
+    raise CodecError(f"cannot encode a value of Python type {type(term).__qualname__}")
+
+
+_SUBCLASSES: Final[tuple[tuple[type, Callable[[Term], Term]], ...]] = (
+    (bool, bool),
+    (Atom, lambda v: Atom(str(v))),
+    (int, int),
+    (float, float),
+    (str, lambda v: _utf8(v, "str")),
+    (bytes, bytes),
+    (tuple, tuple),
+    (list, list),
+    (dict, dict),
+)

@@ -1,0 +1,119 @@
+"""GenServer semantics for Python processes.
+
+A request arrives in one of three envelopes (PROTOCOL.md §2): a
+``gen_server:call`` (``{'$gen_call', {Pid, Tag}, Request}``), a raw
+``{Pid, Ref, Request}`` sent from the erl shell, or a cast. Every call gets
+exactly one ``{Tag, Reply}``: a handler that raises still answers, with an
+error tuple, and the process goes on serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Final
+
+from pynode.etf.types import Atom, Pid, Reference, Term
+from pynode.runtime.process import Process
+
+__all__ = ["NOREPLY", "Envelope", "From", "GenServer", "open_envelope"]
+
+log = logging.getLogger("pynode.genserver")
+
+GEN_CALL: Final = Atom("$gen_call")
+GEN_CAST: Final = Atom("$gen_cast")
+ERROR: Final = Atom("error")
+INTERNAL_ERROR: Final = Atom("internal_error")
+
+
+@dataclass(frozen=True, slots=True)
+class From:
+    """Who to answer: the caller's pid and the tag to send back exactly."""
+
+    pid: Pid
+    tag: Term
+
+
+class _NoReply:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOREPLY"
+
+
+NOREPLY: Final = _NoReply()
+"""Return from ``handle_call`` to answer later with :meth:`GenServer.reply`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message sorted by envelope: ``kind`` is ``call``, ``cast`` or ``info``."""
+
+    kind: str
+    request: Term
+    reply_to: From | None = None
+
+
+def open_envelope(message: Term) -> Envelope:
+    """Sort a message into call, cast or plain info."""
+    if type(message) is tuple:
+        size = len(message)
+        if size == 3:
+            head, second, request = message
+            if head == GEN_CALL and type(second) is tuple and len(second) == 2:
+                pid, tag = second
+                if type(pid) is Pid:
+                    return Envelope("call", request, From(pid, tag))
+            if type(head) is Pid and type(second) is Reference:
+                return Envelope("call", request, From(head, second))
+        elif size == 2 and message[0] == GEN_CAST:
+            return Envelope("cast", message[1])
+    return Envelope("info", message)
+
+
+class GenServer(Process):
+    """Override ``handle_call``, ``handle_cast`` and ``handle_info``."""
+
+    async def handle_call(self, request: Term, caller: From) -> Term:
+        """Return the reply, or ``NOREPLY`` and answer later with ``self.reply``."""
+        return (ERROR, (Atom("bad_request"), f"unknown call: {request!r}"))
+
+    async def handle_cast(self, request: Term) -> None:
+        log.debug("%s ignores cast %r", self.pid, request)
+
+    async def handle_info(self, message: Term) -> None:
+        log.debug("%s ignores message %r", self.pid, message)
+
+    def error_reply(self, request: Term, exc: Exception) -> Term:
+        """The reply a call gets when its handler raised."""
+        return (ERROR, (INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+
+    def reply(self, caller: From, reply: Term) -> None:
+        """``gen_server:reply/2``: send ``{Tag, Reply}`` to the caller."""
+        self.send(caller.pid, (caller.tag, reply))
+
+    async def run(self) -> None:
+        receive = self.mailbox.receive
+        while True:
+            message = await receive()
+            await self.dispatch(message)
+
+    async def dispatch(self, message: Term) -> None:
+        """Handle one message; never lets a handler's exception end the process."""
+        envelope = open_envelope(message)
+        try:
+            if envelope.kind == "call":
+                assert envelope.reply_to is not None
+                try:
+                    result = await self.handle_call(envelope.request, envelope.reply_to)
+                except Exception as exc:
+                    log.exception("%s: handle_call(%r) raised", self.pid, envelope.request)
+                    result = self.error_reply(envelope.request, exc)
+                if result is not NOREPLY:
+                    self.reply(envelope.reply_to, result)
+            elif envelope.kind == "cast":
+                await self.handle_cast(envelope.request)
+            else:
+                await self.handle_info(message)
+        except Exception:
+            log.exception("%s: handling %s raised", self.pid, envelope.kind)

@@ -1,0 +1,167 @@
+"""Python processes: a pid, a mailbox, links and monitors, and one owner task.
+
+A process behaves as a BEAM process does towards the rest of the cluster:
+messages to its pid or name land in its mailbox, links and monitors fire
+when it ends, and an exit signal from a linked process ends it unless it
+traps exits. Its task is owned by the node, which awaits or cancels it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from pynode.etf.types import Atom, Pid, Reference, Term
+from pynode.runtime.mailbox import Mailbox
+
+if TYPE_CHECKING:
+    from pynode.node import Node
+
+__all__ = [
+    "KILL",
+    "KILLED",
+    "NORMAL",
+    "NOCONNECTION",
+    "NOPROC",
+    "Dest",
+    "Process",
+    "ProcessExit",
+]
+
+log = logging.getLogger("pynode.process")
+
+NORMAL: Final = Atom("normal")
+KILL: Final = Atom("kill")
+KILLED: Final = Atom("killed")
+NOPROC: Final = Atom("noproc")
+NOCONNECTION: Final = Atom("noconnection")
+EXIT: Final = Atom("EXIT")
+DOWN: Final = Atom("DOWN")
+PROCESS: Final = Atom("process")
+
+Dest = Pid | Atom | str | tuple[Atom | str, Atom | str] | Reference
+"""Where a message can go: a pid, a local name, ``(name, node)``, or an alias."""
+
+
+class ProcessExit(Exception):
+    """Raise inside a process to end it with ``reason`` (``exit(Reason)``)."""
+
+    def __init__(self, reason: Term) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Process:
+    """One process on this node. Subclass and override :meth:`run`, or use ``node.spawn``."""
+
+    def __init__(self) -> None:
+        self.node: Node | None = None
+        self.pid: Pid | None = None
+        self.name: Atom | None = None
+        self.mailbox = Mailbox()
+        self.trap_exit = False
+        self.links: set[Pid] = set()
+        # Monitors other processes hold on this one: ref -> (watcher pid, target as the watcher named it).
+        self.monitored_by: dict[Reference, tuple[Pid, Term]] = {}
+        # Monitors this process holds: ref -> target (pid, or (name, node)).
+        self.monitors: dict[Reference, Term] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.exit_reason: Term | None = None
+        self.kill_reason: Term | None = None
+
+    # -- what a process does ---------------------------------------------------------
+
+    async def run(self) -> None:
+        """The body of the process; by default it waits until it is told to exit."""
+        await asyncio.Event().wait()
+
+    # -- its view of the world ---------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return self.exit_reason is None and self.node is not None
+
+    def _node(self) -> Node:
+        if self.node is None:
+            raise RuntimeError("the process is not running on a node")
+        return self.node
+
+    def _self_pid(self) -> Pid:
+        if self.pid is None:
+            raise RuntimeError("the process is not running on a node")
+        return self.pid
+
+    def send(self, dest: Dest, message: Term) -> None:
+        """``Dest ! Message``: never blocks, never fails for a missing receiver."""
+        self._node().send(dest, message, sender=self.pid)
+
+    async def receive(
+        self, match: Callable[[Any], bool] | None = None, timeout: float | None = None
+    ) -> Any:
+        """Selective receive from this process's mailbox."""
+        return await self.mailbox.receive(match, timeout)
+
+    async def call(self, dest: Dest, request: Term, timeout: float | None = 5.0) -> Term:
+        """``gen_server:call(Dest, Request, Timeout)`` from this process."""
+        return await self._node().call(dest, request, timeout=timeout)
+
+    def link(self, pid: Pid) -> None:
+        self._node().link(self._self_pid(), pid)
+
+    def unlink(self, pid: Pid) -> None:
+        self._node().unlink(self._self_pid(), pid)
+
+    def monitor(self, target: Pid | Atom | tuple[Atom | str, Atom | str]) -> Reference:
+        """``monitor(process, Target)``: a ``('DOWN', Ref, process, Target, Reason)`` follows its end."""
+        return self._node().monitor(self._self_pid(), target)
+
+    def demonitor(self, ref: Reference) -> None:
+        self._node().demonitor(self._self_pid(), ref)
+
+    def exit(self, reason: Term = NORMAL) -> None:
+        """End this process (from outside its task, or from it) with ``reason``."""
+        self.terminate(reason)
+
+    # -- signals, called by the node ---------------------------------------------------
+
+    def exit_signal(self, sender: Pid, reason: Term, *, linked: bool) -> None:
+        """An exit signal arrived: from a link (``linked``) or ``exit(Pid, Reason)``."""
+        if not self.alive:
+            return
+        if linked:
+            self.links.discard(sender)
+        if not linked and reason == KILL:
+            self.terminate(KILLED)
+        elif self.trap_exit:
+            self.mailbox.put((EXIT, sender, reason))
+        elif reason != NORMAL:
+            self.terminate(reason)
+
+    def terminate(self, reason: Term) -> None:
+        """Stop the task with ``reason``; the node cleans up once the task has ended."""
+        if self.exit_reason is not None or self.kill_reason is not None:
+            return
+        self.kill_reason = reason
+        task = self.task
+        if task is not None and not task.done():
+            if task is asyncio.current_task():
+                raise ProcessExit(reason)
+            task.cancel()
+        elif task is None and self.node is not None:
+            self.node.process_ended(self, reason)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.pid} {self.name or ''}>".replace(" >", ">")
+
+
+class FunctionProcess(Process):
+    """A process whose body is an async function of the process."""
+
+    def __init__(self, body: Callable[[Process], Awaitable[None]]) -> None:
+        super().__init__()
+        self._body = body
+
+    async def run(self) -> None:
+        await self._body(self)
