@@ -282,11 +282,11 @@ class BeamNode:
         return node
 
     # `timeout=` is how the other test files call these two: it stays, whatever ASYNC109 prefers.
-    async def eval(self, expr: str, timeout: float = 15) -> str:  # noqa: ASYNC109
+    async def eval(self, expr: str, timeout: float = 15) -> str:
         """Evaluate Erlang (erl) or Elixir (elixir) source; the result as `~0tp` or `inspect` prints it."""
         return (await self._request("p", expr, timeout)).decode()
 
-    async def eval_term(self, expr: str, timeout: float = 15) -> bytes:  # noqa: ASYNC109
+    async def eval_term(self, expr: str, timeout: float = 15) -> bytes:
         """Evaluate like eval(); the result as term_to_binary encodes it."""
         return await self._request("t", expr, timeout)
 

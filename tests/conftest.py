@@ -9,6 +9,9 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 import pytest
 from beam import BeamFactory, BeamKind, BeamNode, Epmd, running_epmd
 
+from pynode.bridge.registry import start_registry
+from pynode.node import Node
+
 
 @pytest.fixture
 def epmd() -> Iterator[Epmd]:
@@ -64,3 +67,15 @@ async def beam(epmd_port: int, cookie: str) -> AsyncIterator[BeamFactory]:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+
+
+@pytest.fixture
+async def py_node(epmd_port: int, cookie: str) -> AsyncIterator[Node]:
+    """A pynode node ``py@127.0.0.1`` in this test's event loop, with its registry ``pynode``."""
+    node = Node("py@127.0.0.1", cookie, epmd_port=epmd_port)
+    await node.start()
+    await start_registry(node, agents_dir=None)
+    try:
+        yield node
+    finally:
+        await node.stop()

@@ -198,9 +198,7 @@ def _needs_wrapping(term: Term) -> bool:
         return True
     if isinstance(term, tuple):
         return any(_needs_wrapping(t) for t in term)
-    if isinstance(term, ImproperList):
-        return True
-    return False
+    return isinstance(term, ImproperList)
 
 
 def map_key(term: Term) -> Term:

@@ -63,9 +63,7 @@ class Mailbox:
                 return True, message
         return False, None
 
-    async def receive(
-        self, match: Callable[[Any], bool] | None = None, timeout: float | None = None
-    ) -> Any:
+    async def receive(self, match: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
         """The first message ``match`` accepts, waiting up to ``timeout`` seconds."""
         items = self._items
         if match is None and items:

@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 __all__ = [
     "KILL",
     "KILLED",
-    "NORMAL",
     "NOCONNECTION",
     "NOPROC",
+    "NORMAL",
     "Dest",
     "Process",
     "ProcessExit",
@@ -70,6 +70,7 @@ class Process:
         self.task: asyncio.Task[None] | None = None
         self.exit_reason: Term | None = None
         self.kill_reason: Term | None = None
+        self._exited = asyncio.Event()
 
     # -- what a process does ---------------------------------------------------------
 
@@ -97,9 +98,7 @@ class Process:
         """``Dest ! Message``: never blocks, never fails for a missing receiver."""
         self._node().send(dest, message, sender=self.pid)
 
-    async def receive(
-        self, match: Callable[[Any], bool] | None = None, timeout: float | None = None
-    ) -> Any:
+    async def receive(self, match: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
         """Selective receive from this process's mailbox."""
         return await self.mailbox.receive(match, timeout)
 
@@ -119,6 +118,17 @@ class Process:
 
     def demonitor(self, ref: Reference) -> None:
         self._node().demonitor(self._self_pid(), ref)
+
+    async def join(self, timeout: float | None = None) -> Term:
+        """Wait until the process has ended; its exit reason."""
+        async with asyncio.timeout(timeout):
+            await self._exited.wait()
+        return self.exit_reason
+
+    def ended(self, reason: Term) -> None:
+        """Called once by the node when the process is gone."""
+        self.exit_reason = reason
+        self._exited.set()
 
     def exit(self, reason: Term = NORMAL) -> None:
         """End this process (from outside its task, or from it) with ``reason``."""

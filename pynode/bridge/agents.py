@@ -1,0 +1,152 @@
+"""An agent as a registered process (PROTOCOL.md §4).
+
+The agent process only accepts and routes: each run is a
+:class:`~pynode.bridge.runs.RunProcess` of its own, so a slow run never
+delays another request to the same agent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Final
+
+from pynode.bridge.errors import BridgeError, error_term
+from pynode.bridge.models import ModelCache
+from pynode.bridge.runner import AgentDefinition
+from pynode.bridge.runs import TOOL_RESULT, RunProcess, RunRequest
+from pynode.bridge.spec import parse_run_options
+from pynode.bridge.termmap import text_from_prompt
+from pynode.etf.types import Atom, Reference, Term
+from pynode.runtime.genserver import NOREPLY, From, GenServer
+
+__all__ = ["AgentProcess", "RunLimits"]
+
+log = logging.getLogger("pynode.agent")
+
+OK: Final = Atom("ok")
+RUN: Final = Atom("run")
+START_RUN: Final = Atom("start_run")
+CANCEL: Final = Atom("cancel")
+INFO: Final = Atom("info")
+
+
+@dataclass(slots=True)
+class RunLimits:
+    """Runs in flight on the whole node, and the most it takes (``--max-runs``)."""
+
+    max_runs: int
+    in_flight: int = 0
+    agents: dict[str, AgentProcess] = field(default_factory=dict)
+
+
+class AgentProcess(GenServer):
+    """Takes ``run``, ``start_run``, ``cancel``, ``tool_result`` and ``info``."""
+
+    def __init__(self, definition: AgentDefinition, *, models: ModelCache, limits: RunLimits) -> None:
+        super().__init__()
+        self.definition = definition
+        self.models = models
+        self.limits = limits
+        self.runs: dict[Reference, RunProcess] = {}
+        self.calls: dict[str, RunProcess] = {}
+        self.max_concurrency = definition.max_concurrency
+
+    @property
+    def agent_name(self) -> str:
+        return self.definition.name
+
+    async def handle_call(self, request: Term, caller: From) -> Term:
+        try:
+            return self.handle_request(request, caller)
+        except BridgeError as exc:
+            return error_term(exc.kind, exc.message)
+
+    async def handle_cast(self, request: Term) -> None:
+        if _is_tool_result(request):
+            self.forward_tool_result(request[1], request[2])
+
+    async def handle_info(self, message: Term) -> None:
+        if _is_tool_result(message):
+            self.forward_tool_result(message[1], message[2])
+        else:
+            log.debug("agent %s ignores %r", self.agent_name, message)
+
+    def handle_request(self, request: Term, caller: From) -> Term:
+        if request == INFO:
+            return (OK, self.info())
+        if type(request) is not tuple or not request:
+            raise BridgeError("bad_request", f"agent {self.agent_name} does not understand {request!r}")
+        op = request[0]
+        if op in (RUN, START_RUN) and len(request) in (2, 3):
+            opts = request[2] if len(request) == 3 else {}
+            return self.start(request[1], opts, caller, synchronous=op == RUN)
+        if op == CANCEL and len(request) == 2:
+            run = self.runs.get(request[1]) if type(request[1]) is Reference else None
+            if run is not None:
+                run.cancel("cancelled by request")
+            return OK
+        if _is_tool_result(request):
+            return self.forward_tool_result(request[1], request[2])
+        raise BridgeError("bad_request", f"agent {self.agent_name} does not understand {request!r}")
+
+    def start(self, prompt: Term, opts: Term, caller: From, *, synchronous: bool) -> Term:
+        text = text_from_prompt(prompt)
+        options = parse_run_options(opts)
+        if synchronous and options.tool_handler is None:
+            orphans = [t.name for t in self.definition.tools if t.handler is None]
+            if orphans:
+                raise BridgeError(
+                    "bad_request",
+                    f"tool(s) {', '.join(orphans)} have no handler and the run has no tool_handler: "
+                    "a synchronous run could never answer them; use start_run or pass tool_handler",
+                )
+        if self.max_concurrency is not None and len(self.runs) >= self.max_concurrency:
+            raise BridgeError(
+                "overloaded", f"agent {self.agent_name} already has {len(self.runs)} runs (max_concurrency)"
+            )
+        if self.limits.in_flight >= self.limits.max_runs:
+            raise BridgeError("overloaded", f"the node already has {self.limits.in_flight} runs in flight")
+        node = self.node
+        assert node is not None
+        ref = node.make_ref()
+        run = RunProcess(
+            self,
+            ref,
+            RunRequest(
+                prompt=text, options=options, caller=caller.pid, reply_to=caller if synchronous else None
+            ),
+        )
+        self.runs[ref] = run
+        self.limits.in_flight += 1
+        node.spawn(run)
+        return NOREPLY if synchronous else (OK, ref)
+
+    def run_finished(self, run: RunProcess) -> None:
+        if self.runs.pop(run.ref, None) is not None:
+            self.limits.in_flight -= 1
+
+    def forward_tool_result(self, call_id: Term, reply: Term) -> Term:
+        key = call_id.decode("utf-8", "replace") if isinstance(call_id, bytes) else str(call_id)
+        run = self.calls.get(key)
+        if run is None:
+            return error_term("bad_request", f"no tool call {key} is waiting on agent {self.agent_name}")
+        return run.tool_result(call_id, reply)
+
+    def info(self) -> dict[Atom, Term]:
+        return {
+            Atom("name"): Atom(self.agent_name),
+            Atom("model"): self.definition.model_name,
+            Atom("tools"): self.definition.tool_names(),
+            Atom("runs"): len(self.runs),
+        }
+
+    def cancel_all(self, reason: str) -> list[RunProcess]:
+        runs = list(self.runs.values())
+        for run in runs:
+            run.cancel(reason)
+        return runs
+
+
+def _is_tool_result(term: Term) -> bool:
+    return type(term) is tuple and len(term) == 3 and term[0] == TOOL_RESULT

@@ -1,0 +1,145 @@
+"""The registered process ``pynode``: the node's front door (PROTOCOL.md §3)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from pynode import __version__
+from pynode.bridge.agents import AgentProcess, RunLimits
+from pynode.bridge.errors import BridgeError, error_term
+from pynode.bridge.loader import load_agents
+from pynode.bridge.models import ModelCache
+from pynode.bridge.runner import AgentDefinition, build_agent
+from pynode.bridge.spec import parse_agent_spec
+from pynode.etf.types import Atom, Term
+from pynode.runtime.genserver import From, GenServer
+
+if TYPE_CHECKING:
+    from pynode.node import Node
+
+__all__ = ["Registry", "start_registry"]
+
+log = logging.getLogger("pynode.registry")
+
+OK: Final = Atom("ok")
+PONG: Final = Atom("pong")
+PYTHON: Final = Atom("python")
+REMOTE: Final = Atom("remote")
+
+
+def _pydantic_ai_version() -> str:
+    try:
+        import pydantic_ai
+
+        return str(pydantic_ai.__version__)
+    except Exception:  # an import error must not take the registry down
+        return "unavailable"
+
+
+class Registry(GenServer):
+    """Answers ``ping``, ``info``, ``{echo, Term}``; creates, lists and deletes agents."""
+
+    def __init__(self, *, max_runs: int = 1000, models: ModelCache | None = None) -> None:
+        super().__init__()
+        self.limits = RunLimits(max_runs=max_runs)
+        self.models = models or ModelCache()
+        self._pydantic_ai = _pydantic_ai_version()
+
+    @property
+    def agents(self) -> dict[str, AgentProcess]:
+        return self.limits.agents
+
+    async def handle_call(self, request: Term, caller: From) -> Term:
+        try:
+            return self.handle_request(request)
+        except BridgeError as exc:
+            return error_term(exc.kind, exc.message)
+
+    def handle_request(self, request: Term) -> Term:
+        if request == Atom("ping"):
+            return PONG
+        if request == Atom("info"):
+            return (OK, self.info())
+        if request == Atom("list_agents"):
+            return (OK, [self.describe(a) for a in self.agents.values()])
+        if type(request) is tuple and request:
+            op, args = request[0], request[1:]
+            if op == Atom("echo") and len(args) == 1:
+                return (OK, args[0])
+            if op == Atom("create_agent") and len(args) == 2:
+                return self.create_agent(args[0], args[1])
+            if op == Atom("delete_agent") and len(args) == 1:
+                return self.delete_agent(args[0])
+        raise BridgeError("bad_request", f"the pynode registry does not understand {request!r}")
+
+    def create_agent(self, name: Term, spec_term: Term) -> Term:
+        if type(name) is not Atom:
+            raise BridgeError("bad_request", f"an agent name is an atom, not {name!r}")
+        if name in self.agents or (self.node is not None and self.node.whereis(name) is not None):
+            raise BridgeError("already_exists", f"a process named {name} already exists on this node")
+        spec = parse_agent_spec(spec_term)
+        definition = build_agent(spec, self.models, name=str(name))
+        self.add_agent(definition)
+        return (OK, name)
+
+    def add_agent(self, definition: AgentDefinition) -> AgentProcess:
+        assert self.node is not None
+        process = AgentProcess(definition, models=self.models, limits=self.limits)
+        self.node.spawn(process, name=definition.name)
+        self.agents[definition.name] = process
+        log.info(
+            "agent %s registered (model %s, %s)", definition.name, definition.model_name, definition.origin
+        )
+        return process
+
+    def delete_agent(self, name: Term) -> Term:
+        key = name.decode() if isinstance(name, bytes) else str(name)
+        process = self.agents.pop(key, None) if isinstance(name, str | bytes) else None
+        if process is None:
+            raise BridgeError("unknown_agent", f"there is no agent named {key}")
+        process.cancel_all(f"agent {key} was deleted")
+        process.exit(Atom("shutdown"))
+        return OK
+
+    def describe(self, agent: AgentProcess) -> dict[Atom, Term]:
+        d = agent.definition
+        return {Atom("name"): Atom(d.name), Atom("model"): d.model_name, Atom("origin"): Atom(d.origin)}
+
+    def info(self) -> dict[Atom, Term]:
+        assert self.node is not None
+        return {
+            Atom("node"): self.node.name,
+            Atom("version"): __version__,
+            Atom("pydantic_ai"): self._pydantic_ai,
+            Atom("agents"): len(self.agents),
+            Atom("runs"): self.limits.in_flight,
+        }
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Cancel every run in flight; their callers get ``{error, {cancelled, _}}`` first."""
+        runs = [
+            run for agent in self.agents.values() for run in agent.cancel_all("the node is shutting down")
+        ]
+        tasks = [run.task for run in runs if run.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        # Let the replies reach the sockets before the connections close.
+        if self.node is not None:
+            for conn in list(self.node.connections.values()):
+                await asyncio.wait_for(conn.drain(), timeout)
+
+
+async def start_registry(node: Node, *, agents_dir: Path | None = None, max_runs: int = 1000) -> Registry:
+    """Register ``pynode`` and the Python-defined agents found in ``agents_dir``."""
+    registry = Registry(max_runs=max_runs)
+    node.spawn(registry, name="pynode")
+    if agents_dir is not None:
+        for definition in load_agents(agents_dir):
+            if node.whereis(definition.name) is not None:
+                log.error("agent %s not registered: the name is taken", definition.name)
+                continue
+            registry.add_agent(definition)
+    return registry

@@ -1,0 +1,294 @@
+"""One agent run as a process of its own.
+
+A run has a pid (tool handlers answer it), a reference (``RunRef``), and a
+task doing the pydantic-ai work. It monitors its caller: when the caller
+dies or its node goes, the run is cancelled. It monitors every tool handler
+it waits on: when a handler dies, that tool call fails instead of hanging.
+Whatever ends the run, its caller gets exactly one reply, unless the caller
+is the one that is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from pynode.bridge.errors import BridgeError, classify, error_term
+from pynode.bridge.runner import RunEvent, TextDelta, ToolCallFinished, ToolCallStarted, execute_run
+from pynode.bridge.spec import MFHandler, ProcessHandler, RunOptions, ToolSpec
+from pynode.bridge.termmap import from_json, to_json
+from pynode.bridge.tools import ToolFailed, ToolReply, parse_tool_reply
+from pynode.etf.types import Atom, Pid, Reference, Term
+from pynode.node import ErpcError
+from pynode.runtime.genserver import From, open_envelope
+from pynode.runtime.process import DOWN, Process
+
+if TYPE_CHECKING:
+    from pynode.bridge.agents import AgentProcess
+
+__all__ = ["RunProcess", "RunRequest"]
+
+log = logging.getLogger("pynode.run")
+
+OK: Final = Atom("ok")
+TOOL_RESULT: Final = Atom("tool_result")
+PYNODE_TOOL_CALL: Final = Atom("pynode_tool_call")
+PYNODE_EVENT: Final = Atom("pynode_event")
+PYNODE_RESULT: Final = Atom("pynode_result")
+TEXT_DELTA: Final = Atom("text_delta")
+TOOL_CALL: Final = Atom("tool_call")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRequest:
+    """What a caller asked for: the prompt, the options, and where answers go."""
+
+    prompt: str
+    options: RunOptions
+    caller: Pid
+    reply_to: From | None
+    """Set for a synchronous ``run``: the reply goes to this call. ``None`` for ``start_run``."""
+
+
+class RunProcess(Process):
+    """A run of one agent; ends with exactly one reply to its caller."""
+
+    def __init__(self, agent: AgentProcess, ref: Reference, request: RunRequest) -> None:
+        super().__init__()
+        self.agent = agent
+        self.ref = ref
+        self.request = request
+        self.run_id = uuid.uuid4().hex
+        self.cancel_reason: str | None = None
+        self.end_reason = "running"
+        self._work: asyncio.Task[dict[Any, Any]] | None = None
+        self._waits: dict[str, asyncio.Future[ToolReply]] = {}
+        self._handler_monitors: dict[Reference, str] = {}
+        self._caller_monitor: Reference | None = None
+        self._stream_to: Pid | None = request.options.stream_to or (
+            request.caller if request.reply_to is None else None
+        )
+
+    # -- the run ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        request = self.request
+        self._caller_monitor = self.monitor(request.caller)
+        outcome: Term
+        pump = asyncio.create_task(self._pump(), name=f"run {self.run_id} mailbox")
+        try:
+            outcome = await self._execute()
+        finally:
+            pump.cancel()
+            for wait in self._waits.values():
+                wait.cancel()
+            self._waits.clear()
+            for ref in list(self._handler_monitors):
+                self.demonitor(ref)
+            self._handler_monitors.clear()
+            self.agent.run_finished(self)
+        if self._caller_monitor is not None:
+            self.demonitor(self._caller_monitor)
+            self._deliver(outcome)
+        log.info("run %s of %s ended: %s", self.run_id, self.agent.name, self.end_reason)
+
+    async def _execute(self) -> Term:
+        options = self.request.options
+        self._work = asyncio.create_task(
+            execute_run(
+                self.agent.definition,
+                self.request.prompt,
+                options,
+                models=self.agent.models,
+                dispatch=self._dispatch,
+                on_event=self._on_event if self._stream_to is not None else None,
+                run_id=self.run_id,
+            ),
+            name=f"run {self.run_id}",
+        )
+        timeout = None if options.timeout is None else options.timeout / 1000
+        try:
+            async with asyncio.timeout(timeout):
+                result = await asyncio.shield(self._work)
+            self.end_reason = "ok"
+            return (OK, result)
+        except TimeoutError:
+            await self._stop_work()
+            self.end_reason = f"timeout after {options.timeout} ms"
+            return error_term("timeout", f"the run did not finish within {options.timeout} ms")
+        except asyncio.CancelledError:
+            # Our own cancel() or the process being stopped: either way the caller hears of it.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            await self._stop_work()
+            reason = self.cancel_reason or "the run was stopped"
+            self.end_reason = f"cancelled ({reason})"
+            return error_term("cancelled", reason)
+        except BridgeError as exc:
+            self.end_reason = f"{exc.kind}: {exc.message}"
+            return error_term(exc.kind, exc.message)
+        except Exception as exc:
+            kind, message = classify(exc)
+            if kind == "internal_error":
+                log.exception("run %s failed", self.run_id)
+            self.end_reason = f"{kind}: {message}"
+            return error_term(kind, message)
+
+    async def _stop_work(self) -> None:
+        work = self._work
+        if work is not None and not work.done():
+            work.cancel()
+            await asyncio.wait([work], timeout=5.0)
+
+    def cancel(self, reason: str) -> None:
+        """End the run with ``{error, {cancelled, Reason}}``; its work stops at once."""
+        if self.cancel_reason is not None or self.task is None or self.task.done():
+            return
+        self.cancel_reason = reason
+        self.task.cancel()
+
+    def _deliver(self, outcome: Term) -> None:
+        request = self.request
+        if request.reply_to is not None:
+            self.send(request.reply_to.pid, (request.reply_to.tag, outcome))
+        else:
+            self.send(request.caller, (PYNODE_RESULT, self.ref, outcome))
+
+    # -- its mailbox: tool results and DOWNs -----------------------------------------
+
+    async def _pump(self) -> None:
+        while True:
+            message = await self.receive()
+            self.handle_message(message)
+
+    def handle_message(self, message: Term) -> None:
+        if type(message) is tuple and len(message) == 5 and message[0] == DOWN:
+            self._on_down(message[1], message[4])
+            return
+        envelope = open_envelope(message)
+        request = envelope.request
+        if type(request) is tuple and len(request) == 3 and request[0] == TOOL_RESULT:
+            reply = self.tool_result(request[1], request[2])
+            if envelope.reply_to is not None:
+                self.send(envelope.reply_to.pid, (envelope.reply_to.tag, reply))
+            return
+        log.debug("run %s ignores %r", self.run_id, message)
+
+    def tool_result(self, call_id: Term, reply: Term) -> Term:
+        key = call_id.decode("utf-8", "replace") if isinstance(call_id, bytes) else str(call_id)
+        wait = self._waits.get(key)
+        if wait is None or wait.done():
+            return error_term("bad_request", f"no tool call {key} is waiting in this run")
+        try:
+            wait.set_result(parse_tool_reply(reply))
+        except BridgeError as exc:
+            wait.set_result(ToolFailed(f"the tool handler sent an invalid reply: {exc.message}"))
+            return error_term(exc.kind, exc.message)
+        return OK
+
+    def _on_down(self, ref: Reference, reason: Term) -> None:
+        if ref == self._caller_monitor:
+            self._caller_monitor = None
+            self.cancel(f"the caller exited ({reason!r})")
+            return
+        call_id = self._handler_monitors.pop(ref, None)
+        if call_id is not None:
+            wait = self._waits.get(call_id)
+            if wait is not None and not wait.done():
+                wait.set_result(ToolFailed(f"the tool handler exited before answering ({reason!r})"))
+
+    # -- tools -----------------------------------------------------------------------
+
+    async def _dispatch(self, tool: ToolSpec, call_id: str, args: dict[str, Any]) -> ToolReply:
+        handler = tool.handler
+        if isinstance(handler, MFHandler):
+            return await self._call_mf(handler, args)
+        dest: Term
+        if isinstance(handler, ProcessHandler):
+            dest = handler.dest
+        elif self.request.options.tool_handler is not None:
+            dest = self.request.options.tool_handler
+        else:
+            dest = self.request.caller
+        return await self._call_process(dest, tool, call_id, args)
+
+    async def _call_mf(self, handler: MFHandler, args: dict[str, Any]) -> ToolReply:
+        node = self.node
+        assert node is not None
+        from pynode.bridge.tools import ToolOk
+
+        try:
+            value = await node.erpc(
+                str(self.request.caller.node),
+                str(handler.module),
+                str(handler.function),
+                [from_json(args)],
+                timeout=None,
+            )
+        except ErpcError as exc:
+            return ToolFailed(f"{handler.module}:{handler.function} raised {exc.kind}: {exc.reason!r}")
+        try:
+            return ToolOk(to_json(value))
+        except BridgeError as exc:
+            return ToolFailed(
+                f"{handler.module}:{handler.function} returned a value with no JSON form: {exc}"
+            )
+
+    async def _call_process(
+        self, dest: Term, tool: ToolSpec, call_id: str, args: dict[str, Any]
+    ) -> ToolReply:
+        loop = asyncio.get_running_loop()
+        wait: asyncio.Future[ToolReply] = loop.create_future()
+        self._waits[call_id] = wait
+        self.agent.calls[call_id] = self
+        monitor = self.monitor(dest)
+        self._handler_monitors[monitor] = call_id
+        assert self.pid is not None
+        self.send(
+            dest,
+            (
+                PYNODE_TOOL_CALL,
+                self.ref,
+                {
+                    Atom("call_id"): call_id,
+                    Atom("name"): tool.name,
+                    Atom("args"): from_json(args),
+                    Atom("reply_to"): self.pid,
+                },
+            ),
+        )
+        try:
+            return await wait
+        finally:
+            self._waits.pop(call_id, None)
+            self.agent.calls.pop(call_id, None)
+            if self._handler_monitors.pop(monitor, None) is not None:
+                self.demonitor(monitor)
+
+    # -- streaming -------------------------------------------------------------------
+
+    def _on_event(self, event: RunEvent) -> None:
+        target = self._stream_to
+        if target is None:
+            return
+        term: Term
+        if isinstance(event, TextDelta):
+            term = (TEXT_DELTA, event.text)
+        elif isinstance(event, ToolCallStarted):
+            term = (TOOL_CALL, event.name, from_json(event.args), event.call_id)
+        elif isinstance(event, ToolCallFinished):
+            term = (TOOL_RESULT, event.name, _content_term(event.content), event.call_id)
+        else:
+            return
+        self.send(target, (PYNODE_EVENT, self.ref, term))
+
+
+def _content_term(content: Any) -> Term:
+    try:
+        return from_json(content)
+    except Exception:
+        return str(content)

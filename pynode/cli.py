@@ -1,0 +1,132 @@
+"""The ``pynode`` command: start a node, its registry and its agents; stop on a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pynode import epmd
+from pynode.errors import EpmdError, PynodeError
+
+__all__ = ["main", "resolve_cookie"]
+
+log = logging.getLogger("pynode")
+
+
+def resolve_cookie(explicit: str | None) -> str:
+    """``--cookie``, else ``$PYNODE_COOKIE``, else ``~/.erlang.cookie``, as ``erl`` does."""
+    if explicit:
+        return explicit
+    env = os.environ.get("PYNODE_COOKIE")
+    if env:
+        return env
+    path = Path.home() / ".erlang.cookie"
+    try:
+        cookie = path.read_text().strip()
+    except OSError as exc:
+        raise SystemExit(
+            f"pynode: no cookie: pass --cookie, set PYNODE_COOKIE, or create {path} ({exc.strerror})"
+        ) from None
+    if not cookie:
+        raise SystemExit(f"pynode: {path} is empty; pass --cookie or set PYNODE_COOKIE")
+    return cookie
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pynode",
+        description="pydantic-ai agents as named processes on a hidden Erlang distribution node.",
+    )
+    names = parser.add_mutually_exclusive_group(required=True)
+    names.add_argument("--sname", help="short node name (name, or name@host)")
+    names.add_argument("--name", help="long node name, e.g. py@127.0.0.1")
+    parser.add_argument("--cookie", help="the cluster's cookie (else $PYNODE_COOKIE, else ~/.erlang.cookie)")
+    parser.add_argument(
+        "--host", help="address to listen on (default: 127.0.0.1 for loopback names, else all)"
+    )
+    parser.add_argument("--port", type=int, default=0, help="distribution port (default: any free port)")
+    parser.add_argument("--epmd-port", type=int, help="EPMD port (else $ERL_EPMD_PORT, else 4369)")
+    parser.add_argument("--start-epmd", action="store_true", help="start EPMD if none answers")
+    parser.add_argument(
+        "--connect", action="append", default=[], metavar="NODE", help="connect to NODE at start"
+    )
+    parser.add_argument("--agents", type=Path, help="folder of Python-defined agents (default: ./agents)")
+    parser.add_argument(
+        "--net-ticktime", type=float, default=60.0, help="seconds, as net_ticktime (default 60)"
+    )
+    parser.add_argument(
+        "--max-runs", type=int, default=1000, help="agent runs in flight on the node (default 1000)"
+    )
+    parser.add_argument("--log-level", default=os.environ.get("PYNODE_LOG_LEVEL", "info"))
+    return parser
+
+
+def node_name(args: argparse.Namespace) -> str:
+    if args.name:
+        if "@" not in args.name:
+            raise SystemExit("pynode: --name takes name@host (a long name), e.g. py@127.0.0.1")
+        return str(args.name)
+    sname = str(args.sname)
+    if "@" in sname:
+        return sname
+    import socket
+
+    return f"{sname}@{socket.gethostname().split('.')[0]}"
+
+
+async def serve(args: argparse.Namespace) -> int:
+    from pynode.bridge.registry import start_registry
+    from pynode.node import Node
+
+    cookie = resolve_cookie(args.cookie)
+    epmd_port = epmd.epmd_port_from_env(args.epmd_port)
+    if args.start_epmd and await epmd.ensure_epmd(epmd_port):
+        log.info("started EPMD on port %d", epmd_port)
+    node = Node(
+        node_name(args),
+        cookie,
+        listen_host=args.host,
+        listen_port=args.port,
+        epmd_port=epmd_port,
+        net_ticktime=args.net_ticktime,
+    )
+    try:
+        await node.start()
+    except EpmdError as exc:
+        print(f"pynode: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    agents_dir = args.agents if args.agents is not None else Path("agents")
+    registry = await start_registry(node, agents_dir=agents_dir, max_runs=args.max_runs)
+    for peer in args.connect:
+        try:
+            await node.connect(peer)
+        except (PynodeError, OSError) as exc:
+            log.error("could not connect to %s: %s", peer, exc)
+    print(f"pynode {node.name} ready (port {node.port}, epmd {epmd_port})", flush=True)
+    await stop.wait()
+    log.info("stopping: cancelling runs in flight")
+    await registry.shutdown()
+    await node.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,297 @@
+"""Drives one distribution connection over an asyncio transport.
+
+All protocol decisions live in the sans-IO cores (``dist.handshake``,
+``dist.framing``, ``dist.ticks``); this module only moves bytes between them
+and the socket, runs the tick timer, and hands decoded control messages to
+the node. It is an ``asyncio.Protocol`` rather than a stream reader loop so
+that a packet is parsed and dispatched in the callback that received it,
+with no task switch per packet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from pynode.dist.flags import DFlag
+from pynode.dist.framing import NO_PAYLOAD, TICK_FRAME, BadPayload, DistMessage, DistReader, DistWriter, Tick
+from pynode.dist.handshake import (
+    AliveQuery,
+    HandshakeAcceptor,
+    HandshakeComplete,
+    HandshakeInitiator,
+    PeerNamed,
+)
+from pynode.dist.ticks import TickAction, TickTimer
+from pynode.errors import HandshakeError, RemoteProtocolError
+from pynode.etf.types import Pid, Reference, Term
+
+if TYPE_CHECKING:
+    from pynode.dist.control import ControlMessage
+    from pynode.node import Node
+
+__all__ = ["Connection", "DistProtocol"]
+
+log = logging.getLogger("pynode.link")
+
+_HIGH_WATER = 4 << 20
+_LOW_WATER = 1 << 20
+
+
+class Connection:
+    """An established connection to one peer node, with the state tied to it."""
+
+    def __init__(
+        self,
+        node: Node,
+        protocol: DistProtocol,
+        *,
+        peer_name: str,
+        peer_creation: int,
+        flags: DFlag,
+        net_ticktime: float,
+    ) -> None:
+        self.node = node
+        self.protocol = protocol
+        self.transport = protocol.transport
+        self.peer_name = peer_name
+        self.peer_creation = peer_creation
+        self.flags = flags
+        self.reader = DistReader(flags)
+        self.writer = DistWriter(flags)
+        self.closed = False
+        # Monitors local processes hold on the peer's: ref -> (local watcher, target as named).
+        self.monitors_out: dict[Reference, tuple[Pid, Term]] = {}
+        # Monitors the peer's processes hold on ours: ref -> local target pid.
+        self.monitors_in: dict[Reference, Pid] = {}
+        # (local pid, remote pid) pairs that are linked.
+        self.links: set[tuple[Pid, Pid]] = set()
+        # Outstanding SPAWN_REQUESTs we made: request ref -> local requester.
+        self.spawn_requests: dict[Reference, Pid] = {}
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._ticks = TickTimer(net_ticktime, loop.time())
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._fragments: deque[bytes] = deque()
+        self._pump: asyncio.Task[None] | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._arm_ticks()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Bytes from the socket: parse every complete frame and dispatch it."""
+        self._ticks.data_received(self._loop.time())
+        reader = self.reader
+        reader.receive_data(data)
+        dispatch = self.node.dispatch_control
+        while True:
+            event = reader.next_event()
+            if type(event) is DistMessage:
+                dispatch(self, event.control, event.payload)
+            elif type(event) is Tick:
+                continue
+            elif type(event) is BadPayload:
+                log.warning(
+                    "%s: dropped a message whose payload could not be decoded (%s): %r",
+                    self.peer_name,
+                    event.error,
+                    event.control,
+                )
+            else:
+                return
+
+    # -- writing ---------------------------------------------------------------------
+
+    def send(self, control: ControlMessage, payload: Term = NO_PAYLOAD) -> None:
+        """Queue one control message (and payload) for the peer; never blocks."""
+        if self.closed:
+            return
+        frames = self.writer.encode(control, payload)
+        if len(frames) == 1 and not self._fragments:
+            self.transport.write(frames[0])
+        else:
+            # A big message goes out one fragment at a time so small ones can pass it.
+            self._fragments.extend(frames)
+            if self._pump is None or self._pump.done():
+                self._pump = asyncio.create_task(self._pump_fragments())
+        self._ticks.data_sent(self._loop.time())
+
+    async def _pump_fragments(self) -> None:
+        while self._fragments and not self.closed:
+            self.transport.write(self._fragments.popleft())
+            if self.transport.get_write_buffer_size() > _LOW_WATER:
+                await self.drain()
+            else:
+                await asyncio.sleep(0)
+
+    async def drain(self) -> None:
+        """Wait until the socket's write buffer is below its high-water mark."""
+        if not self.closed:
+            await self._writable.wait()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- ticks -----------------------------------------------------------------------
+
+    def _arm_ticks(self) -> None:
+        delay = max(0.0, self._ticks.next_deadline() - self._loop.time())
+        self._tick_handle = self._loop.call_later(delay, self._on_tick_timer)
+
+    def _on_tick_timer(self) -> None:
+        if self.closed:
+            return
+        now = self._loop.time()
+        action = self._ticks.poll(now)
+        if action is TickAction.SEND_TICK:
+            self.transport.write(TICK_FRAME)
+            self._ticks.data_sent(now)
+        elif action is TickAction.PEER_TIMEOUT:
+            log.warning("%s: no data within net_ticktime; closing the connection", self.peer_name)
+            self.close()
+            return
+        self._arm_ticks()
+
+    # -- closing ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        if not self.closed:
+            self.transport.close()
+            self.lost()
+
+    def lost(self) -> None:
+        """The socket is gone: tell the node once, stop timers and the pump."""
+        if self.closed:
+            return
+        self.closed = True
+        self._writable.set()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        if self._pump is not None:
+            self._pump.cancel()
+        self._fragments.clear()
+        self.node.connection_lost(self)
+
+
+class DistProtocol(asyncio.Protocol):
+    """The asyncio side of one socket: the handshake first, then a :class:`Connection`."""
+
+    def __init__(
+        self,
+        node: Node,
+        handshake: HandshakeInitiator | HandshakeAcceptor,
+    ) -> None:
+        self.node = node
+        self.handshake: HandshakeInitiator | HandshakeAcceptor | None = handshake
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.connection: Connection | None = None
+        self.established: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
+        self.peer_hint: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=_HIGH_WATER, low=_LOW_WATER)
+        self._flush_handshake()
+
+    def data_received(self, data: bytes) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.feed(data)
+            except RemoteProtocolError as exc:
+                log.error("%s: protocol error, closing: %s", self.connection.peer_name, exc)
+                self.connection.close()
+            return
+        handshake = self.handshake
+        if handshake is None:
+            return
+        try:
+            handshake.receive_data(data)
+            self._handshake_events(handshake)
+        except HandshakeError as exc:
+            self._fail(exc)
+
+    def _handshake_events(self, handshake: HandshakeInitiator | HandshakeAcceptor) -> None:
+        while True:
+            event: Any = handshake.next_event()
+            if isinstance(event, PeerNamed):
+                assert isinstance(handshake, HandshakeAcceptor)
+                self.peer_hint = event.name
+                handshake.send_status(self.node.accept_status(event.name, self))
+                self._flush_handshake()
+            elif isinstance(event, AliveQuery):
+                assert isinstance(handshake, HandshakeInitiator)
+                handshake.answer_alive(True)
+                self._flush_handshake()
+            elif isinstance(event, HandshakeComplete):
+                self._flush_handshake()
+                self._established(event, handshake)
+                return
+            else:
+                self._flush_handshake()
+                return
+
+    def _established(
+        self, event: HandshakeComplete, handshake: HandshakeInitiator | HandshakeAcceptor
+    ) -> None:
+        leftover = handshake.leftover()
+        self.handshake = None
+        connection = Connection(
+            self.node,
+            self,
+            peer_name=event.peer_name,
+            peer_creation=event.peer_creation,
+            flags=event.flags,
+            net_ticktime=self.node.net_ticktime,
+        )
+        self.connection = connection
+        self.node.connection_up(connection)
+        if not self.established.done():
+            self.established.set_result(connection)
+        if leftover:
+            self.data_received(leftover)
+
+    def _flush_handshake(self) -> None:
+        if self.handshake is not None:
+            out = self.handshake.data_to_send()
+            if out:
+                self.transport.write(out)
+
+    def _fail(self, exc: Exception) -> None:
+        peer = self.peer_hint or getattr(self.handshake, "peer_name", None) or "?"
+        log.warning("handshake with %s failed: %s", peer, exc)
+        self._flush_handshake()  # a status such as not_allowed still reaches the peer
+        self.handshake = None
+        if not self.established.done():
+            self.established.set_exception(exc)
+        self.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.connection is not None:
+            self.connection.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.connection is not None:
+            self.connection.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.connection is not None:
+            self.connection.lost()
+        elif not self.established.done():
+            error: Exception = HandshakeError("connection", f"closed during the handshake ({exc or 'eof'})")
+            if self.handshake is not None:
+                try:
+                    self.handshake.receive_eof()
+                except HandshakeError as named:
+                    error = named
+            log.warning("handshake with %s failed: %s", self.peer_hint or "?", error)
+            self.established.set_exception(error)
+            self.handshake = None
+            self.node.handshake_aborted(self)

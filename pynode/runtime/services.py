@@ -1,0 +1,127 @@
+"""The node's own processes: ``net_kernel`` (for ``net_adm:ping``) and an io server.
+
+The io server is the group leader of functions this node runs on BEAM nodes
+with ``erpc``: it answers io requests as a group leader would, so that
+``io:format`` or ``IO.puts`` there neither hangs nor fails, and it writes
+what they print to this node's log.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Final
+
+from pynode.etf.types import Atom, ImproperList, Pid, Term
+from pynode.runtime.genserver import From, GenServer
+from pynode.runtime.process import Process
+
+if TYPE_CHECKING:
+    from pynode.node import Node
+
+__all__ = ["IoServer", "NetKernel", "render_chars", "start_services"]
+
+log = logging.getLogger("pynode.io")
+
+_IO_REQUEST: Final = Atom("io_request")
+_IO_REPLY: Final = Atom("io_reply")
+_PUT_CHARS: Final = Atom("put_chars")
+_REQUESTS: Final = Atom("requests")
+_OK: Final = Atom("ok")
+_ERROR: Final = Atom("error")
+_ENOTSUP: Final = Atom("enotsup")
+_EOF: Final = Atom("eof")
+_GETS: Final = frozenset(map(Atom, ("get_chars", "get_line", "get_until", "get_password")))
+
+
+class NetKernel(GenServer):
+    """Answers ``{is_auth, Node}`` with ``yes``: that is all ``net_adm:ping`` asks."""
+
+    async def handle_call(self, request: Term, caller: From) -> Term:
+        if type(request) is tuple and len(request) == 2 and request[0] == Atom("is_auth"):
+            return Atom("yes")
+        return Atom("ignored")
+
+
+def render_chars(chars: Term) -> str:
+    """Characters as the io protocol carries them (binary, charlist, iolist) as text."""
+    if isinstance(chars, bytes | bytearray):
+        return bytes(chars).decode("utf-8", "replace")
+    if isinstance(chars, str):
+        return chars
+    if isinstance(chars, int):
+        return chr(chars) if 0 <= chars <= 0x10FFFF else ""
+    if isinstance(chars, list):
+        return "".join(render_chars(part) for part in chars)
+    if isinstance(chars, ImproperList):
+        return "".join(render_chars(part) for part in chars.elements) + render_chars(chars.tail)
+    return repr(chars)
+
+
+_DIRECTIVE = re.compile(r"~(-?\d*\.?\d*\.?.?)?([~npPwWsSBbcfegtl+#xX.i])")
+
+
+def _render_format(fmt: Term, args: Term) -> str:
+    """A best-effort rendering of ``io_lib:format(Fmt, Args)`` for the log."""
+    text = render_chars(fmt)
+    values = list(args) if isinstance(args, list) else [args]
+
+    def directive(match: re.Match[str]) -> str:
+        kind = match.group(2)
+        if kind == "~":
+            return "~"
+        if kind == "n":
+            return "\n"
+        if not values:
+            return match.group(0)
+        value = values.pop(0)
+        if kind in "sSl":
+            return render_chars(value)
+        return repr(value)
+
+    return _DIRECTIVE.sub(directive, text)
+
+
+class IoServer(Process):
+    """A group leader for remote functions this node calls; output goes to the log."""
+
+    async def run(self) -> None:
+        while True:
+            message = await self.receive()
+            if type(message) is tuple and len(message) == 4 and message[0] == _IO_REQUEST:
+                _, sender, reply_as, request = message
+                reply = self.handle_request(request, sender)
+                if type(sender) is Pid:
+                    self.send(sender, (_IO_REPLY, reply_as, reply))
+
+    def handle_request(self, request: Term, sender: Term) -> Term:
+        if type(request) is not tuple or not request:
+            return (_ERROR, Atom("request"))
+        op = request[0]
+        if op == _PUT_CHARS:
+            if len(request) == 3:
+                self.emit(sender, render_chars(request[2]))
+                return _OK
+            if len(request) == 5:
+                self.emit(sender, _render_format(*request[4]) if len(request[4]) == 2 else repr(request))
+                return _OK
+        if op == _REQUESTS and len(request) == 2 and isinstance(request[1], list):
+            reply: Term = _OK
+            for sub in request[1]:
+                reply = self.handle_request(sub, sender)
+            return reply
+        if op in _GETS:
+            return _EOF
+        return (_ERROR, _ENOTSUP)
+
+    def emit(self, sender: Term, text: str) -> None:
+        origin = sender.node if type(sender) is Pid else "?"
+        for line in text.rstrip("\n").split("\n"):
+            log.info("[%s] %s", origin, line)
+
+
+def start_services(node: Node) -> Process:
+    """Start the node's own processes; return the one that sends on the node's behalf."""
+    node.spawn(NetKernel(), name="net_kernel")
+    node.spawn(IoServer(), name="pynode_io")
+    return node.spawn(Process())

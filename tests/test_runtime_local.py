@@ -1,0 +1,194 @@
+"""Processes, calls, links and monitors on one node, without any socket to another."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pynode.errors import CallExit, CallTimeout
+from pynode.etf.types import Atom, Pid, Reference
+from pynode.node import Node
+from pynode.runtime.genserver import NOREPLY, From, GenServer
+from pynode.runtime.process import Process, ProcessExit
+
+
+class Counter(GenServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.later: list[From] = []
+
+    async def handle_call(self, request: object, caller: From) -> object:
+        if request == Atom("incr"):
+            self.count += 1
+            return self.count
+        if request == Atom("boom"):
+            raise RuntimeError("handler failed")
+        if request == Atom("later"):
+            self.later.append(caller)
+            return NOREPLY
+        if request == Atom("answer_later"):
+            for waiting in self.later:
+                self.reply(waiting, Atom("late"))
+            self.later.clear()
+            return Atom("ok")
+        return await super().handle_call(request, caller)
+
+    async def handle_cast(self, request: object) -> None:
+        self.count += 100
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[Node]:
+    n = Node("local@127.0.0.1", "cookie")
+    await n.start(register_epmd=False)
+    yield n
+    await n.stop()
+
+
+async def test_call_by_name_and_pid(node: Node) -> None:
+    server = node.spawn(Counter(), name="counter")
+    assert await node.call(Atom("counter"), Atom("incr")) == 1
+    assert server.pid is not None
+    assert await node.call(server.pid, Atom("incr")) == 2
+    assert await node.call((Atom("counter"), node.name), Atom("incr")) == 3
+
+
+async def test_cast_and_raw_envelope(node: Node) -> None:
+    server = node.spawn(Counter(), name="counter")
+    node.cast(Atom("counter"), Atom("anything"))
+    replies: list[object] = []
+
+    async def client(me: Process) -> None:
+        ref = node.make_ref()
+        me.send(Atom("counter"), (me.pid, ref, Atom("incr")))
+        replies.append(await me.receive(lambda m: type(m) is tuple and m[0] == ref, timeout=2))
+
+    proc = node.spawn(client)
+    assert await proc.join(2) == Atom("normal")
+    assert server.alive
+    assert replies and replies[0][1] == 101
+
+
+async def test_missing_name_exits_noproc_at_once(node: Node) -> None:
+    with pytest.raises(CallExit) as info:
+        await asyncio.wait_for(node.call(Atom("nobody"), Atom("ping"), timeout=30), 1)
+    assert info.value.reason == Atom("noproc")
+
+
+async def test_raising_handler_still_replies(node: Node) -> None:
+    node.spawn(Counter(), name="counter")
+    reply = await node.call(Atom("counter"), Atom("boom"))
+    assert reply[0] == Atom("error") and reply[1][0] == Atom("internal_error")
+    assert "handler failed" in reply[1][1]
+    assert await node.call(Atom("counter"), Atom("incr")) == 1
+
+
+async def test_unknown_request_is_bad_request(node: Node) -> None:
+    node.spawn(Counter(), name="counter")
+    reply = await node.call(Atom("counter"), (Atom("what"), 1))
+    assert reply[0] == Atom("error") and reply[1][0] == Atom("bad_request")
+
+
+async def test_noreply_then_reply(node: Node) -> None:
+    node.spawn(Counter(), name="counter")
+    waiting = asyncio.create_task(node.call(Atom("counter"), Atom("later")))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    assert await node.call(Atom("counter"), Atom("answer_later")) == Atom("ok")
+    assert await waiting == Atom("late")
+
+
+async def test_call_timeout_leaves_nothing_behind(node: Node) -> None:
+    server = node.spawn(Counter(), name="counter")
+    before = len(node.processes)
+    with pytest.raises(CallTimeout):
+        await node.call(Atom("counter"), Atom("later"), timeout=0.05)
+    assert len(node.processes) == before
+    assert server.monitored_by == {}
+
+
+async def test_many_calls_leave_no_monitor_or_process(node: Node) -> None:
+    server = node.spawn(Counter(), name="counter")
+    before = len(node.processes)
+    for _ in range(1000):
+        await node.call(Atom("counter"), Atom("incr"))
+    assert len(node.processes) == before
+    assert server.monitored_by == {}
+    assert await node.call(Atom("counter"), Atom("incr")) == 1001
+
+
+async def test_link_propagates_exit(node: Node) -> None:
+    async def crasher(me: Process) -> None:
+        await me.receive()
+        raise ProcessExit(Atom("boom"))
+
+    a = node.spawn(Process())
+    b = node.spawn(crasher)
+    assert a.pid is not None and b.pid is not None
+    a.link(b.pid)
+    b.mailbox.put(Atom("go"))
+    assert await a.join(2) == Atom("boom")
+
+
+async def test_trap_exit_turns_exit_into_message(node: Node) -> None:
+    a = node.spawn(Process())
+    a.trap_exit = True
+    b = node.spawn(Process())
+    assert a.pid is not None and b.pid is not None
+    a.link(b.pid)
+    b.exit(Atom("bye"))
+    message = await a.receive(timeout=2)
+    assert message == (Atom("EXIT"), b.pid, Atom("bye"))
+    assert a.alive
+
+
+async def test_normal_exit_does_not_kill_linked(node: Node) -> None:
+    a = node.spawn(Process())
+    b = node.spawn(Process())
+    assert a.pid is not None and b.pid is not None
+    a.link(b.pid)
+    b.exit(Atom("normal"))
+    await asyncio.sleep(0.01)
+    assert a.alive
+
+
+async def test_monitor_down_and_demonitor(node: Node) -> None:
+    watcher = node.spawn(Process())
+    target = node.spawn(Process(), name="target")
+    assert target.pid is not None
+    ref = watcher.monitor(Atom("target"))
+    other = watcher.monitor(target.pid)
+    watcher.demonitor(other)
+    target.exit(Atom("gone"))
+    down = await watcher.receive(timeout=2)
+    assert down == (Atom("DOWN"), ref, Atom("process"), (Atom("target"), node.name), Atom("gone"))
+    assert isinstance(ref, Reference)
+    assert len(watcher.mailbox) == 0
+
+
+async def test_monitor_of_dead_pid_is_noproc(node: Node) -> None:
+    watcher = node.spawn(Process())
+    ghost = Pid(node.name, 999_999, 0, node.creation)
+    ref = watcher.monitor(ghost)
+    assert await watcher.receive(timeout=1) == (Atom("DOWN"), ref, Atom("process"), ghost, Atom("noproc"))
+
+
+async def test_crashing_process_reports_python_error(node: Node) -> None:
+    async def bad(me: Process) -> None:
+        raise ValueError("nope")
+
+    watcher = node.spawn(Process())
+    proc = node.spawn(bad)
+    assert proc.pid is not None
+    assert await proc.join(2) == (Atom("python_error"), "ValueError: nope")
+    ref = watcher.monitor(proc.pid)
+    assert (await watcher.receive(timeout=1))[4] == Atom("noproc")
+    assert isinstance(ref, Reference)
+
+
+async def test_node_stop_ends_every_process(node: Node) -> None:
+    procs = [node.spawn(Process()) for _ in range(10)]
+    await node.stop()
+    assert all(not p.alive for p in procs)
+    assert len(node.processes) == 0
