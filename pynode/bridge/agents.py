@@ -17,6 +17,7 @@ from pynode.bridge.runner import AgentDefinition
 from pynode.bridge.runs import TOOL_RESULT, RunProcess, RunRequest
 from pynode.bridge.spec import parse_run_options
 from pynode.bridge.termmap import text_from_prompt
+from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Reference, Term
 from pynode.runtime.genserver import NOREPLY, From, GenServer
 
@@ -76,7 +77,7 @@ class AgentProcess(GenServer):
         if request == INFO:
             return (OK, self.info())
         if type(request) is not tuple or not request:
-            raise BridgeError("bad_request", f"agent {self.agent_name} does not understand {request!r}")
+            raise BridgeError("bad_request", f"agent {self.agent_name} does not understand {format_term(request)}")
         op = request[0]
         if op in (RUN, START_RUN) and len(request) in (2, 3):
             opts = request[2] if len(request) == 3 else {}
@@ -88,7 +89,7 @@ class AgentProcess(GenServer):
             return OK
         if _is_tool_result(request):
             return self.forward_tool_result(request[1], request[2])
-        raise BridgeError("bad_request", f"agent {self.agent_name} does not understand {request!r}")
+        raise BridgeError("bad_request", f"agent {self.agent_name} does not understand {format_term(request)}")
 
     def start(self, prompt: Term, opts: Term, caller: From, *, synchronous: bool) -> Term:
         text = text_from_prompt(prompt)

@@ -34,6 +34,10 @@ class ModelCache:
             self._models[name] = model
         return model
 
+    def register(self, name: str, model: Model) -> None:
+        """Offer ``model`` under ``name`` (a configured provider, a scripted model for tests)."""
+        self._models[name] = model
+
     def _build(self, name: str) -> Model:
         if not name:
             raise BridgeError("model_unavailable", "the model name is empty")

@@ -14,6 +14,7 @@ from pynode.bridge.loader import load_agents
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import AgentDefinition, build_agent
 from pynode.bridge.spec import parse_agent_spec
+from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Term
 from pynode.runtime.genserver import From, GenServer
 
@@ -73,11 +74,11 @@ class Registry(GenServer):
                 return self.create_agent(args[0], args[1])
             if op == Atom("delete_agent") and len(args) == 1:
                 return self.delete_agent(args[0])
-        raise BridgeError("bad_request", f"the pynode registry does not understand {request!r}")
+        raise BridgeError("bad_request", f"the pynode registry does not understand {format_term(request)}")
 
     def create_agent(self, name: Term, spec_term: Term) -> Term:
         if type(name) is not Atom:
-            raise BridgeError("bad_request", f"an agent name is an atom, not {name!r}")
+            raise BridgeError("bad_request", f"an agent name is an atom, not {format_term(name)}")
         if name in self.agents or (self.node is not None and self.node.whereis(name) is not None):
             raise BridgeError("already_exists", f"a process named {name} already exists on this node")
         spec = parse_agent_spec(spec_term)

@@ -21,6 +21,7 @@ from pynode.bridge.runner import RunEvent, TextDelta, ToolCallFinished, ToolCall
 from pynode.bridge.spec import MFHandler, ProcessHandler, RunOptions, ToolSpec
 from pynode.bridge.termmap import from_json, to_json
 from pynode.bridge.tools import ToolFailed, ToolReply, parse_tool_reply
+from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.node import ErpcError
 from pynode.runtime.genserver import From, open_envelope
@@ -193,13 +194,13 @@ class RunProcess(Process):
     def _on_down(self, ref: Reference, reason: Term) -> None:
         if ref == self._caller_monitor:
             self._caller_monitor = None
-            self.cancel(f"the caller exited ({reason!r})")
+            self.cancel(f"the caller exited ({format_term(reason)})")
             return
         call_id = self._handler_monitors.pop(ref, None)
         if call_id is not None:
             wait = self._waits.get(call_id)
             if wait is not None and not wait.done():
-                wait.set_result(ToolFailed(f"the tool handler exited before answering ({reason!r})"))
+                wait.set_result(ToolFailed(f"the tool handler exited before answering ({format_term(reason)})"))
 
     # -- tools -----------------------------------------------------------------------
 
@@ -230,7 +231,7 @@ class RunProcess(Process):
                 timeout=None,
             )
         except ErpcError as exc:
-            return ToolFailed(f"{handler.module}:{handler.function} raised {exc.kind}: {exc.reason!r}")
+            return ToolFailed(f"{handler.module}:{handler.function} raised {exc.kind}: {format_term(exc.reason)}")
         try:
             return ToolOk(to_json(value))
         except BridgeError as exc:
