@@ -1,3 +1,60 @@
-"""pynode: pydantic-ai agents as named processes in an Erlang cluster."""
+"""pynode: pydantic-ai agents as named processes in an Erlang cluster.
 
-__version__ = "0.1.0"
+The Python API puts any asyncio program in a cluster as a hidden node::
+
+    async with Node("py@127.0.0.1", cookie="secret") as node:
+        node.spawn(MyServer(), name="my_server")        # a GenServer the BEAM can call
+        reply = await node.call(("some_server", "app@127.0.0.1"), "ping")
+"""
+
+from pynode._version import __version__
+from pynode.bridge.context import ClusterContext, cluster
+from pynode.errors import (
+    CallExit,
+    CallTimeout,
+    CodecError,
+    EpmdError,
+    HandshakeError,
+    NodeDown,
+    PynodeError,
+    RemoteProtocolError,
+)
+from pynode.etf.pretty import format_term
+from pynode.etf.types import Atom, BitBinary, Export, ImproperList, MapKey, OpaqueFun, Pid, Port, Reference, Term
+from pynode.node import ErpcError, Node
+from pynode.runtime.genserver import NOREPLY, From, GenServer
+from pynode.runtime.mailbox import ReceiveTimeout
+from pynode.runtime.process import Process, ProcessExit
+
+__all__ = [
+    "NOREPLY",
+    "Atom",
+    "BitBinary",
+    "CallExit",
+    "CallTimeout",
+    "ClusterContext",
+    "CodecError",
+    "EpmdError",
+    "ErpcError",
+    "Export",
+    "From",
+    "GenServer",
+    "HandshakeError",
+    "ImproperList",
+    "MapKey",
+    "Node",
+    "NodeDown",
+    "OpaqueFun",
+    "Pid",
+    "Port",
+    "Process",
+    "ProcessExit",
+    "PynodeError",
+    "ReceiveTimeout",
+    "Reference",
+    "RemoteProtocolError",
+    "Term",
+    "__version__",
+    "cluster",
+    "format_term",
+]

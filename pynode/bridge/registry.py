@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from pynode import __version__
+from pynode._version import __version__
 from pynode.bridge.agents import AgentProcess, RunLimits
 from pynode.bridge.errors import BridgeError, error_term
 from pynode.bridge.loader import load_agents

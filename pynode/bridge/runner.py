@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -53,6 +53,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+EventSink: TypeAlias = Callable[["RunEvent"], Awaitable[None] | None]
+"""Receives a run's events; an awaitable result is awaited, which is how a slow reader slows the run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +161,7 @@ async def execute_run(
     *,
     models: ModelCache,
     dispatch: ToolDispatcher,
-    on_event: Callable[[RunEvent], None] | None,
+    on_event: EventSink | None,
     run_id: str,
 ) -> dict[Atom, Term]:
     """Run ``defn`` once and return the Result map; every failure is a :class:`BridgeError`."""
@@ -188,7 +192,7 @@ async def _run(
     *,
     models: ModelCache,
     dispatch: ToolDispatcher,
-    on_event: Callable[[RunEvent], None] | None,
+    on_event: EventSink | None,
     run_id: str,
 ) -> AgentRunResult[Any]:
     spec = defn.spec
@@ -257,13 +261,13 @@ def _result_term(result: AgentRunResult[Any], run_id: str) -> dict[Atom, Term]:
 
 
 def _stream_handler(
-    on_event: Callable[[RunEvent], None],
+    on_event: EventSink,
 ) -> Callable[[RunContext[Any], AsyncIterable[AgentStreamEvent]], Any]:
     async def handle(ctx: RunContext[Any], events: AsyncIterable[AgentStreamEvent]) -> None:
         async for event in events:
             run_event = _run_event(event)
             if run_event is not None:
-                _emit(on_event, run_event)
+                await _emit(on_event, run_event)
 
     return handle
 
@@ -288,9 +292,11 @@ def _jsonable(value: Any) -> Any:
     return pydantic_core.to_jsonable_python(value, fallback=str)
 
 
-def _emit(on_event: Callable[[RunEvent], None], event: RunEvent) -> None:
+async def _emit(on_event: EventSink, event: RunEvent) -> None:
     """A failing listener loses its events (logged), never the run."""
     try:
-        on_event(event)
+        pending = on_event(event)
+        if pending is not None:
+            await pending
     except Exception:
         logger.warning("stream listener failed on %r", event, exc_info=True)

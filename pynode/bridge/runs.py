@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from pynode.bridge.context import ClusterContext, current_cluster
 from pynode.bridge.errors import BridgeError, classify, error_term
 from pynode.bridge.runner import RunEvent, TextDelta, ToolCallFinished, ToolCallStarted, execute_run
 from pynode.bridge.spec import MFHandler, ProcessHandler, RunOptions, ToolSpec
@@ -98,6 +99,9 @@ class RunProcess(Process):
 
     async def _execute(self) -> Term:
         options = self.request.options
+        assert self.node is not None
+        # Copied into the work task: Python tools of this run find their caller with cluster().
+        current_cluster.set(ClusterContext(self.node, self.request.caller, self.ref, self.agent.agent_name))
         self._work = asyncio.create_task(
             execute_run(
                 self.agent.definition,
@@ -272,7 +276,8 @@ class RunProcess(Process):
 
     # -- streaming -------------------------------------------------------------------
 
-    def _on_event(self, event: RunEvent) -> None:
+    async def _on_event(self, event: RunEvent) -> None:
+        """Send one stream event; wait while the reader's connection is backed up."""
         target = self._stream_to
         if target is None:
             return
@@ -286,6 +291,10 @@ class RunProcess(Process):
         else:
             return
         self.send(target, (PYNODE_EVENT, self.ref, term))
+        node = self.node
+        conn = node.connections.get(target.node) if node is not None else None
+        if conn is not None:
+            await conn.drain()
 
 
 def _content_term(content: Any) -> Term:
