@@ -9,6 +9,7 @@ node and across connections, the way the BEAM does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import socket
@@ -20,7 +21,7 @@ from pynode.dist import control as c
 from pynode.dist.flags import DEFAULT_FLAGS, DFlag
 from pynode.dist.framing import NO_PAYLOAD
 from pynode.dist.handshake import HandshakeAcceptor, HandshakeInitiator, Status
-from pynode.errors import CallExit, CallTimeout, NodeDown, PynodeError
+from pynode.errors import CallExit, CallTimeout, HandshakeError, NodeDown, PynodeError
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.link import Connection, DistProtocol
 from pynode.runtime.genserver import GEN_CALL
@@ -321,17 +322,50 @@ class Node:
             return
         if self._stopping:
             return
-        # Connect on first send, as the BEAM does; messages wait for the connection.
+        # Connect on first send, as the BEAM does. Messages, links and monitors wait for the
+        # connection in one queue, so a link made before a send still reaches the peer first.
         self._pending_sends.setdefault(node, []).append((control, payload))
         if node not in self._connecting:
             self.background(self._connect_quietly(node), name=f"connect {node}")
 
     async def _connect_quietly(self, node: str) -> None:
-        try:
+        with contextlib.suppress(PynodeError, OSError):  # _fail_pending has said why
             await self.connect(node)
-        except (PynodeError, OSError) as exc:
-            dropped = self._pending_sends.pop(node, [])
-            log.warning("could not connect to %s (%s); %d message(s) dropped", node, exc, len(dropped))
+
+    def _fail_pending(self, node: str, exc: BaseException) -> None:
+        """No connection to ``node``: queued links exit and queued monitors fire with noconnection."""
+        pending = self._pending_sends.pop(node, [])
+        if not pending:
+            return
+        dropped = 0
+        for control, _ in pending:
+            if isinstance(control, c.Link):
+                process = self.processes.pid(control.from_pid)
+                if process is not None and control.to_pid in process.links:
+                    process.links.discard(control.to_pid)
+                    process.exit_signal(control.to_pid, NOCONNECTION, linked=True)
+            elif isinstance(control, c.MonitorP):
+                watcher = self.processes.pid(control.from_pid)
+                if watcher is not None and control.ref in watcher.monitors:
+                    target = watcher.monitors[control.ref]
+                    self._deliver_down(control.from_pid, control.ref, target, NOCONNECTION)
+            else:
+                dropped += 1
+        log.warning("could not connect to %s (%s); %d message(s) dropped", node, exc, dropped)
+
+    def _admit_pending(self, conn: Connection, control: c.ControlMessage) -> bool:
+        """Whether a queued signal still holds now that ``conn`` is up; records links and monitors."""
+        if isinstance(control, c.Link):
+            process = self.processes.pid(control.from_pid)
+            if process is None or control.to_pid not in process.links:
+                return False  # unlinked, or ended, before the connection came up
+            conn.links.add((control.from_pid, control.to_pid))
+        elif isinstance(control, c.MonitorP):
+            watcher = self.processes.pid(control.from_pid)
+            if watcher is None or control.ref not in watcher.monitors:
+                return False  # demonitored, or ended, before the connection came up
+            conn.monitors_out[control.ref] = (control.from_pid, watcher.monitors[control.ref])
+        return True
 
     # -- connections -----------------------------------------------------------------
 
@@ -371,11 +405,19 @@ class Node:
             self._handshakes.add(proto)
             try:
                 conn = await asyncio.wait_for(asyncio.shield(proto.established), self.handshake_timeout)
+            except HandshakeError as exc:
+                if exc.step != "recv_status" or not exc.reason.startswith("nok"):
+                    raise
+                # Both sides dialled at once and the peer keeps its own attempt: that one brings
+                # the connection, and connection_up() resolves ``result``.
+                await asyncio.wait_for(asyncio.shield(result), self.handshake_timeout)
+                return
             finally:
                 self._handshakes.discard(proto)
             if not result.done():
                 result.set_result(conn)
         except BaseException as exc:
+            self._fail_pending(node, exc)
             if not result.done():
                 result.set_exception(
                     exc if isinstance(exc, PynodeError | OSError) else NodeDown(node, repr(exc))
@@ -424,7 +466,8 @@ class Node:
         if pending is not None and not pending.done():
             pending.set_result(conn)
         for control, payload in self._pending_sends.pop(conn.peer_name, []):
-            conn.send(control, payload)
+            if self._admit_pending(conn, control):
+                conn.send(control, payload)
         log.info("connected to %s (flags %#x)", conn.peer_name, int(conn.flags))
 
     def connection_lost(self, conn: Connection) -> None:
@@ -473,22 +516,10 @@ class Node:
         process.links.add(b)
         conn = self.connections.get(b.node)
         if conn is None:
-            self.background(self._link_remote(a, b), name=f"link {b}")
+            self._send_remote(b.node, c.Link(a, b))
         else:
             conn.links.add((a, b))
             conn.send(c.Link(a, b))
-
-    async def _link_remote(self, a: Pid, b: Pid) -> None:
-        try:
-            conn = await self.connect(b.node)
-        except (PynodeError, OSError):
-            process = self.processes.pid(a)
-            if process is not None:
-                process.links.discard(b)
-                process.exit_signal(b, NOCONNECTION, linked=True)
-            return
-        conn.links.add((a, b))
-        conn.send(c.Link(a, b))
 
     def unlink(self, a: Pid, b: Pid) -> None:
         process = self.processes.pid(a)
@@ -511,8 +542,12 @@ class Node:
             if process is not None:
                 process.exit_signal(sender, reason, linked=linked)
             return
+        if linked and self._stopping:
+            return  # the closing connection tells the peer noconnection, as when a BEAM node halts
         conn = self.connections.get(to.node)
         if conn is None:
+            if not linked:  # exit(Pid, Reason) connects first, as a message would
+                self._send_remote(to.node, c.Exit2(sender, to, reason))
             return
         if linked:
             conn.links.discard((sender, to))
@@ -570,22 +605,8 @@ class Node:
             conn.monitors_out[ref] = (watcher, down_target)
             conn.send(c.MonitorP(watcher, wire_target, ref))
         else:
-            self.background(self._monitor_remote(watcher, node, wire_target, down_target, ref))
+            self._send_remote(node, c.MonitorP(watcher, wire_target, ref))
         return ref
-
-    async def _monitor_remote(
-        self, watcher: Pid, node: str, wire_target: Pid | Atom, down_target: Term, ref: Reference
-    ) -> None:
-        try:
-            conn = await self.connect(node)
-        except (PynodeError, OSError):
-            self._deliver_down(watcher, ref, down_target, NOCONNECTION)
-            return
-        process = self.processes.pid(watcher)
-        if process is None or ref not in process.monitors:
-            return
-        conn.monitors_out[ref] = (watcher, down_target)
-        conn.send(c.MonitorP(watcher, wire_target, ref))
 
     def demonitor(self, watcher: Pid, ref: Reference) -> None:
         process = self.processes.pid(watcher)
@@ -616,6 +637,8 @@ class Node:
         if watcher.node == self.name:
             self._deliver_down(watcher, ref, target if type(target) is tuple else from_pid, reason)
             return
+        if self._stopping:
+            return  # the closing connection tells the peer noconnection, as when a BEAM node halts
         conn = self.connections.get(watcher.node)
         if conn is None:
             return
@@ -727,11 +750,14 @@ class Node:
         requester = conn.spawn_requests.pop(msg.req_id, None)
         if requester is None:
             return
+        process = self.processes.pid(requester)
+        if process is None:
+            if type(msg.result) is Pid:  # the requester gave up (timeout, cancel) before the reply
+                self.exit(msg.result, _KILL, sender=requester)
+            return
         if type(msg.result) is Pid and msg.flags & 2:
             conn.monitors_out[msg.req_id] = (requester, msg.result)
-            process = self.processes.pid(requester)
-            if process is not None:
-                process.monitors[msg.req_id] = msg.result
+            process.monitors[msg.req_id] = msg.result
         self.send(requester, (_SPAWN_REPLY, msg.req_id, msg.flags, msg.result))
 
     # -- calls -----------------------------------------------------------------------
@@ -795,10 +821,12 @@ class Node:
             [result_ref, Atom(module), Atom(function), list(args)],
         )
         spawned: Pid | None = None
+        replied = False
         try:
             reply = await slot.mailbox.receive(
                 lambda m: type(m) is tuple and m[0] == _SPAWN_REPLY and m[1] == req_id, timeout
             )
+            replied = True
             if type(reply[3]) is not Pid:
                 raise ErpcError("error", (_ERPC, reply[3]))
             spawned = reply[3]
@@ -808,11 +836,14 @@ class Node:
             spawned = None
             return _erpc_result(down[4], result_ref)
         except ReceiveTimeout:
-            if spawned is not None:
-                self.exit(spawned, _KILL, sender=pid)
             raise CallTimeout(f"erpc {module}:{function} on {node} took over {timeout} s") from None
         finally:
-            conn.spawn_requests.pop(req_id, None)
+            if spawned is not None:
+                # Timed out or cancelled while the function runs: end it, as erpc's timeout does.
+                self.exit(spawned, _KILL, sender=pid)
+            if replied:
+                conn.spawn_requests.pop(req_id, None)
+            # Else the request stays listed: a late SPAWN_REPLY finds us gone and ends what it started.
             slot.exit(NORMAL)
 
     def _io_server_pid(self) -> Pid:
@@ -835,21 +866,27 @@ _HANDLERS: dict[type, Callable[[Node, Connection, Any, Term], None]] = {
     c.Send: Node._on_send,
     c.SendSender: Node._on_send,
     c.SendTT: Node._on_send,
+    c.SendSenderTT: Node._on_send,
     c.RegSend: Node._on_reg_send,
     c.RegSendTT: Node._on_reg_send,
     c.AliasSend: Node._on_alias_send,
+    c.AliasSendTT: Node._on_alias_send,
     c.Link: Node._on_link,
     c.UnlinkId: Node._on_unlink_id,
     c.Exit: Node._on_exit,
     c.ExitTT: Node._on_exit,
     c.PayloadExit: Node._on_exit,
+    c.PayloadExitTT: Node._on_exit,
     c.Exit2: Node._on_exit2,
     c.Exit2TT: Node._on_exit2,
     c.PayloadExit2: Node._on_exit2,
+    c.PayloadExit2TT: Node._on_exit2,
     c.MonitorP: Node._on_monitor_p,
     c.DemonitorP: Node._on_demonitor_p,
     c.MonitorPExit: Node._on_monitor_p_exit,
     c.PayloadMonitorPExit: Node._on_monitor_p_exit,
     c.SpawnRequest: Node._on_spawn_request,
+    c.SpawnRequestTT: Node._on_spawn_request,
     c.SpawnReply: Node._on_spawn_reply,
+    c.SpawnReplyTT: Node._on_spawn_reply,
 }

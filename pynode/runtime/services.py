@@ -19,7 +19,7 @@ from pynode.runtime.process import Process
 if TYPE_CHECKING:
     from pynode.node import Node
 
-__all__ = ["IoServer", "NetKernel", "render_chars", "start_services"]
+__all__ = ["IoServer", "NetKernel", "render_chars", "show_term", "start_services"]
 
 log = logging.getLogger("pynode.io")
 
@@ -58,7 +58,10 @@ def render_chars(chars: Term) -> str:
     return repr(chars)
 
 
-_DIRECTIVE = re.compile(r"~(-?\d*\.?\d*\.?.?)?([~npPwWsSBbcfegtl+#xX.i])")
+# ~[Width][.Precision[.Pad]][Modifiers]Control, as io:format reads a control sequence.
+_DIRECTIVE = re.compile(r"~(-?(?:\d+|\*))?(?:\.(\d+|\*)?(?:\.(.))?)?[tlkK]*([~ncfegswpWPBX#bx+i])", re.S)
+_TAKES_TWO: Final = frozenset("WPXx")  # a depth or a prefix follows the value
+_PLAIN_ATOM = re.compile(r"[a-z][A-Za-z0-9_@]*")
 
 
 def _render_format(fmt: Term, args: Term) -> str:
@@ -67,7 +70,10 @@ def _render_format(fmt: Term, args: Term) -> str:
     values = list(args) if isinstance(args, list) else [args]
 
     def directive(match: re.Match[str]) -> str:
-        kind = match.group(2)
+        width, precision, _pad, kind = match.groups()
+        for part in (width, precision):
+            if part is not None and part.endswith("*") and values:
+                values.pop(0)  # a '*' takes the number from the arguments
         if kind == "~":
             return "~"
         if kind == "n":
@@ -75,11 +81,44 @@ def _render_format(fmt: Term, args: Term) -> str:
         if not values:
             return match.group(0)
         value = values.pop(0)
-        if kind in "sSl":
+        if kind in _TAKES_TWO and values:
+            values.pop(0)
+        if kind == "s":
             return render_chars(value)
-        return repr(value)
+        if kind == "c" and isinstance(value, int):
+            return render_chars(value)
+        return show_term(value)
 
     return _DIRECTIVE.sub(directive, text)
+
+
+def show_term(term: Term) -> str:
+    """A term written roughly as ``~p`` would write it, for log lines."""
+    if isinstance(term, bool):
+        return "true" if term else "false"
+    if isinstance(term, Atom):
+        return str(term) if _PLAIN_ATOM.fullmatch(term) else "'" + term.replace("'", "\\'") + "'"
+    if isinstance(term, str):
+        return f'<<"{term}"/utf8>>'
+    if isinstance(term, bytes):
+        try:
+            text = term.decode()
+        except UnicodeDecodeError:
+            return _byte_list(term)
+        return f'<<"{text}">>' if text.isprintable() else _byte_list(term)
+    if isinstance(term, list):
+        if term and all(isinstance(c, int) and not isinstance(c, bool) and 32 <= c < 0x110000 for c in term):
+            return '"' + "".join(map(chr, term)) + '"'
+        return "[" + ",".join(map(show_term, term)) + "]"
+    if isinstance(term, tuple):
+        return "{" + ",".join(map(show_term, term)) + "}"
+    if isinstance(term, dict):
+        return "#{" + ",".join(f"{show_term(k)} => {show_term(v)}" for k, v in term.items()) + "}"
+    return repr(term)
+
+
+def _byte_list(data: bytes) -> str:
+    return "<<" + ",".join(map(str, data)) + ">>"
 
 
 class IoServer(Process):
