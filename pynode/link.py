@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections import Counter, deque
+from typing import TYPE_CHECKING, Any, cast
 
 from pynode.dist.flags import DFlag
 from pynode.dist.framing import NO_PAYLOAD, TICK_FRAME, BadPayload, DistMessage, DistReader, DistWriter, Tick
@@ -33,6 +33,18 @@ if TYPE_CHECKING:
     from pynode.node import Node
 
 __all__ = ["Connection", "DistProtocol"]
+
+_Pair = tuple[Term, Term] | None
+
+
+def _pair(control: ControlMessage) -> _Pair:
+    """The (sender, receiver) a control message is ordered by, or None when it has no sender."""
+    sender = getattr(control, "from_pid", None)
+    if sender is None:
+        return None
+    receiver = getattr(control, "to_pid", None) or getattr(control, "to_name", None)
+    receiver = receiver or getattr(control, "target", None) or getattr(control, "alias", None)
+    return (sender, receiver)
 
 log = logging.getLogger("pynode.link")
 
@@ -74,7 +86,10 @@ class Connection:
         self._loop = loop
         self._ticks = TickTimer(net_ticktime, loop.time())
         self._tick_handle: asyncio.TimerHandle | None = None
-        self._fragments: deque[bytes] = deque()
+        # Frames of big messages, sent one fragment at a time, and the (sender, receiver) pairs they
+        # are for: a message of another pair may pass them, one of the same pair may not (order).
+        self._fragments: deque[tuple[_Pair, bytes]] = deque()
+        self._blocked: Counter[_Pair] = Counter()
         self._pump: asyncio.Task[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -107,22 +122,31 @@ class Connection:
     # -- writing ---------------------------------------------------------------------
 
     def send(self, control: ControlMessage, payload: Term = NO_PAYLOAD) -> None:
-        """Queue one control message (and payload) for the peer; never blocks."""
+        """Queue one control message (and payload) for the peer; never blocks.
+
+        The BEAM keeps order per (sender, receiver) pair only, so a small message passes the
+        fragments of a big one unless it goes between the same two processes.
+        """
         if self.closed:
             return
         frames = self.writer.encode(control, payload)
-        if len(frames) == 1 and not self._fragments:
+        pair = _pair(control)
+        if len(frames) == 1 and (not self._fragments or (pair is not None and pair not in self._blocked)):
             self.transport.write(frames[0])
         else:
-            # A big message goes out one fragment at a time so small ones can pass it.
-            self._fragments.extend(frames)
+            self._blocked[pair] += len(frames)
+            self._fragments.extend((pair, frame) for frame in frames)
             if self._pump is None or self._pump.done():
                 self._pump = asyncio.create_task(self._pump_fragments())
         self._ticks.data_sent(self._loop.time())
 
     async def _pump_fragments(self) -> None:
         while self._fragments and not self.closed:
-            self.transport.write(self._fragments.popleft())
+            pair, frame = self._fragments.popleft()
+            self.transport.write(frame)
+            self._blocked[pair] -= 1
+            if not self._blocked[pair]:
+                del self._blocked[pair]
             if self.transport.get_write_buffer_size() > _LOW_WATER:
                 await self.drain()
             else:
@@ -177,6 +201,7 @@ class Connection:
         if self._pump is not None:
             self._pump.cancel()
         self._fragments.clear()
+        self._blocked.clear()
         self.node.connection_lost(self)
 
 
@@ -196,9 +221,9 @@ class DistProtocol(asyncio.Protocol):
         self.peer_hint: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=_HIGH_WATER, low=_LOW_WATER)
+        # uvloop's transports do not subclass asyncio.Transport, but they have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=_HIGH_WATER, low=_LOW_WATER)
         self._flush_handshake()
 
     def data_received(self, data: bytes) -> None:

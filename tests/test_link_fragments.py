@@ -1,0 +1,68 @@
+"""A big message goes out in fragments; small messages of other process pairs pass it, same-pair ones wait."""
+
+import asyncio
+from typing import Any
+
+from pynode.dist import control as c
+from pynode.dist.flags import DEFAULT_FLAGS, DFlag
+from pynode.dist.framing import DistMessage, DistReader
+from pynode.etf.types import Atom, Pid
+from pynode.link import Connection
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.frames.append(bytes(data))
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+class FakeProtocol:
+    def __init__(self) -> None:
+        self.transport: Any = RecordingTransport()
+
+
+def pid(n: int) -> Pid:
+    return Pid(Atom("py@127.0.0.1"), n, 0, 1)
+
+
+def payloads(frames: list[bytes], flags: DFlag) -> list[tuple[object, object]]:
+    reader = DistReader(flags)
+    out = []
+    for frame in frames:
+        reader.receive_data(frame)
+        while True:
+            event = reader.next_event()
+            if isinstance(event, DistMessage):
+                out.append((event.control, event.payload))
+            elif not hasattr(event, "control") and type(event).__name__ != "Tick":
+                break
+    return out
+
+
+async def test_small_message_of_another_pair_passes_a_fragmented_one() -> None:
+    flags = DEFAULT_FLAGS
+    assert flags & DFlag.FRAGMENTS
+    proto = FakeProtocol()
+    conn = Connection(None, proto, peer_name="e1@127.0.0.1", peer_creation=1, flags=flags, net_ticktime=60)  # type: ignore[arg-type]
+    big = b"x" * (300 * 1024)
+    a, b, other, d = pid(1), pid(2), pid(3), pid(4)
+    conn.send(c.SendSender(a, b), big)
+    conn.send(c.SendSender(other, d), "small, other pair")
+    conn.send(c.SendSender(a, b), "small, same pair")
+    for _ in range(100):
+        if not conn._fragments:
+            break
+        await asyncio.sleep(0)
+    conn.closed = True
+    received = payloads(proto.transport.frames, flags)
+    order = [p if isinstance(p, str | bytes) and len(p) < 100 else "BIG" for _, p in received]
+    assert order == [b"small, other pair", "BIG", b"small, same pair"]
+    assert received[1][1] == big
