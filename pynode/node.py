@@ -289,13 +289,13 @@ class Node:
             if dest.node == self.name:
                 target = self.processes.pid(dest)
                 if target is not None:
-                    target.mailbox.put(message)
+                    target.deliver(message)
                 return
             self._send_remote(dest.node, c.SendSender(sender, dest) if sender else c.Send(dest), message)
         elif kind is Atom or kind is str:
             target = self.processes.name(dest)  # type: ignore[arg-type]
             if target is not None:
-                target.mailbox.put(message)
+                target.deliver(message)
             else:
                 log.debug("send to unregistered name %s dropped", dest)
         elif kind is tuple:
@@ -594,7 +594,7 @@ class Node:
                 else self.processes.name(str(wire_target))
             )
             if local is None:
-                process.mailbox.put((DOWN, ref, PROCESS, down_target, NOPROC))
+                process.deliver((DOWN, ref, PROCESS, down_target, NOPROC))
                 return ref
             local.monitored_by[ref] = (watcher, down_target)
             process.monitors[ref] = local.pid
@@ -652,7 +652,7 @@ class Node:
     def _deliver_down(self, watcher: Pid, ref: Reference, target: Term, reason: Term) -> None:
         process = self.processes.pid(watcher)
         if process is not None and process.monitors.pop(ref, None) is not None:
-            process.mailbox.put((DOWN, ref, PROCESS, target, reason))
+            process.deliver((DOWN, ref, PROCESS, target, reason))
 
     # -- incoming control messages -------------------------------------------------
 
@@ -667,12 +667,12 @@ class Node:
     def _on_send(self, conn: Connection, msg: Any, payload: Term) -> None:
         target = self.processes.pid(msg.to_pid)
         if target is not None:
-            target.mailbox.put(payload)
+            target.deliver(payload)
 
     def _on_reg_send(self, conn: Connection, msg: Any, payload: Term) -> None:
         target = self.processes.name(msg.to_name)
         if target is not None:
-            target.mailbox.put(payload)
+            target.deliver(payload)
         else:
             log.debug("%s: message to unregistered name %s dropped", conn.peer_name, msg.to_name)
 

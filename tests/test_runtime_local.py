@@ -8,7 +8,7 @@ import pytest
 from pynode.errors import CallExit, CallTimeout
 from pynode.etf.types import Atom, Pid, Reference
 from pynode.node import Node
-from pynode.runtime.genserver import NOREPLY, From, GenServer
+from pynode.runtime.genserver import DEFER, NOREPLY, From, GenServer
 from pynode.runtime.process import Process, ProcessExit
 
 
@@ -192,3 +192,42 @@ async def test_node_stop_ends_every_process(node: Node) -> None:
     await node.stop()
     assert all(not p.alive for p in procs)
     assert len(node.processes) == 0
+
+
+class FastCounter(GenServer):
+    """Answers `get` on the fast path; `slow_incr` casts keep the server busy for a while."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.fast_answers = 0
+
+    def handle_call_now(self, request: object, caller: From) -> object:
+        if request == Atom("get"):
+            self.fast_answers += 1
+            return self.count
+        return DEFER
+
+    async def handle_call(self, request: object, caller: From) -> object:
+        if request == Atom("get"):
+            return self.count
+        return await super().handle_call(request, caller)
+
+    async def handle_cast(self, request: object) -> None:
+        await asyncio.sleep(0.05)
+        self.count += 1
+
+
+async def test_fast_path_answers_idle_calls_and_keeps_order(node: Node) -> None:
+    server = node.spawn(FastCounter(), name="fast")
+    await asyncio.sleep(0)
+    assert await node.call(Atom("fast"), Atom("get")) == 0
+    assert server.fast_answers == 1
+    # A busy server queues the call behind the cast: the answer sees the cast's effect.
+    node.cast(Atom("fast"), Atom("slow_incr"))
+    await asyncio.sleep(0)
+    assert await node.call(Atom("fast"), Atom("get")) == 1
+    assert server.fast_answers == 1
+    # Deferred requests still reach handle_call.
+    reply = await node.call(Atom("fast"), Atom("other"))
+    assert reply[1][0] == Atom("bad_request")

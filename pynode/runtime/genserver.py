@@ -16,7 +16,7 @@ from typing import Final
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.process import Process
 
-__all__ = ["NOREPLY", "Envelope", "From", "GenServer", "open_envelope"]
+__all__ = ["DEFER", "NOREPLY", "Envelope", "From", "GenServer", "open_envelope"]
 
 log = logging.getLogger("pynode.genserver")
 
@@ -43,6 +43,17 @@ class _NoReply:
 
 NOREPLY: Final = _NoReply()
 """Return from ``handle_call`` to answer later with :meth:`GenServer.reply`."""
+
+
+class _Defer:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DEFER"
+
+
+DEFER: Final = _Defer()
+"""Return from ``handle_call_now`` to leave the request to ``handle_call``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,31 @@ class GenServer(Process):
         """Return the reply, or ``NOREPLY`` and answer later with ``self.reply``."""
         return (ERROR, (Atom("bad_request"), f"unknown call: {request!r}"))
 
+    def handle_call_now(self, request: Term, caller: From) -> Term:
+        """Answer a call synchronously, as it arrives, or return ``DEFER``.
+
+        When the server is idle, a call it can answer without waiting is answered in the
+        callback that received it: no task switch, which is most of a small call's cost.
+        Order is kept: the fast path is taken only with an empty mailbox and no handler running.
+        """
+        return DEFER
+
+    def deliver(self, message: Term) -> None:
+        if self._idle and not self.mailbox and self.alive:
+            envelope = open_envelope(message)
+            if envelope.kind == "call":
+                assert envelope.reply_to is not None
+                try:
+                    result = self.handle_call_now(envelope.request, envelope.reply_to)
+                except Exception as exc:
+                    log.exception("%s: handle_call_now(%r) raised", self.pid, envelope.request)
+                    result = self.error_reply(envelope.request, exc)
+                if result is not DEFER:
+                    if result is not NOREPLY:
+                        self.reply(envelope.reply_to, result)
+                    return
+        self.mailbox.put(message)
+
     async def handle_cast(self, request: Term) -> None:
         log.debug("%s ignores cast %r", self.pid, request)
 
@@ -92,10 +128,16 @@ class GenServer(Process):
         """``gen_server:reply/2``: send ``{Tag, Reply}`` to the caller."""
         self.send(caller.pid, (caller.tag, reply))
 
+    _idle = False
+
     async def run(self) -> None:
         receive = self.mailbox.receive
         while True:
-            message = await receive()
+            self._idle = True
+            try:
+                message = await receive()
+            finally:
+                self._idle = False
             await self.dispatch(message)
 
     async def dispatch(self, message: Term) -> None:

@@ -94,6 +94,10 @@ class Process:
             raise RuntimeError("the process is not running on a node")
         return self.pid
 
+    def deliver(self, message: Term) -> None:
+        """A message for this process arrived (the node calls this for every one)."""
+        self.mailbox.put(message)
+
     def send(self, dest: Dest, message: Term) -> None:
         """``Dest ! Message``: never blocks, never fails for a missing receiver."""
         self._node().send(dest, message, sender=self.pid)
