@@ -39,6 +39,8 @@ class RunLimits:
     max_runs: int
     in_flight: int = 0
     agents: dict[str, AgentProcess] = field(default_factory=dict)
+    accepting: bool = True
+    """False once the node is shutting down: new runs are refused as cancelled."""
 
 
 class AgentProcess(GenServer):
@@ -102,6 +104,8 @@ class AgentProcess(GenServer):
                     f"tool(s) {', '.join(orphans)} have no handler and the run has no tool_handler: "
                     "a synchronous run could never answer them; use start_run or pass tool_handler",
                 )
+        if not self.limits.accepting:
+            raise BridgeError("cancelled", "the node is shutting down")
         if self.max_concurrency is not None and len(self.runs) >= self.max_concurrency:
             raise BridgeError(
                 "overloaded", f"agent {self.agent_name} already has {len(self.runs)} runs (max_concurrency)"

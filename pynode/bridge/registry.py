@@ -120,17 +120,39 @@ class Registry(GenServer):
         }
 
     async def shutdown(self, timeout: float = 5.0) -> None:
-        """Cancel every run in flight; their callers get ``{error, {cancelled, _}}`` first."""
+        """Cancel every run in flight and refuse new ones; their callers get ``{error, {cancelled, _}}``.
+
+        Returns once the replies have left this process (or ``timeout`` has passed), so that
+        closing the connections next does not lose them.
+        """
+        self.limits.accepting = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         runs = [
             run for agent in self.agents.values() for run in agent.cancel_all("the node is shutting down")
         ]
         tasks = [run.task for run in runs if run.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
-        # Let the replies reach the sockets before the connections close.
         if self.node is not None:
-            for conn in list(self.node.connections.values()):
-                await asyncio.wait_for(conn.drain(), timeout)
+            await _flushed(self.node, deadline)
+
+
+async def _flushed(node: Node, deadline: float) -> None:
+    """Wait until every connection has handed its buffered bytes to the kernel, or ``deadline``."""
+    loop = asyncio.get_running_loop()
+    while True:
+        pending = [
+            name
+            for name, conn in node.connections.items()
+            if not conn.closed and conn.transport.get_write_buffer_size() > 0
+        ]
+        if not pending:
+            return
+        if loop.time() >= deadline:
+            log.warning("stopping with unsent data to %s", ", ".join(pending))
+            return
+        await asyncio.sleep(0.01)
 
 
 async def start_registry(node: Node, *, agents_dir: Path | None = None, max_runs: int = 1000) -> Registry:

@@ -70,6 +70,8 @@ class RunProcess(Process):
         self._waits: dict[str, asyncio.Future[ToolReply]] = {}
         self._handler_monitors: dict[Reference, str] = {}
         self._caller_monitor: Reference | None = None
+        self._phase = "new"
+        """``new`` until its task first runs, ``running``, then ``done`` once the outcome is known."""
         self._stream_to: Pid | None = request.options.stream_to or (
             request.caller if request.reply_to is None else None
         )
@@ -78,12 +80,14 @@ class RunProcess(Process):
 
     async def run(self) -> None:
         request = self.request
+        self._phase = "running"
         self._caller_monitor = self.monitor(request.caller)
         outcome: Term
         pump = asyncio.create_task(self._pump(), name=f"run {self.run_id} mailbox")
         try:
             outcome = await self._execute()
         finally:
+            self._phase = "done"
             pump.cancel()
             for wait in self._waits.values():
                 wait.cancel()
@@ -100,6 +104,9 @@ class RunProcess(Process):
     async def _execute(self) -> Term:
         options = self.request.options
         assert self.node is not None
+        if self.cancel_reason is not None:  # cancelled before its task first ran
+            self.end_reason = f"cancelled ({self.cancel_reason})"
+            return error_term("cancelled", self.cancel_reason)
         # Copied into the work task: Python tools of this run find their caller with cluster().
         current_cluster.set(ClusterContext(self.node, self.request.caller, self.ref, self.agent.agent_name))
         self._work = asyncio.create_task(
@@ -145,16 +152,30 @@ class RunProcess(Process):
 
     async def _stop_work(self) -> None:
         work = self._work
-        if work is not None and not work.done():
-            work.cancel()
+        if work is None or work.done():
+            return
+        work.cancel()
+        try:
             await asyncio.wait([work], timeout=5.0)
+        except asyncio.CancelledError:
+            # Stopped again while stopping (the node going down): the work has been told to
+            # stop, and the caller must still get its one reply.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
 
     def cancel(self, reason: str) -> None:
-        """End the run with ``{error, {cancelled, Reason}}``; its work stops at once."""
-        if self.cancel_reason is not None or self.task is None or self.task.done():
+        """End the run with ``{error, {cancelled, Reason}}``; its work stops at once.
+
+        A run whose task has not run yet (cancelled in the same loop turn as it was
+        started) is only marked: cancelling that task would end it before it could answer
+        its caller or give back its place in the limits.
+        """
+        if self.cancel_reason is not None or self._phase == "done":
             return
         self.cancel_reason = reason
-        self.task.cancel()
+        if self._phase == "running" and self.task is not None and not self.task.done():
+            self.task.cancel()
 
     def _deliver(self, outcome: Term) -> None:
         request = self.request
@@ -168,7 +189,10 @@ class RunProcess(Process):
     async def _pump(self) -> None:
         while True:
             message = await self.receive()
-            self.handle_message(message)
+            try:
+                self.handle_message(message)
+            except Exception:  # one bad message must not stop the routing of tool results
+                log.exception("run %s could not handle %r", self.run_id, message)
 
     def handle_message(self, message: Term) -> None:
         if type(message) is tuple and len(message) == 5 and message[0] == DOWN:
@@ -208,7 +232,17 @@ class RunProcess(Process):
 
     # -- tools -----------------------------------------------------------------------
 
+    def wire_call_id(self, call_id: str) -> str:
+        """The ``CallId`` the BEAM sees: the model's id, made unique on the node.
+
+        Models name tool calls as they please (TestModel gives every call of a tool the
+        same id; some providers count from ``call_0`` in every conversation), while a
+        ``tool_result`` sent to the agent must find the one run waiting for it.
+        """
+        return f"{call_id}.{self.run_id[:16]}"
+
     async def _dispatch(self, tool: ToolSpec, call_id: str, args: dict[str, Any]) -> ToolReply:
+        call_id = self.wire_call_id(call_id)
         handler = tool.handler
         if isinstance(handler, MFHandler):
             return await self._call_mf(handler, args)
@@ -270,7 +304,8 @@ class RunProcess(Process):
             return await wait
         finally:
             self._waits.pop(call_id, None)
-            self.agent.calls.pop(call_id, None)
+            if self.agent.calls.get(call_id) is self:
+                del self.agent.calls[call_id]
             if self._handler_monitors.pop(monitor, None) is not None:
                 self.demonitor(monitor)
 
@@ -285,9 +320,9 @@ class RunProcess(Process):
         if isinstance(event, TextDelta):
             term = (TEXT_DELTA, event.text)
         elif isinstance(event, ToolCallStarted):
-            term = (TOOL_CALL, event.name, from_json(event.args), event.call_id)
+            term = (TOOL_CALL, event.name, from_json(event.args), self.wire_call_id(event.call_id))
         elif isinstance(event, ToolCallFinished):
-            term = (TOOL_RESULT, event.name, _content_term(event.content), event.call_id)
+            term = (TOOL_RESULT, event.name, _content_term(event.content), self.wire_call_id(event.call_id))
         else:
             return
         self.send(target, (PYNODE_EVENT, self.ref, term))
