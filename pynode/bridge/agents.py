@@ -59,11 +59,16 @@ class AgentProcess(GenServer):
     def agent_name(self) -> str:
         return self.definition.name
 
-    async def handle_call(self, request: Term, caller: From) -> Term:
+    def handle_call_now(self, request: Term, caller: From) -> Term:
+        # Every request is answered without waiting (a run answers later from its own process),
+        # so calls take the fast path whenever this process is idle.
         try:
             return self.handle_request(request, caller)
         except BridgeError as exc:
             return error_term(exc.kind, exc.message)
+
+    async def handle_call(self, request: Term, caller: From) -> Term:
+        return self.handle_call_now(request, caller)
 
     async def handle_cast(self, request: Term) -> None:
         if _is_tool_result(request):

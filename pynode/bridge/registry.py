@@ -53,11 +53,16 @@ class Registry(GenServer):
     def agents(self) -> dict[str, AgentProcess]:
         return self.limits.agents
 
-    async def handle_call(self, request: Term, caller: From) -> Term:
+    def handle_call_now(self, request: Term, caller: From) -> Term:
+        # Every request is answered without waiting (a run answers later from its own process),
+        # so calls take the fast path whenever this process is idle.
         try:
             return self.handle_request(request)
         except BridgeError as exc:
             return error_term(exc.kind, exc.message)
+
+    async def handle_call(self, request: Term, caller: From) -> Term:
+        return self.handle_call_now(request, caller)
 
     def handle_request(self, request: Term) -> Term:
         if request == Atom("ping"):

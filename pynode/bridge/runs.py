@@ -66,7 +66,6 @@ class RunProcess(Process):
         self.run_id = uuid.uuid4().hex
         self.cancel_reason: str | None = None
         self.end_reason = "running"
-        self._work: asyncio.Task[dict[Any, Any]] | None = None
         self._waits: dict[str, asyncio.Future[ToolReply]] = {}
         self._handler_monitors: dict[Reference, str] = {}
         self._caller_monitor: Reference | None = None
@@ -83,12 +82,10 @@ class RunProcess(Process):
         self._phase = "running"
         self._caller_monitor = self.monitor(request.caller)
         outcome: Term
-        pump = asyncio.create_task(self._pump(), name=f"run {self.run_id} mailbox")
         try:
             outcome = await self._execute()
         finally:
             self._phase = "done"
-            pump.cancel()
             for wait in self._waits.values():
                 wait.cancel()
             self._waits.clear()
@@ -107,36 +104,32 @@ class RunProcess(Process):
         if self.cancel_reason is not None:  # cancelled before its task first ran
             self.end_reason = f"cancelled ({self.cancel_reason})"
             return error_term("cancelled", self.cancel_reason)
-        # Copied into the work task: Python tools of this run find their caller with cluster().
+        # Python tools of this run find their caller with cluster().
         current_cluster.set(ClusterContext(self.node, self.request.caller, self.ref, self.agent.agent_name))
-        self._work = asyncio.create_task(
-            execute_run(
-                self.agent.definition,
-                self.request.prompt,
-                options,
-                models=self.agent.models,
-                dispatch=self._dispatch,
-                on_event=self._on_event if self._stream_to is not None else None,
-                run_id=self.run_id,
-            ),
-            name=f"run {self.run_id}",
-        )
         timeout = None if options.timeout is None else options.timeout / 1000
         try:
+            # The work runs in the run's own task: cancel() and the timeout stop it where it waits.
             async with asyncio.timeout(timeout):
-                result = await asyncio.shield(self._work)
+                result = await execute_run(
+                    self.agent.definition,
+                    self.request.prompt,
+                    options,
+                    models=self.agent.models,
+                    dispatch=self._dispatch,
+                    on_event=self._on_event if self._stream_to is not None else None,
+                    run_id=self.run_id,
+                )
             self.end_reason = "ok"
             return (OK, result)
         except TimeoutError:
-            await self._stop_work()
             self.end_reason = f"timeout after {options.timeout} ms"
             return error_term("timeout", f"the run did not finish within {options.timeout} ms")
         except asyncio.CancelledError:
             # Our own cancel() or the process being stopped: either way the caller hears of it.
             task = asyncio.current_task()
             if task is not None:
-                task.uncancel()
-            await self._stop_work()
+                while task.uncancel():
+                    pass
             reason = self.cancel_reason or "the run was stopped"
             self.end_reason = f"cancelled ({reason})"
             return error_term("cancelled", reason)
@@ -149,20 +142,6 @@ class RunProcess(Process):
                 log.exception("run %s failed", self.run_id)
             self.end_reason = f"{kind}: {message}"
             return error_term(kind, message)
-
-    async def _stop_work(self) -> None:
-        work = self._work
-        if work is None or work.done():
-            return
-        work.cancel()
-        try:
-            await asyncio.wait([work], timeout=5.0)
-        except asyncio.CancelledError:
-            # Stopped again while stopping (the node going down): the work has been told to
-            # stop, and the caller must still get its one reply.
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
 
     def cancel(self, reason: str) -> None:
         """End the run with ``{error, {cancelled, Reason}}``; its work stops at once.
@@ -186,13 +165,12 @@ class RunProcess(Process):
 
     # -- its mailbox: tool results and DOWNs -----------------------------------------
 
-    async def _pump(self) -> None:
-        while True:
-            message = await self.receive()
-            try:
-                self.handle_message(message)
-            except Exception:  # one bad message must not stop the routing of tool results
-                log.exception("run %s could not handle %r", self.run_id, message)
+    def deliver(self, message: Term) -> None:
+        """Tool results and DOWNs are acted on as they arrive: a run needs no mailbox task."""
+        try:
+            self.handle_message(message)
+        except Exception:  # one bad message must not stop the routing of tool results
+            log.exception("run %s could not handle %r", self.run_id, message)
 
     def handle_message(self, message: Term) -> None:
         if type(message) is tuple and len(message) == 5 and message[0] == DOWN:
