@@ -8,8 +8,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from pynode import epmd
 from pynode.errors import EpmdError, PynodeError
@@ -62,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-runs", type=int, default=1000, help="agent runs in flight on the node (default 1000)"
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default=os.environ.get("PYNODE_LOOP", "asyncio"),
+        help="event loop (uvloop: the 'fast' extra; default asyncio, or $PYNODE_LOOP)",
     )
     parser.add_argument("--log-level", default=os.environ.get("PYNODE_LOG_LEVEL", "info"))
     return parser
@@ -127,6 +134,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return asyncio.run(serve(args))
+        return run_loop(serve(args), args.loop)
     except KeyboardInterrupt:
         return 130
+
+
+def run_loop(main: Coroutine[Any, Any, int], loop: str) -> int:
+    """Run ``main`` on asyncio's own event loop, or on uvloop (the ``fast`` extra) when asked."""
+    if loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            main.close()
+            raise SystemExit("pynode: --loop uvloop needs uvloop: pip install 'pynode[fast]'") from None
+        return uvloop.run(main)
+    return asyncio.run(main)

@@ -220,3 +220,20 @@ _WATCH_READY = (
     "case whereis(py_watch) of undefined -> false; P -> "
     "{dictionary, D} = process_info(P, dictionary), proplists:get_value(watching, D, false) end"
 )
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_both_event_loops_serve_calls_and_stop_cleanly(
+    pynode_command: Launcher, beam: BeamFactory, cookie: str, loop: str
+) -> None:
+    node = await pynode_command("--name", "pyloop@127.0.0.1", "--cookie", cookie, "--loop", loop)
+    await node.ready()
+    erl = await beam("e1")
+    assert await erl.eval("gen_server:call({pynode, 'pyloop@127.0.0.1'}, ping)") == "pong"
+    got = await erl.eval(
+        "T = {self(), make_ref(), #{1 => 1.0}, <<0:8000000>>},"
+        " {ok, T} =:= gen_server:call({pynode, 'pyloop@127.0.0.1'}, {echo, T})"
+    )
+    assert got == "true"
+    node.signal(signal.SIGTERM)
+    assert await node.wait(15) == 0
