@@ -3,6 +3,8 @@
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pynode.dist import control as c
 from pynode.errors import RemoteProtocolError
@@ -144,3 +146,44 @@ def test_error_message_names_the_operation_and_element() -> None:
 
 def test_has_payload_for_unknown_op_is_false() -> None:
     assert c.has_payload(99) is False
+
+
+# -- the unrolled parsers of the usual operations ---------------------------------------------
+
+ELEMENTS = [A, B, REF, NAME, EMPTY, 0, 7, True, 1.0, "a", b"a", (), [], (Atom("m"), Atom("f"), 1), None]
+
+
+def outcome(parse: Any, term: Any) -> tuple[str, Any]:
+    try:
+        message = parse(term)
+    except RemoteProtocolError as exc:
+        return ("error", str(exc))
+    return (type(message).__name__, message)
+
+
+@pytest.mark.parametrize(("message", "term", "payload"), CASES)
+def test_fast_and_checked_parsers_agree_on_every_operation(
+    message: c.ControlMessage, term: tuple[Any, ...], payload: bool
+) -> None:
+    assert outcome(c.parse_control, term) == outcome(c._parse_checked, term) == (type(message).__name__, message)
+
+
+def test_the_hot_operations_have_a_fast_parser() -> None:
+    hot = {c.Op.SEND, c.Op.REG_SEND, c.Op.MONITOR_P, c.Op.DEMONITOR_P, c.Op.SEND_SENDER, c.Op.ALIAS_SEND, c.Op.LINK}
+    assert hot <= set(c._FAST)
+
+
+@given(st.sampled_from([int(op) for op in c.Op]), st.lists(st.sampled_from(ELEMENTS), max_size=6))
+def test_fast_and_checked_parsers_agree_on_any_tuple(op: int, rest: list[Any]) -> None:
+    term = (op, *rest)
+    assert outcome(c.parse_control, term) == outcome(c._parse_checked, term)
+
+
+def test_fast_built_messages_are_ordinary_frozen_dataclasses() -> None:
+    msg = c.parse_control((19, A, NAME, REF))
+    assert isinstance(msg, c.MonitorP)
+    made = c.MonitorP(A, NAME, REF)
+    assert (msg, hash(msg), repr(msg), msg.to_term()) == (made, hash(made), repr(made), made.to_term())
+    with pytest.raises(AttributeError):
+        msg.ref = REF  # type: ignore[misc]
+    assert c.parse_control((2, EMPTY, B)) == c.Send(B)

@@ -22,7 +22,7 @@ from pynode.dist.framing import (
 )
 from pynode.errors import CodecError, LocalProtocolError, RemoteProtocolError
 from pynode.etf.encode import encode
-from pynode.etf.types import Atom, Pid, Reference
+from pynode.etf.types import Atom, ImproperList, Pid, Reference
 
 FRAGMENTS = DEFAULT_FLAGS  # negotiated with any OTP 25+ node: FRAGMENTS, no atom cache
 PASS_THROUGH = DFlag(MANDATORY_OTP25)  # neither FRAGMENTS nor the atom cache: 'p' mode
@@ -160,6 +160,52 @@ def test_buffer_is_compacted_while_streaming() -> None:
         reader.receive_data(one[10:])
         assert len(events(reader)) == 1
     assert len(reader._buf) < 2 * len(one) + (1 << 17)
+
+
+def test_one_call_reads_back_with_one_pid_and_one_reference() -> None:
+    caller, ref = Pid(Atom("caller@h"), 90, 0, 5), Reference(Atom("caller@h"), 5, (4, 5, 6))
+    tag = ImproperList((Atom("alias"),), ref)
+    writer, reader = DistWriter(FRAGMENTS), DistReader(FRAGMENTS)
+    for control, payload in [
+        (c.MonitorP(caller, NAME, ref), NO_PAYLOAD),
+        (c.RegSend(caller, NAME), (Atom("$gen_call"), (caller, tag), Atom("ping"))),
+        (c.DemonitorP(caller, NAME, ref), NO_PAYLOAD),
+    ]:
+        reader.receive_data(b"".join(writer.encode(control, payload)))
+    monitor, call, demonitor = events(reader)
+    assert isinstance(monitor, DistMessage) and isinstance(call, DistMessage) and isinstance(demonitor, DistMessage)
+    assert monitor == DistMessage(c.MonitorP(caller, NAME, ref), NO_PAYLOAD)
+    assert demonitor == DistMessage(c.DemonitorP(caller, NAME, ref), NO_PAYLOAD)
+    assert call.payload == (Atom("$gen_call"), (caller, tag), Atom("ping"))
+    first, middle, last = monitor.control, call.control, demonitor.control
+    assert isinstance(first, c.MonitorP) and isinstance(middle, c.RegSend) and isinstance(last, c.DemonitorP)
+    pids = [first.from_pid, middle.from_pid, call.payload[1][0], last.from_pid]
+    refs = [first.ref, call.payload[1][1].tail, last.ref]
+    assert all(p is pids[0] for p in pids) and all(r is refs[0] for r in refs)
+
+
+def test_messages_read_back_are_ordinary_frozen_dataclasses() -> None:
+    reader = DistReader(FRAGMENTS)
+    reader.receive_data(b"".join(DistWriter(FRAGMENTS).encode(c.Send(B), 1)))
+    (event,) = events(reader)
+    assert isinstance(event, DistMessage)
+    made = DistMessage(c.Send(B), 1)
+    assert (event, hash(event), repr(event)) == (made, hash(made), repr(made))
+    with pytest.raises(AttributeError):
+        event.payload = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("flags", [FRAGMENTS, PASS_THROUGH])
+def test_frames_over_the_copy_size_are_read_in_place(flags: DFlag) -> None:
+    payload = (A, REF, b"x" * 100_000)
+    writer, reader = DistWriter(flags, fragment_size=1 << 20), DistReader(flags)
+    (data,) = writer.encode(c.SendSender(A, B), payload)
+    assert len(data) > 1 << 16
+    assert feed_all(reader, data + data, chunk=30_000) == [DistMessage(c.SendSender(A, B), payload)] * 2
+    bad = bytearray(data)
+    bad[-100_001] = 0xFF  # inside the payload: the binary's length runs past the frame
+    (event,) = feed_all(reader, bytes(bad))
+    assert isinstance(event, BadPayload) and event.control == c.SendSender(A, B)
 
 
 # -- fragments -----------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from enum import IntEnum
-from typing import ClassVar, Final, TypeVar
+from operator import attrgetter
+from typing import Any, ClassVar, Final, TypeVar
 
 from pynode.errors import RemoteProtocolError
 from pynode.etf.types import Atom, Pid, Reference, Term
@@ -138,6 +139,16 @@ def _is_spawn_result(v: Term) -> bool:
     return type(v) is Pid or type(v) is Atom
 
 
+# The Python types a check accepts, for the checks that are a type test alone.
+_KIND_TYPES: Final[dict[_Check, tuple[type, ...]]] = {
+    _is_pid: (Pid,),
+    _is_ref: (Reference,),
+    _is_name: (Atom,),
+    _is_proc: (Pid, Atom),
+    _is_int: (int,),
+    _is_spawn_result: (Pid, Atom),
+}
+
 _KIND_NAMES: Final[dict[_Check, str]] = {
     _is_pid: "a pid",
     _is_ref: "a reference",
@@ -160,18 +171,24 @@ class ControlMessage:
     _SPEC: ClassVar[tuple[_Check | None, ...]]
     _FIELDS: ClassVar[tuple[str, ...]]
     _UNUSED_AT: ClassVar[int]  # index of the '' slot in the tuple, 0 when there is none
+    _OP_CODE: ClassVar[int]  # OP as a plain int, which is what goes on the wire
+    _VALUES: ClassVar[Callable[[ControlMessage], tuple[Term, ...]]]  # the fields, in order
 
     def to_term(self) -> tuple[Term, ...]:
         """The control tuple, ready for the encoder."""
-        values: list[Term] = [int(self.OP)]
-        values += [getattr(self, name) for name in self._FIELDS]
-        if self._UNUSED_AT:
-            values.insert(self._UNUSED_AT, _EMPTY_ATOM)
-        return tuple(values)
+        values = type(self)._VALUES(self)  # through the class: a plain function must not bind
+        at = self._UNUSED_AT
+        if at:
+            return (self._OP_CODE, *values[: at - 1], _EMPTY_ATOM, *values[at - 1 :])
+        return (self._OP_CODE, *values)
 
 
 _BY_OP: dict[int, type[ControlMessage]] = {}
 _MAKE: dict[int, Callable[..., ControlMessage]] = {}
+_Parse = Callable[[tuple[Term, ...]], ControlMessage | None]
+# Per op, when its checks are type tests alone on one to three fields: a parser
+# unrolled for it, which returns None for anything it does not accept as is.
+_FAST: dict[int, _Parse] = {}
 _PAYLOAD_OPS: set[int] = set()
 _C = TypeVar("_C", bound=type[ControlMessage])
 
@@ -188,13 +205,81 @@ def _op(op: Op, *spec: _Check | None, payload: bool = False) -> Callable[[_C], _
         cls._SPEC = spec
         cls._FIELDS = names
         cls._UNUSED_AT = spec.index(None) + 1 if None in spec else 0
+        cls._OP_CODE = int(op)
+        cls._VALUES = _getter(names)
         _BY_OP[op] = cls
         _MAKE[op] = cls
+        fast = _fast_parser(cls, spec)
+        if fast is not None:
+            _FAST[int(op)] = fast
         if payload:
             _PAYLOAD_OPS.add(op)
         return cls
 
     return register
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[ControlMessage], tuple[Term, ...]]:
+    """The values of fields ``names`` of a message, as a tuple even for one field."""
+    if len(names) > 1:
+        return attrgetter(*names)
+    (name,) = names
+    return lambda message: (getattr(message, name),)
+
+
+def _fast_parser(cls: type[ControlMessage], spec: tuple[_Check | None, ...]) -> _Parse | None:
+    """The parser of :func:`parse_control` for one op, if the op is simple enough for one.
+
+    It checks the tuple size and the type of each field (the '' slot is not
+    checked on either path) and fills the slots directly: the dataclass
+    ``__init__`` does the same for these classes, at twice the cost.
+    """
+    checks = [check for check in spec if check is not None]
+    if not all(check in _KIND_TYPES for check in checks) or not 1 <= len(checks) <= 3:
+        return None
+    if "__post_init__" in vars(cls):
+        raise TypeError(f"{cls.__name__}: the fast parser would skip __post_init__")
+    size = len(spec) + 1
+    at = [index for index, check in enumerate(spec, 1) if check is not None]
+    kinds = [frozenset(_KIND_TYPES[check]) for check in checks]
+    put: list[Any] = [vars(cls)[name].__set__ for name in cls._FIELDS]  # slot descriptors
+    new = object.__new__
+
+    if len(at) == 1:
+        (i,), (ki,), (pi,) = at, kinds, put
+
+        def parse1(term: tuple[Term, ...]) -> ControlMessage | None:
+            if len(term) != size or type(term[i]) not in ki:
+                return None
+            message = new(cls)
+            pi(message, term[i])
+            return message
+
+        return parse1
+    if len(at) == 2:
+        (i, j), (ki, kj), (pi, pj) = at, kinds, put
+
+        def parse2(term: tuple[Term, ...]) -> ControlMessage | None:
+            if len(term) != size or type(term[i]) not in ki or type(term[j]) not in kj:
+                return None
+            message = new(cls)
+            pi(message, term[i])
+            pj(message, term[j])
+            return message
+
+        return parse2
+    (i, j, k), (ki, kj, kk), (pi, pj, pk) = at, kinds, put
+
+    def parse3(term: tuple[Term, ...]) -> ControlMessage | None:
+        if len(term) != size or type(term[i]) not in ki or type(term[j]) not in kj or type(term[k]) not in kk:
+            return None
+        message = new(cls)
+        pi(message, term[i])
+        pj(message, term[j])
+        pk(message, term[k])
+        return message
+
+    return parse3
 
 
 P, R, N, PROC, INT, ANY = _is_pid, _is_ref, _is_name, _is_proc, _is_int, _is_any
@@ -456,6 +541,17 @@ def has_payload(op: int) -> bool:
 
 def parse_control(term: Term) -> ControlMessage:
     """The control message for a decoded control tuple; RemoteProtocolError if malformed."""
+    if type(term) is tuple and term and type(term[0]) is int:
+        fast = _FAST.get(term[0])
+        if fast is not None:
+            message = fast(term)
+            if message is not None:
+                return message
+    return _parse_checked(term)
+
+
+def _parse_checked(term: Term) -> ControlMessage:
+    """parse_control element by element, saying what is wrong."""
     if type(term) is not tuple or not term:
         raise RemoteProtocolError(f"control message is not a tuple: {reprlib.repr(term)}")
     op = term[0]

@@ -3,10 +3,11 @@
 One output ``bytearray`` grows by appends; the frequent types are handled
 inline in :func:`_put` (one Python frame per nesting level, so any term the
 decoder accepts encodes back), the rare ones by small writers picked by exact
-type. ``str`` always becomes a binary, never a charlist. Values the BEAM could
-not read back (NaN, out-of-range pid fields, two map keys that are one term on
-the BEAM) raise :class:`~pynode.errors.CodecError` here rather than make the
-peer drop the connection.
+type. Pids and references keep their encoded bytes in a small table shared
+with the decoder. ``str`` always becomes a binary, never a charlist. Values the
+BEAM could not read back (NaN, out-of-range pid fields, two map keys that are
+one term on the BEAM) raise :class:`~pynode.errors.CodecError` here rather
+than make the peer drop the connection.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from typing import Final
 
 from pynode.errors import CodecError
-from pynode.etf.decode import MAX_REFERENCE_WORDS, Tag
+from pynode.etf.decode import _ENCODED, ENCODED_CACHE_LIMIT, MAX_REFERENCE_WORDS, Tag
 from pynode.etf.types import (
     MAX_ATOM_CHARS,
     Atom,
@@ -43,6 +44,7 @@ _STRING = struct.Struct(">BH").pack
 _U32X3 = struct.Struct(">III").pack
 _U32X2 = struct.Struct(">II").pack
 _U64_U32 = struct.Struct(">QI").pack
+_REF_WORDS = [struct.Struct(f">{n + 1}I").pack for n in range(MAX_REFERENCE_WORDS + 1)]  # Creation, IDs
 
 _SMALL_INTS: Final = tuple(bytes((Tag.SMALL_INTEGER, i)) for i in range(256))
 _SMALL_TUPLES: Final = tuple(bytes((Tag.SMALL_TUPLE, i)) for i in range(256))
@@ -151,6 +153,13 @@ def _put(out: bytearray, term: Term) -> None:
         out += _SMALL_TUPLES[n] if n < 256 else _TAG_U32(Tag.LARGE_TUPLE, n)
         for item in term:
             _put(out, item)
+    elif t is Pid or t is Reference:
+        # The same few pids and references go out again and again (our own pid,
+        # the caller's, the call's reference): their bytes come from _ENCODED.
+        known = _ENCODED.get(id(term))
+        if known is None or known[0] is not term:
+            known = _encode_identifier(term)
+        out += known[1]
     elif t is float:
         if not math.isfinite(term):
             raise CodecError(f"float {term!r} has no Erlang form")
@@ -219,6 +228,24 @@ def _check_u32(value: int, what: str) -> None:
         raise CodecError(f"{what} {value!r} is not an unsigned 32-bit integer")
 
 
+def _encode_identifier(term: Pid | Reference) -> tuple[Pid | Reference, bytes]:
+    """Encode a Pid or a Reference (checking its fields) and keep its bytes for the next time.
+
+    The table is keyed by identity, not equality: ``Pid(n, 1.0, 0, 0)`` equals a
+    valid pid yet must still be refused.
+    """
+    scratch = bytearray()
+    if isinstance(term, Pid):
+        _put_pid(scratch, term)
+    else:
+        _put_reference(scratch, term)
+    entry = (term, bytes(scratch))
+    if len(_ENCODED) >= ENCODED_CACHE_LIMIT:
+        _ENCODED.clear()
+    _ENCODED[id(term)] = entry
+    return entry
+
+
 def _put_pid(out: bytearray, pid: Pid) -> None:
     for field in (pid.id, pid.serial, pid.creation):
         _check_u32(field, "Pid field")
@@ -250,7 +277,7 @@ def _put_reference(out: bytearray, ref: Reference) -> None:
         _check_u32(word, "Reference word")
     out += bytes((Tag.NEWER_REFERENCE, 0, words))
     out += _atom_bytes(ref.node)
-    out += struct.pack(f">{words + 1}I", ref.creation, *ref.ids)
+    out += _REF_WORDS[words](ref.creation, *ref.ids)
 
 
 def _put_bit_binary(out: bytearray, term: BitBinary) -> None:
@@ -281,9 +308,7 @@ _WRITERS: Final[dict[type, _Writer]] = {
     type(None): _put_none,
     bytearray: _put_buffer,
     memoryview: _put_buffer,
-    Pid: _put_pid,
     Port: _put_port,
-    Reference: _put_reference,
     BitBinary: _put_bit_binary,
     Export: _put_export,
     OpaqueFun: _put_fun,
