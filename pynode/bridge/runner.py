@@ -246,10 +246,14 @@ def _adapter(deps_type: Any) -> pydantic.TypeAdapter[Any]:
 
 def _result_term(result: AgentRunResult[Any], run_id: str) -> dict[Atom, Term]:
     usage = result.usage
+    everything, new = result.all_messages(), result.new_messages()
+    messages = ModelMessagesTypeAdapter.dump_json(everything)
+    # A run without history is all new: the same JSON serves both keys.
+    new_messages = messages if len(new) == len(everything) else ModelMessagesTypeAdapter.dump_json(new)
     return {
         key("output"): from_json(result.output),
-        key("messages"): ModelMessagesTypeAdapter.dump_json(result.all_messages()),
-        key("new_messages"): ModelMessagesTypeAdapter.dump_json(result.new_messages()),
+        key("messages"): messages,
+        key("new_messages"): new_messages,
         key("usage"): {
             key("requests"): usage.requests,
             key("input_tokens"): usage.input_tokens,
