@@ -79,3 +79,11 @@ async def py_node(epmd_port: int, cookie: str) -> AsyncIterator[Node]:
         yield node
     finally:
         await node.stop()
+
+
+@pytest.fixture
+async def erl(py_node: Node, beam: BeamFactory) -> AsyncIterator[BeamNode]:
+    """An erl node ``e1@127.0.0.1`` already connected to ``py_node``."""
+    node = await beam("e1")
+    assert await node.eval("net_adm:ping('py@127.0.0.1')") == "pong"
+    yield node

@@ -3,37 +3,25 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from agent_support import ASK_HUMAN_SPEC as PID_TOOL_SPEC
+from agent_support import REG, registry_of
 from beam import BeamEvalError, BeamFactory, BeamNode
 from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from pynode.bridge.registry import Registry
 from pynode.node import Node
 
 pytestmark = pytest.mark.beam
 
-PY = "'py@127.0.0.1'"
-REG = f"{{pynode, {PY}}}"
 
 models.ALLOW_MODEL_REQUESTS = False
 
 
-def registry_of(node: Node) -> Registry:
-    process = node.processes.name("pynode")
-    assert isinstance(process, Registry)
-    return process
 
-
-@pytest.fixture
-async def erl(py_node: Node, beam: BeamFactory) -> AsyncIterator[BeamNode]:
-    node = await beam("e1")
-    assert await node.eval(f"net_adm:ping({PY})") == "pong"
-    yield node
 
 
 async def create(erl: BeamNode, name: str, spec: str) -> str:
@@ -232,13 +220,6 @@ async def test_raising_elixir_tool_is_told_to_the_model(py_node: Node, beam: Bea
     assert "the weather service is down" in messages
 
 
-PID_TOOL_SPEC = (
-    '#{model => <<"test">>, tools => [#{name => <<"ask_human">>,'
-    ' description => <<"Ask a person">>,'
-    ' parameters => #{<<"type">> => <<"object">>,'
-    '   <<"properties">> => #{<<"question">> => #{<<"type">> => <<"string">>}},'
-    '   <<"required">> => [<<"question">>]}}]}'
-)
 
 
 async def test_start_run_with_caller_as_tool_handler(erl: BeamNode) -> None:

@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from agent_support import ASK_HUMAN_SPEC as TOOL_SPEC
+from agent_support import PY, REG, registry_of
 from beam import BeamFactory, BeamNode
 from pydantic_ai import models
 
-from pynode.bridge.registry import Registry
 from pynode.bridge.runs import RunProcess
 from pynode.etf.decode import decode
 from pynode.etf.types import Atom, Term
@@ -29,30 +30,11 @@ pytestmark = pytest.mark.beam
 
 models.ALLOW_MODEL_REQUESTS = False
 
-PY = "'py@127.0.0.1'"
-REG = f"{{pynode, {PY}}}"
 ROOT = Path(__file__).resolve().parent.parent
 
-TOOL_SPEC = (
-    '#{model => <<"test">>, tools => [#{name => <<"ask_human">>,'
-    ' description => <<"Ask a person">>,'
-    ' parameters => #{<<"type">> => <<"object">>,'
-    '   <<"properties">> => #{<<"question">> => #{<<"type">> => <<"string">>}},'
-    '   <<"required">> => [<<"question">>]}}]}'
-)
 
 
-def registry_of(node: Node) -> Registry:
-    process = node.processes.name("pynode")
-    assert isinstance(process, Registry)
-    return process
 
-
-@pytest.fixture
-async def erl(py_node: Node, beam: BeamFactory) -> AsyncIterator[BeamNode]:
-    node = await beam("e1")
-    assert await node.eval(f"net_adm:ping({PY})") == "pong"
-    yield node
 
 
 @pytest.fixture

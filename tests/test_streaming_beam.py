@@ -8,12 +8,13 @@ import signal
 from collections.abc import AsyncIterator
 
 import pytest
+from agent_support import ASK_HUMAN_SPEC as TOOL_SPEC
+from agent_support import REG, registry_of
 from beam import BeamFactory, BeamNode
 from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from pynode.bridge.registry import Registry
 from pynode.etf.decode import decode
 from pynode.etf.types import Atom, Term
 from pynode.node import Node
@@ -22,16 +23,7 @@ pytestmark = pytest.mark.beam
 
 models.ALLOW_MODEL_REQUESTS = False
 
-PY = "'py@127.0.0.1'"
-REG = f"{{pynode, {PY}}}"
 
-TOOL_SPEC = (
-    '#{model => <<"test">>, tools => [#{name => <<"ask_human">>,'
-    ' description => <<"Ask a person">>,'
-    ' parameters => #{<<"type">> => <<"object">>,'
-    '   <<"properties">> => #{<<"question">> => #{<<"type">> => <<"string">>}},'
-    '   <<"required">> => [<<"question">>]}}]}'
-)
 
 # Collects a run's stream: {Events in arrival order, Result}; the receive is bounded.
 COLLECT = (
@@ -42,17 +34,7 @@ COLLECT = (
 )
 
 
-def registry_of(node: Node) -> Registry:
-    process = node.processes.name("pynode")
-    assert isinstance(process, Registry)
-    return process
 
-
-@pytest.fixture
-async def erl(py_node: Node, beam: BeamFactory) -> AsyncIterator[BeamNode]:
-    node = await beam("e1")
-    assert await node.eval(f"net_adm:ping({PY})") == "pong"
-    yield node
 
 
 async def create(erl: BeamNode, name: str, spec: str) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Final, Literal, NoReturn, TypeAlias
 
+from pynode.sansio import NEED_DATA, NeedData
 from pynode.dist.flags import REQUIRED_FLAGS, DFlag, describe, missing_mandatory
 from pynode.errors import HandshakeError, LocalProtocolError
 
@@ -45,16 +46,6 @@ _MAX_PACKET: Final = 4096  # a name packet is under 300 bytes; anything near thi
 _MAX_NAME: Final = 1023
 
 
-class NeedData:
-    """Sentinel type: nothing to report until more bytes (or the owner's answer) arrive."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA: Final = NeedData()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from enum import IntEnum
 from typing import Final
 
 from pynode.errors import LocalProtocolError, RemoteProtocolError
+from pynode.sansio import NEED_DATA, NeedData
 
 __all__ = [
     "DEFAULT_EPMD_PORT",
@@ -72,16 +73,6 @@ class NodeType(IntEnum):
     NORMAL = 77
 
 
-class NeedData:
-    """Sentinel type: the reply is not complete yet."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA: Final = NeedData()
 
 
 @dataclass(frozen=True, slots=True)
