@@ -45,6 +45,8 @@ __all__ = ["ErpcError", "Node", "split_node_name"]
 
 log = logging.getLogger("pynode.node")
 
+MAX_PENDING_SENDS: Final = 100_000
+"""Messages, links and monitors that may wait for a connection being made to one node."""
 NODE_FLAGS: Final = DEFAULT_FLAGS | DFlag.SPAWN
 _EMPTY: Final = Atom("")
 _SPAWN_REPLY: Final = Atom("spawn_reply")
@@ -324,7 +326,13 @@ class Node:
             return
         # Connect on first send, as the BEAM does. Messages, links and monitors wait for the
         # connection in one queue, so a link made before a send still reaches the peer first.
-        self._pending_sends.setdefault(node, []).append((control, payload))
+        queue = self._pending_sends.setdefault(node, [])
+        if len(queue) >= MAX_PENDING_SENDS:
+            # Bounded like everything between a socket and a run: past this the node is as good
+            # as unreachable, and the BEAM drops messages to unreachable nodes too.
+            log.warning("%s: still connecting with %d messages queued; dropped %r", node, len(queue), control)
+            return
+        queue.append((control, payload))
         if node not in self._connecting:
             self.background(self._connect_quietly(node), name=f"connect {node}")
 

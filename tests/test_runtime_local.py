@@ -231,3 +231,26 @@ async def test_fast_path_answers_idle_calls_and_keeps_order(node: Node) -> None:
     # Deferred requests still reach handle_call.
     reply = await node.call(Atom("fast"), Atom("other"))
     assert reply[1][0] == Atom("bad_request")
+
+
+async def test_messages_waiting_for_a_connection_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pynode.node as node_module
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # an "EPMD" that never answers keeps the node connecting
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setattr(node_module, "MAX_PENDING_SENDS", 3)
+    n = Node("bounded@127.0.0.1", "cookie", epmd_port=port)
+    await n.start(register_epmd=False)
+    try:
+        for i in range(10):
+            n.send((Atom("someone"), Atom("ghost@127.0.0.1")), i)
+        await asyncio.sleep(0.05)
+        assert [payload for _, payload in n._pending_sends["ghost@127.0.0.1"]] == [0, 1, 2]
+    finally:
+        await n.stop()
+        server.close()
+        await server.wait_closed()
