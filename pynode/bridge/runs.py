@@ -21,7 +21,7 @@ from pynode.bridge.errors import BridgeError, classify, error_term
 from pynode.bridge.runner import RunEvent, TextDelta, ToolCallFinished, ToolCallStarted, execute_run
 from pynode.bridge.spec import MFHandler, ProcessHandler, RunOptions, ToolSpec
 from pynode.bridge.termmap import from_json, to_json
-from pynode.bridge.tools import ToolFailed, ToolReply, parse_tool_reply
+from pynode.bridge.tools import ToolFailed, ToolOk, ToolReply, parse_tool_reply
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.node import ErpcError
@@ -236,7 +236,6 @@ class RunProcess(Process):
     async def _call_mf(self, handler: MFHandler, args: dict[str, Any]) -> ToolReply:
         node = self.node
         assert node is not None
-        from pynode.bridge.tools import ToolOk
 
         try:
             value = await node.erpc(
