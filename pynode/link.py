@@ -15,6 +15,7 @@ import logging
 from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, cast
 
+from pynode.dist import control as c
 from pynode.dist.flags import DFlag
 from pynode.dist.framing import NO_PAYLOAD, TICK_FRAME, BadPayload, DistMessage, DistReader, DistWriter, Tick
 from pynode.dist.handshake import (
@@ -26,7 +27,7 @@ from pynode.dist.handshake import (
 )
 from pynode.dist.ticks import TickAction, TickTimer
 from pynode.errors import HandshakeError, RemoteProtocolError
-from pynode.etf.types import Pid, Reference, Term
+from pynode.etf.types import Atom, Pid, Reference, Term
 
 if TYPE_CHECKING:
     from pynode.dist.control import ControlMessage
@@ -139,6 +140,20 @@ class Connection:
             if self._pump is None or self._pump.done():
                 self._pump = asyncio.create_task(self._pump_fragments())
         self._ticks.data_sent(self._loop.time())
+
+    def send_exit(self, sender: Pid, to: Pid, reason: Term, *, linked: bool) -> None:
+        """A link's EXIT (``linked``) or ``exit/2``'s EXIT2, in the form the peer negotiated."""
+        if self.flags & DFlag.EXIT_PAYLOAD:
+            self.send(c.PayloadExit(sender, to) if linked else c.PayloadExit2(sender, to), reason)
+        else:
+            self.send(c.Exit(sender, to, reason) if linked else c.Exit2(sender, to, reason))
+
+    def send_monitor_exit(self, target: Pid | Atom, watcher: Pid, ref: Reference, reason: Term) -> None:
+        """Tell a remote watcher its monitor fired, in the form the peer negotiated."""
+        if self.flags & DFlag.EXIT_PAYLOAD:
+            self.send(c.PayloadMonitorPExit(target, watcher, ref), reason)
+        else:
+            self.send(c.MonitorPExit(target, watcher, ref, reason))
 
     async def _pump_fragments(self) -> None:
         while self._fragments and not self.closed:

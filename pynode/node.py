@@ -13,7 +13,7 @@ import contextlib
 import logging
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final
 
 from pynode import epmd
@@ -24,7 +24,7 @@ from pynode.dist.handshake import HandshakeAcceptor, HandshakeInitiator, Status
 from pynode.errors import CallExit, CallTimeout, HandshakeError, NodeDown, PynodeError
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.link import Connection, DistProtocol
-from pynode.runtime.genserver import GEN_CALL
+from pynode.runtime.genserver import GEN_CALL, GEN_CAST
 from pynode.runtime.ids import IdMint
 from pynode.runtime.mailbox import ReceiveTimeout
 from pynode.runtime.process import (
@@ -34,6 +34,7 @@ from pynode.runtime.process import (
     NOPROC,
     NORMAL,
     PROCESS,
+    SHUTDOWN,
     Dest,
     FunctionProcess,
     Process,
@@ -157,7 +158,7 @@ class Node:
             return
         self._stopping = True
         for process in list(self.processes.by_pid.values()):
-            process.terminate(Atom("shutdown"))
+            process.terminate(SHUTDOWN)
         tasks = [p.task for p in self.processes.by_pid.values() if p.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
@@ -278,7 +279,7 @@ class Node:
         for ref, target in process.monitors.items():
             self._drop_monitor(pid, ref, target)
         process.monitors.clear()
-        if reason not in (NORMAL, Atom("shutdown")):
+        if reason not in (NORMAL, SHUTDOWN):
             log.info("process %s (%s) exited: %r", pid, process.name or type(process).__name__, reason)
 
     # -- sending ---------------------------------------------------------------------
@@ -559,16 +560,7 @@ class Node:
             return
         if linked:
             conn.links.discard((sender, to))
-        payload_exits = bool(conn.flags & DFlag.EXIT_PAYLOAD)
-        if linked:
-            if payload_exits:
-                conn.send(c.PayloadExit(sender, to), reason)
-            else:
-                conn.send(c.Exit(sender, to, reason))
-        elif payload_exits:
-            conn.send(c.PayloadExit2(sender, to), reason)
-        else:
-            conn.send(c.Exit2(sender, to, reason))
+        conn.send_exit(sender, to, reason, linked=linked)
 
     def exit(self, pid: Pid, reason: Term, *, sender: Pid | None = None) -> None:
         """``exit(Pid, Reason)``: an exit signal that is not a link's."""
@@ -651,11 +643,7 @@ class Node:
         if conn is None:
             return
         conn.monitors_in.pop(ref, None)
-        wire = target[0] if type(target) is tuple else from_pid
-        if conn.flags & DFlag.EXIT_PAYLOAD:
-            conn.send(c.PayloadMonitorPExit(wire, watcher, ref), reason)
-        else:
-            conn.send(c.MonitorPExit(wire, watcher, ref, reason))
+        conn.send_monitor_exit(target[0] if type(target) is tuple else from_pid, watcher, ref, reason)
 
     def _deliver_down(self, watcher: Pid, ref: Reference, target: Term, reason: Term) -> None:
         process = self.processes.pid(watcher)
@@ -690,10 +678,7 @@ class Node:
     def _on_link(self, conn: Connection, msg: Any, payload: Term) -> None:
         process = self.processes.pid(msg.to_pid)
         if process is None:
-            if conn.flags & DFlag.EXIT_PAYLOAD:
-                conn.send(c.PayloadExit(msg.to_pid, msg.from_pid), NOPROC)
-            else:
-                conn.send(c.Exit(msg.to_pid, msg.from_pid, NOPROC))
+            conn.send_exit(msg.to_pid, msg.from_pid, NOPROC, linked=True)
             return
         process.links.add(msg.from_pid)
         conn.links.add((msg.to_pid, msg.from_pid))
@@ -723,10 +708,7 @@ class Node:
         target = msg.target
         process = self.processes.pid(target) if type(target) is Pid else self.processes.name(target)
         if process is None:
-            if conn.flags & DFlag.EXIT_PAYLOAD:
-                conn.send(c.PayloadMonitorPExit(target, msg.from_pid, msg.ref), NOPROC)
-            else:
-                conn.send(c.MonitorPExit(target, msg.from_pid, msg.ref, NOPROC))
+            conn.send_monitor_exit(target, msg.from_pid, msg.ref, NOPROC)
             return
         assert process.pid is not None
         process.monitored_by[msg.ref] = (msg.from_pid, target if type(target) is Pid else (target, self.name))
@@ -776,10 +758,7 @@ class Node:
         Raises :class:`CallTimeout` after ``timeout`` seconds and :class:`CallExit`
         (``noproc``, ``noconnection``, the callee's exit reason) when the callee goes.
         """
-        slot = self.attach(Process())
-        pid = slot.pid
-        assert pid is not None
-        try:
+        with self._reply_slot() as (slot, pid):
             if type(dest) is Reference:
                 raise TypeError("call an alias through its owner's pid instead")
             ref = self.monitor(pid, dest)  # type: ignore[arg-type]
@@ -794,12 +773,10 @@ class Node:
             if len(reply) == 5 and reply[0] == DOWN:
                 raise CallExit(reply[4])
             return reply[1]
-        finally:
-            slot.exit(NORMAL)
 
     def cast(self, dest: Dest, request: Term) -> None:
         """``gen_server:cast(Dest, Request)``."""
-        self.send(dest, (Atom("$gen_cast"), request))
+        self.send(dest, (GEN_CAST, request))
 
     async def erpc(
         self,
@@ -817,9 +794,21 @@ class Node:
         io server, which logs it).
         """
         conn = await self.connect(node)
-        slot = self.attach(Process())
-        pid = slot.pid
-        assert pid is not None
+        with self._reply_slot() as (slot, pid):
+            return await self._erpc_via(conn, slot, pid, module, function, args, timeout, group_leader)
+
+    async def _erpc_via(
+        self,
+        conn: Connection,
+        slot: Process,
+        pid: Pid,
+        module: str,
+        function: str,
+        args: list[Term],
+        timeout: float | None,
+        group_leader: Pid | None,
+    ) -> Term:
+        node = conn.peer_name
         req_id = self.make_ref()
         result_ref = self.make_ref()
         gl = group_leader or self._io_server_pid()
@@ -852,6 +841,15 @@ class Node:
             if replied:
                 conn.spawn_requests.pop(req_id, None)
             # Else the request stays listed: a late SPAWN_REPLY finds us gone and ends what it started.
+
+    @contextlib.contextmanager
+    def _reply_slot(self) -> Iterator[tuple[Process, Pid]]:
+        """A short-lived process that receives one call's reply (and its DOWN), then ends."""
+        slot = self.attach(Process())
+        assert slot.pid is not None
+        try:
+            yield slot, slot.pid
+        finally:
             slot.exit(NORMAL)
 
     def _io_server_pid(self) -> Pid:

@@ -14,7 +14,7 @@ from typing import Final
 from pynode.bridge.errors import BridgeError, error_term
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import AgentDefinition
-from pynode.bridge.runs import TOOL_RESULT, RunProcess, RunRequest
+from pynode.bridge.runs import TOOL_RESULT, RunProcess, RunRequest, call_key
 from pynode.bridge.spec import parse_run_options
 from pynode.bridge.termmap import text_from_prompt
 from pynode.etf.pretty import format_term
@@ -137,7 +137,7 @@ class AgentProcess(GenServer):
             self.limits.in_flight -= 1
 
     def forward_tool_result(self, call_id: Term, reply: Term) -> Term:
-        key = call_id.decode("utf-8", "replace") if isinstance(call_id, bytes) else str(call_id)
+        key = call_key(call_id)
         run = self.calls.get(key)
         if run is None:
             return error_term("bad_request", f"no tool call {key} is waiting on agent {self.agent_name}")

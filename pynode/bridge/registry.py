@@ -17,6 +17,7 @@ from pynode.bridge.spec import parse_agent_spec
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Term
 from pynode.runtime.genserver import From, GenServer
+from pynode.runtime.process import SHUTDOWN
 
 if TYPE_CHECKING:
     from pynode.node import Node
@@ -107,7 +108,7 @@ class Registry(GenServer):
         if process is None:
             raise BridgeError("unknown_agent", f"there is no agent named {key}")
         process.cancel_all(f"agent {key} was deleted")
-        process.exit(Atom("shutdown"))
+        process.exit(SHUTDOWN)
         return OK
 
     def describe(self, agent: AgentProcess) -> dict[Atom, Term]:

@@ -186,7 +186,7 @@ class RunProcess(Process):
         log.debug("run %s ignores %r", self.run_id, message)
 
     def tool_result(self, call_id: Term, reply: Term) -> Term:
-        key = call_id.decode("utf-8", "replace") if isinstance(call_id, bytes) else str(call_id)
+        key = call_key(call_id)
         wait = self._waits.get(key)
         if wait is None or wait.done():
             return error_term("bad_request", f"no tool call {key} is waiting in this run")
@@ -314,3 +314,8 @@ def _content_term(content: Any) -> Term:
         return from_json(content)
     except Exception:
         return str(content)
+
+
+def call_key(call_id: Term) -> str:
+    """A ``CallId`` as a handler sent it back (a binary, usually) -> the key runs wait under."""
+    return call_id.decode("utf-8", "replace") if isinstance(call_id, bytes) else str(call_id)

@@ -25,6 +25,7 @@ __all__ = [
     "NOCONNECTION",
     "NOPROC",
     "NORMAL",
+    "SHUTDOWN",
     "Dest",
     "Process",
     "ProcessExit",
@@ -33,6 +34,7 @@ __all__ = [
 log = logging.getLogger("pynode.process")
 
 NORMAL: Final = Atom("normal")
+SHUTDOWN: Final = Atom("shutdown")
 KILL: Final = Atom("kill")
 KILLED: Final = Atom("killed")
 NOPROC: Final = Atom("noproc")
