@@ -1,7 +1,7 @@
 """Drives one distribution connection over an asyncio transport.
 
-All protocol decisions live in the sans-IO cores (``dist.handshake``,
-``dist.framing``, ``dist.ticks``); this module only moves bytes between them
+All protocol decisions live in the sans-IO cores (``wire.handshake``,
+``wire.framing``, ``wire.ticks``); this module only moves bytes between them
 and the socket, runs the tick timer, and hands decoded control messages to
 the node. It is an ``asyncio.Protocol`` rather than a stream reader loop so
 that a packet is parsed and dispatched in the callback that received it,
@@ -15,23 +15,23 @@ import logging
 from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, cast
 
-from pynode.dist import control as c
-from pynode.dist.flags import DFlag
-from pynode.dist.framing import NO_PAYLOAD, TICK_FRAME, BadPayload, DistMessage, DistReader, DistWriter, Tick
-from pynode.dist.handshake import (
+from pynode.errors import HandshakeError, RemoteProtocolError
+from pynode.etf.types import Atom, Pid, Reference, Term
+from pynode.wire import control as c
+from pynode.wire.flags import DFlag
+from pynode.wire.framing import NO_PAYLOAD, TICK_FRAME, BadPayload, DistMessage, DistReader, DistWriter, Tick
+from pynode.wire.handshake import (
     AliveQuery,
     HandshakeAcceptor,
     HandshakeComplete,
     HandshakeInitiator,
     PeerNamed,
 )
-from pynode.dist.ticks import TickAction, TickTimer
-from pynode.errors import HandshakeError, RemoteProtocolError
-from pynode.etf.types import Atom, Pid, Reference, Term
+from pynode.wire.ticks import TickAction, TickTimer
 
 if TYPE_CHECKING:
-    from pynode.dist.control import ControlMessage
     from pynode.node import Node
+    from pynode.wire.control import ControlMessage
 
 __all__ = ["Connection", "DistProtocol"]
 

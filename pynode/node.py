@@ -17,10 +17,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final
 
 from pynode import epmd
-from pynode.dist import control as c
-from pynode.dist.flags import DEFAULT_FLAGS, DFlag
-from pynode.dist.framing import NO_PAYLOAD
-from pynode.dist.handshake import HandshakeAcceptor, HandshakeInitiator, Status
 from pynode.errors import CallExit, CallTimeout, HandshakeError, NodeDown, PynodeError
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.link import Connection, DistProtocol
@@ -41,6 +37,10 @@ from pynode.runtime.process import (
     ProcessExit,
 )
 from pynode.runtime.table import ProcessTable
+from pynode.wire import control as c
+from pynode.wire.flags import DEFAULT_FLAGS, DFlag
+from pynode.wire.framing import NO_PAYLOAD
+from pynode.wire.handshake import HandshakeAcceptor, HandshakeInitiator, Status
 
 __all__ = ["ErpcError", "Node", "split_node_name"]
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pynode.dist import control as c
 from pynode.errors import RemoteProtocolError
 from pynode.etf.types import Atom, Pid, Reference
+from pynode.wire import control as c
 
 A = Pid(Atom("a@host"), 1, 0, 7)
 B = Pid(Atom("b@host"), 2, 0, 9)

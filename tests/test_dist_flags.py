@@ -1,6 +1,6 @@
 """Distribution flags: the values OTP uses, the mandatory sets, and their names in logs."""
 
-from pynode.dist.flags import (
+from pynode.wire.flags import (
     DEFAULT_FLAGS,
     MANDATORY_OTP25,
     MANDATORY_OTP26,

@@ -7,9 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pynode.dist import control as c
-from pynode.dist.flags import DEFAULT_FLAGS, MANDATORY_OTP25, DFlag
-from pynode.dist.framing import (
+from pynode.errors import CodecError, LocalProtocolError, RemoteProtocolError
+from pynode.etf.encode import encode
+from pynode.etf.types import Atom, ImproperList, Pid, Reference
+from pynode.wire import control as c
+from pynode.wire.flags import DEFAULT_FLAGS, MANDATORY_OTP25, DFlag
+from pynode.wire.framing import (
     NEED_DATA,
     NO_PAYLOAD,
     TICK,
@@ -20,9 +23,6 @@ from pynode.dist.framing import (
     DistWriter,
     Tick,
 )
-from pynode.errors import CodecError, LocalProtocolError, RemoteProtocolError
-from pynode.etf.encode import encode
-from pynode.etf.types import Atom, ImproperList, Pid, Reference
 
 FRAGMENTS = DEFAULT_FLAGS  # negotiated with any OTP 25+ node: FRAGMENTS, no atom cache
 PASS_THROUGH = DFlag(MANDATORY_OTP25)  # neither FRAGMENTS nor the atom cache: 'p' mode

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pynode.dist.flags import DEFAULT_FLAGS, MANDATORY_OTP25, DFlag
-from pynode.dist.handshake import (
+from pynode.errors import HandshakeError, LocalProtocolError
+from pynode.wire.flags import DEFAULT_FLAGS, MANDATORY_OTP25, DFlag
+from pynode.wire.handshake import (
     NEED_DATA,
     AliveQuery,
     HandshakeAcceptor,
@@ -18,7 +19,6 @@ from pynode.dist.handshake import (
     PeerNamed,
     gen_digest,
 )
-from pynode.errors import HandshakeError, LocalProtocolError
 
 COOKIE = "SECRET"
 A_NAME = "py@127.0.0.1"

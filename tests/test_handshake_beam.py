@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from pynode.dist.flags import DEFAULT_FLAGS, MANDATORY_OTP25, DFlag
-from pynode.dist.handshake import NEED_DATA, AliveQuery, HandshakeComplete, HandshakeInitiator
 from pynode.errors import HandshakeError
+from pynode.wire.flags import DEFAULT_FLAGS, MANDATORY_OTP25, DFlag
+from pynode.wire.handshake import NEED_DATA, AliveQuery, HandshakeComplete, HandshakeInitiator
 
 pytestmark = pytest.mark.beam
 

@@ -3,11 +3,11 @@
 import asyncio
 from typing import Any
 
-from pynode.dist import control as c
-from pynode.dist.flags import DEFAULT_FLAGS, DFlag
-from pynode.dist.framing import DistMessage, DistReader
 from pynode.etf.types import Atom, Pid
 from pynode.link import Connection
+from pynode.wire import control as c
+from pynode.wire.flags import DEFAULT_FLAGS, DFlag
+from pynode.wire.framing import DistMessage, DistReader
 
 
 class RecordingTransport:

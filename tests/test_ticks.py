@@ -2,7 +2,7 @@
 
 import pytest
 
-from pynode.dist.ticks import TickAction, TickTimer
+from pynode.wire.ticks import TickAction, TickTimer
 
 
 def test_quiet_connection_sends_a_tick_every_quarter() -> None:

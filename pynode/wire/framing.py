@@ -18,13 +18,13 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from pynode.dist.control import ControlMessage, parse_control
-from pynode.dist.flags import DFlag
-from pynode.dist.handshake import NEED_DATA, NeedData
 from pynode.errors import CodecError, LocalProtocolError, RemoteProtocolError
 from pynode.etf.decode import decode_at
 from pynode.etf.encode import encode_into
 from pynode.etf.types import Term
+from pynode.wire.control import ControlMessage, parse_control
+from pynode.wire.flags import DFlag
+from pynode.wire.handshake import NEED_DATA, NeedData
 
 __all__ = [
     "NEED_DATA",

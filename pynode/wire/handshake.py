@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Final, Literal, NoReturn, TypeAlias
 
-from pynode.sansio import NEED_DATA, NeedData
-from pynode.dist.flags import REQUIRED_FLAGS, DFlag, describe, missing_mandatory
 from pynode.errors import HandshakeError, LocalProtocolError
+from pynode.sansio import NEED_DATA, NeedData
+from pynode.wire.flags import REQUIRED_FLAGS, DFlag, describe, missing_mandatory
 
 __all__ = [
     "NEED_DATA",

@@ -4,8 +4,8 @@ Nothing here opens a socket or reads a clock; ``pynode.link`` drives these
 cores over an asyncio transport.
 """
 
-from pynode.dist.control import ControlMessage, has_payload, parse_control
-from pynode.dist.flags import (
+from pynode.wire.control import ControlMessage, has_payload, parse_control
+from pynode.wire.flags import (
     DEFAULT_FLAGS,
     MANDATORY_OTP25,
     MANDATORY_OTP26,
@@ -14,7 +14,7 @@ from pynode.dist.flags import (
     describe,
     missing_mandatory,
 )
-from pynode.dist.framing import (
+from pynode.wire.framing import (
     NO_PAYLOAD,
     TICK,
     TICK_FRAME,
@@ -25,7 +25,7 @@ from pynode.dist.framing import (
     NoPayload,
     Tick,
 )
-from pynode.dist.handshake import (
+from pynode.wire.handshake import (
     NEED_DATA,
     AliveQuery,
     HandshakeAcceptor,
@@ -36,7 +36,7 @@ from pynode.dist.handshake import (
     PeerNamed,
     gen_digest,
 )
-from pynode.dist.ticks import TickAction, TickTimer
+from pynode.wire.ticks import TickAction, TickTimer
 
 __all__ = [
     "DEFAULT_FLAGS",
