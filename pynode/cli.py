@@ -14,8 +14,9 @@ from typing import Any
 
 from pynode import epmd
 from pynode.errors import EpmdError, PynodeError
+from pynode.limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["main", "resolve_cookie"]
+__all__ = ["limits_from_args", "main", "parse_size", "resolve_cookie"]
 
 log = logging.getLogger("pynode")
 
@@ -37,6 +38,81 @@ def resolve_cookie(explicit: str | None) -> str:
     if not cookie:
         raise SystemExit(f"pynode: {path} is empty; pass --cookie or set PYNODE_COOKIE")
     return cookie
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """A byte count: ``1048576``, ``512k``, ``16M``, ``1G`` (powers of 1024); at least 1."""
+    raw = text.strip().lower().removesuffix("b").removesuffix("i")
+    number, unit = (raw[:-1], raw[-1]) if raw[-1:] in _UNITS else (raw, "")
+    try:
+        value = int(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r} (say 1048576, 512k, 16M or 1G)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a size must be at least 1 byte, not {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text!r}")
+    return value
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    """The node's :class:`~pynode.limits.Limits` from the command line (defaults where not given)."""
+    return Limits(
+        net_setuptime=DEFAULT_LIMITS.net_setuptime,
+        max_connections=DEFAULT_LIMITS.max_connections,
+        max_message_size=args.max_message_size,
+        max_fragment_bytes=args.max_fragment_bytes,
+        max_fragment_sequences=args.max_fragment_sequences,
+        log_lines=args.log_lines,
+        log_interval=DEFAULT_LIMITS.log_interval,
+    )
+
+
+def _limit_flags(parser: argparse.ArgumentParser) -> None:
+    mib = 1 << 20
+    parser.add_argument(
+        "--max-message-size",
+        type=parse_size,
+        default=DEFAULT_LIMITS.max_message_size,
+        metavar="BYTES",
+        help="largest message, fragments joined and compressed terms inflated; a bigger frame closes the"
+        f" connection, a payload inflating past it is dropped (default {DEFAULT_LIMITS.max_message_size // mib}M)",
+    )
+    parser.add_argument(
+        "--max-fragment-bytes",
+        type=parse_size,
+        default=DEFAULT_LIMITS.max_fragment_bytes,
+        metavar="BYTES",
+        help="bytes of unfinished fragmented messages per connection; more closes it"
+        f" (default {DEFAULT_LIMITS.max_fragment_bytes // mib}M)",
+    )
+    parser.add_argument(
+        "--max-fragment-sequences",
+        type=_positive_int,
+        default=DEFAULT_LIMITS.max_fragment_sequences,
+        metavar="N",
+        help="unfinished fragmented messages per connection; more closes it"
+        f" (default {DEFAULT_LIMITS.max_fragment_sequences})",
+    )
+    parser.add_argument(
+        "--log-lines",
+        type=_positive_int,
+        default=DEFAULT_LIMITS.log_lines,
+        metavar="N",
+        help="repeated warnings of one kind per peer logged per minute; the rest are counted"
+        f" (default {DEFAULT_LIMITS.log_lines})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="event loop (uvloop: the 'fast' extra; default asyncio, or $PYNODE_LOOP)",
     )
     parser.add_argument("--log-level", default=os.environ.get("PYNODE_LOG_LEVEL", "info"))
+    _limit_flags(parser)
     return parser
 
 
@@ -102,6 +179,7 @@ async def serve(args: argparse.Namespace) -> int:
         listen_port=args.port,
         epmd_port=epmd_port,
         net_ticktime=args.net_ticktime,
+        limits=limits_from_args(args),
     )
     try:
         await node.start()

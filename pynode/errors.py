@@ -54,5 +54,7 @@ class CallExit(PynodeError):
     """A call ended because the callee exited (``noproc``, ``noconnection``, ...)."""
 
     def __init__(self, reason: object) -> None:
-        super().__init__(f"callee exited: {reason!r}")
+        from pynode.etf.pretty import format_term  # errors sit below the codec
+
+        super().__init__(f"callee exited: {format_term(reason, limit=1000)}")
         self.reason = reason

@@ -30,5 +30,14 @@ class Limits:
     max_fragment_bytes: int = 256 * MiB
     """Bytes of unfinished fragmented messages one connection may hold; released when it closes."""
 
+    max_fragment_sequences: int = 1024
+    """Fragmented messages one connection may have started and not finished."""
+
+    log_lines: int = 10
+    """Lines of one kind (say, undecodable messages from one peer) logged per ``log_interval``; the rest counted."""
+
+    log_interval: float = 60.0
+    """Seconds of the window ``log_lines`` counts in."""
+
 
 DEFAULT_LIMITS: Final = Limits()

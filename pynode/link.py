@@ -16,7 +16,9 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, cast
 
 from pynode.errors import HandshakeError, RemoteProtocolError
+from pynode.etf.pretty import TermText
 from pynode.etf.types import Atom, Pid, Reference, Term
+from pynode.logbudget import LimitedLog
 from pynode.wire import control as c
 from pynode.wire.flags import DFlag
 from pynode.wire.framing import NO_PAYLOAD, TICK_FRAME, BadPayload, DistMessage, DistReader, DistWriter, Tick
@@ -72,7 +74,14 @@ class Connection:
         self.peer_name = peer_name
         self.peer_creation = peer_creation
         self.flags = flags
-        self.reader = DistReader(flags)
+        limits = node.limits
+        self.reader = DistReader(
+            flags,
+            max_message_size=limits.max_message_size,
+            max_fragment_bytes=limits.max_fragment_bytes,
+            max_fragment_sequences=limits.max_fragment_sequences,
+        )
+        self._log = LimitedLog(log, node.log_budget)
         self.writer = DistWriter(flags)
         self.closed = False
         # Monitors local processes hold on the peer's: ref -> (local watcher, target as named).
@@ -111,11 +120,13 @@ class Connection:
             elif type(event) is Tick:
                 continue
             elif type(event) is BadPayload:
-                log.warning(
-                    "%s: dropped a message whose payload could not be decoded (%s): %r",
+                self._log.warning(
+                    ("undecodable", self.peer_name),
+                    self._loop.time(),
+                    "%s: dropped a message whose payload could not be decoded (%s): %s",
                     self.peer_name,
                     event.error,
-                    event.control,
+                    TermText(event.control.to_term(), 200),
                 )
             else:
                 return
@@ -217,6 +228,9 @@ class Connection:
             self._pump.cancel()
         self._fragments.clear()
         self._blocked.clear()
+        self.reader.close()
+        peer = self.peer_name
+        self._log.flush(lambda key: type(key) is tuple and key[-1] == peer)
         self.node.connection_lost(self)
 
 
@@ -246,7 +260,10 @@ class DistProtocol(asyncio.Protocol):
             try:
                 self.connection.feed(data)
             except RemoteProtocolError as exc:
-                log.error("%s: protocol error, closing: %s", self.connection.peer_name, exc)
+                LimitedLog(log, self.node.log_budget).log(
+                    logging.ERROR, ("protocol error",), asyncio.get_running_loop().time(),
+                    "%s: protocol error, closing: %s", self.connection.peer_name, exc,
+                )  # fmt: skip
                 self.connection.close()
             return
         handshake = self.handshake
@@ -306,12 +323,18 @@ class DistProtocol(asyncio.Protocol):
 
     def _fail(self, exc: Exception) -> None:
         peer = self.peer_hint or getattr(self.handshake, "peer_name", None) or "?"
-        log.warning("handshake with %s failed: %s", peer, exc)
+        self._handshake_failed(peer, exc)
         self._flush_handshake()  # a status such as not_allowed still reaches the peer
         self.handshake = None
         if not self.established.done():
             self.established.set_exception(exc)
         self.transport.close()
+
+    def _handshake_failed(self, peer: str, exc: Exception) -> None:
+        # One budget for all: whoever reaches the port can fail handshakes under any name.
+        LimitedLog(log, self.node.log_budget).warning(
+            ("handshake failed",), asyncio.get_running_loop().time(), "handshake with %s failed: %s", peer[:300], exc
+        )
 
     def pause_writing(self) -> None:
         if self.connection is not None:
@@ -331,7 +354,7 @@ class DistProtocol(asyncio.Protocol):
                     self.handshake.receive_eof()
                 except HandshakeError as named:
                     error = named
-            log.warning("handshake with %s failed: %s", self.peer_hint or "?", error)
+            self._handshake_failed(self.peer_hint or "?", error)
             self.established.set_exception(error)
             self.handshake = None
             self.node.handshake_aborted(self)

@@ -18,8 +18,11 @@ from typing import Any, Final
 
 from pynode import epmd
 from pynode.errors import CallExit, CallTimeout, HandshakeError, NodeDown, PynodeError
+from pynode.etf.pretty import TermText, format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
+from pynode.limits import DEFAULT_LIMITS, Limits
 from pynode.link import Connection, DistProtocol
+from pynode.logbudget import LimitedLog, LogBudget
 from pynode.runtime.genserver import GEN_CALL, GEN_CAST
 from pynode.runtime.ids import IdMint
 from pynode.runtime.mailbox import ReceiveTimeout
@@ -63,7 +66,7 @@ class ErpcError(PynodeError):
     """``erpc:call`` raised on the remote node: ``kind`` is throw, exit or error."""
 
     def __init__(self, kind: str, reason: Term, stack: Term = None) -> None:
-        super().__init__(f"{kind}: {reason!r}")
+        super().__init__(f"{kind}: {format_term(reason, limit=1000)}")
         self.kind = kind
         self.reason = reason
         self.stack = stack
@@ -100,6 +103,7 @@ class Node:
         net_ticktime: float = 60.0,
         flags: DFlag = NODE_FLAGS,
         handshake_timeout: float = 7.0,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         if "@" not in name:
             name = f"{name}@{_short_host()}"
@@ -114,6 +118,10 @@ class Node:
         self.net_ticktime = net_ticktime
         self.flags = flags
         self.handshake_timeout = handshake_timeout
+        self.limits = limits
+        # Lines a peer can repeat at will (bad messages, refused requests) share one budget per kind and peer.
+        self.log_budget = LogBudget(lines=limits.log_lines, interval=limits.log_interval)
+        self._limited_log = LimitedLog(log, self.log_budget)
         self.processes = ProcessTable()
         self.connections: dict[str, Connection] = {}
         self._connecting: dict[str, asyncio.Future[Connection]] = {}
@@ -280,7 +288,7 @@ class Node:
             self._drop_monitor(pid, ref, target)
         process.monitors.clear()
         if reason not in (NORMAL, SHUTDOWN):
-            log.info("process %s (%s) exited: %r", pid, process.name or type(process).__name__, reason)
+            log.info("process %s (%s) exited: %s", pid, process.name or type(process).__name__, TermText(reason))
 
     # -- sending ---------------------------------------------------------------------
 
@@ -331,7 +339,14 @@ class Node:
         if len(queue) >= MAX_PENDING_SENDS:
             # Bounded like everything between a socket and a run: past this the node is as good
             # as unreachable, and the BEAM drops messages to unreachable nodes too.
-            log.warning("%s: still connecting with %d messages queued; dropped %r", node, len(queue), control)
+            self._limited_log.warning(
+                ("dropped sends", node),
+                asyncio.get_running_loop().time(),
+                "%s: still connecting with %d messages queued; dropped %s",
+                node,
+                len(queue),
+                TermText(control.to_term(), 200),
+            )
             return
         queue.append((control, payload))
         if node not in self._connecting:
@@ -656,7 +671,7 @@ class Node:
         """Act on one control message from ``conn`` (called for every packet)."""
         handler = _HANDLERS.get(type(control))
         if handler is None:
-            log.debug("%s: ignored %r", conn.peer_name, control)
+            log.debug("%s: ignored %s", conn.peer_name, TermText(control.to_term(), 200))
             return
         handler(self, conn, control, payload)
 
@@ -673,7 +688,7 @@ class Node:
             log.debug("%s: message to unregistered name %s dropped", conn.peer_name, msg.to_name)
 
     def _on_alias_send(self, conn: Connection, msg: Any, payload: Term) -> None:
-        log.debug("%s: message to unknown alias %r dropped", conn.peer_name, msg.alias)
+        log.debug("%s: message to unknown alias %s dropped", conn.peer_name, TermText(msg.alias))
 
     def _on_link(self, conn: Connection, msg: Any, payload: Term) -> None:
         process = self.processes.pid(msg.to_pid)
@@ -729,10 +744,12 @@ class Node:
             self._deliver_down(watcher, msg.ref, target, reason)
 
     def _on_spawn_request(self, conn: Connection, msg: Any, payload: Term) -> None:
-        log.warning(
-            "%s asked to spawn %r here; refused (no code from the cluster runs on this node)",
+        self._limited_log.warning(
+            ("spawn refused", conn.peer_name),
+            asyncio.get_running_loop().time(),
+            "%s asked to spawn %s here; refused (no code from the cluster runs on this node)",
             conn.peer_name,
-            msg.mfa,
+            TermText(msg.mfa, 200),
         )
         conn.send(c.SpawnReply(msg.req_id, msg.from_pid, 0, _NOTSUP))
 

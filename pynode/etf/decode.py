@@ -171,7 +171,13 @@ def _guarded(buf: _Buffer, offset: int, max_depth: int, max_size: int) -> tuple[
 
 
 def _compressed(buf: _Buffer, o: int, max_depth: int, max_size: int) -> tuple[Term, int]:
-    """``80, Size:32, zlib data``: inflate exactly ``Size`` bytes holding exactly one term."""
+    """``80, Size:32, zlib data``: inflate exactly ``Size`` bytes holding exactly one term.
+
+    ``Size`` is a claim: it is checked against ``max_size`` before anything is
+    inflated, and the inflater is told to stop at ``Size`` bytes (zlib grows its
+    output as it goes, so a lie costs at most ``Size``); then the stream must
+    end right there.
+    """
     (size,) = _U32(buf, o)
     if not 0 < size <= max_size:  # zlib reads a max_length of 0 as "no limit"
         raise CodecError(f"compressed term at offset {o - 1} declares {size} bytes (max_size {max_size})")

@@ -18,7 +18,7 @@ from typing import Final
 
 from pynode.etf.types import Atom, BitBinary, Export, ImproperList, MapKey, OpaqueFun, Pid, Port, Reference, Term
 
-__all__ = ["format_term"]
+__all__ = ["TermText", "format_term"]
 
 _ELLIPSIS: Final = "..."
 _MAX_DEPTH: Final = 64
@@ -27,8 +27,9 @@ _DECIMAL_BITS: Final = 14_000
 _EXACT_INTEGERS: Final = float(1 << 53)
 
 _RESERVED: Final = frozenset(
-    "after and andalso band begin bnot bor bsl bsr bxor case catch cond div end fun if let not of or orelse receive rem try when xor".split()
-)
+    ("after", "and", "andalso", "band", "begin", "bnot", "bor", "bsl", "bsr", "bxor", "case", "catch", "cond",
+     "div", "end", "fun", "if", "let", "not", "of", "or", "orelse", "receive", "rem", "try", "when", "xor")
+)  # fmt: skip
 # Latin-1 letters count as in erl_scan: lowercase start, then letters, digits, '_' and '@'.
 _PLAIN_ATOM: Final = re.compile(r"[a-zß-öø-ÿ][A-Za-z0-9_@À-ÖØ-öø-ÿ]*\Z")
 _ESCAPES: Final = {
@@ -74,6 +75,21 @@ def format_term(term: Term, *, limit: int = 2000) -> str:
     return "".join(out.parts)
 
 
+class TermText:
+    """``format_term(term, limit=limit)`` written only when a log line that holds it is emitted."""
+
+    __slots__ = ("limit", "term")
+
+    def __init__(self, term: Term, limit: int = 500) -> None:
+        self.term = term
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return format_term(self.term, limit=self.limit)
+
+    __repr__ = __str__
+
+
 def _write(term: Term, out: _Out, depth: int) -> None:
     put = out.put
     if depth <= 0:
@@ -89,8 +105,8 @@ def _write(term: Term, out: _Out, depth: int) -> None:
         put(_integer(term, out.room))
     elif isinstance(term, float):
         put(_float(term))
-    elif isinstance(term, str):  # encodes to a UTF-8 binary
-        _binary(term[: out.room + 1].encode("utf-8", "surrogatepass"), len(term) > out.room + 1, out)
+    elif isinstance(term, str):  # encodes to a UTF-8 binary: written as one
+        _text(term, out)
     elif isinstance(term, bytes | bytearray | memoryview):
         _binary(bytes(term[: out.room + 1]), len(term) > out.room + 1, out)
     elif isinstance(term, tuple):
@@ -225,6 +241,17 @@ def _binary(head: bytes, cut: bool, out: _Out) -> None:
             out.put("<<" + _quoted(text, '"') + (_ELLIPSIS if cut else "/utf8>>"))
         else:
             out.put("<<" + ",".join(map(str, head[: out.room // 2 + 1])) + (_ELLIPSIS if cut else ">>"))
+    if cut:
+        raise _Full
+
+
+def _text(term: str, out: _Out) -> None:
+    head = term[: out.room + 1]
+    cut = len(term) > len(head)
+    if _UNPRINTABLE.search(head):
+        _binary(head.encode("utf-8", "surrogatepass"), cut, out)
+        return
+    out.put("<<" + _quoted(head, '"') + (_ELLIPSIS if cut else "/utf8>>"))
     if cut:
         raise _Full
 

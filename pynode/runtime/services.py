@@ -12,6 +12,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Final
 
+from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, ImproperList, Pid, Term
 from pynode.runtime.genserver import From, GenServer
 from pynode.runtime.process import Process
@@ -55,13 +56,13 @@ def render_chars(chars: Term) -> str:
         return "".join(render_chars(part) for part in chars)
     if isinstance(chars, ImproperList):
         return "".join(render_chars(part) for part in chars.elements) + render_chars(chars.tail)
-    return repr(chars)
+    return format_term(chars, limit=_SHOWN_CHARS)
 
 
 # ~[Width][.Precision[.Pad]][Modifiers]Control, as io:format reads a control sequence.
 _DIRECTIVE = re.compile(r"~(-?(?:\d+|\*))?(?:\.(\d+|\*)?(?:\.(.))?)?[tlkK]*([~ncfegswpWPBX#bx+i])", re.S)
 _TAKES_TWO: Final = frozenset("WPXx")  # a depth or a prefix follows the value
-_PLAIN_ATOM = re.compile(r"[a-z][A-Za-z0-9_@]*")
+_SHOWN_CHARS: Final = 10_000
 
 
 def _render_format(fmt: Term, args: Term) -> str:
@@ -93,32 +94,8 @@ def _render_format(fmt: Term, args: Term) -> str:
 
 
 def show_term(term: Term) -> str:
-    """A term written roughly as ``~p`` would write it, for log lines."""
-    if isinstance(term, bool):
-        return "true" if term else "false"
-    if isinstance(term, Atom):
-        return str(term) if _PLAIN_ATOM.fullmatch(term) else "'" + term.replace("'", "\\'") + "'"
-    if isinstance(term, str):
-        return f'<<"{term}"/utf8>>'
-    if isinstance(term, bytes):
-        try:
-            text = term.decode()
-        except UnicodeDecodeError:
-            return _byte_list(term)
-        return f'<<"{text}">>' if text.isprintable() else _byte_list(term)
-    if isinstance(term, list):
-        if term and all(isinstance(c, int) and not isinstance(c, bool) and 32 <= c < 0x110000 for c in term):
-            return '"' + "".join(map(chr, term)) + '"'
-        return "[" + ",".join(map(show_term, term)) + "]"
-    if isinstance(term, tuple):
-        return "{" + ",".join(map(show_term, term)) + "}"
-    if isinstance(term, dict):
-        return "#{" + ",".join(f"{show_term(k)} => {show_term(v)}" for k, v in term.items()) + "}"
-    return repr(term)
-
-
-def _byte_list(data: bytes) -> str:
-    return "<<" + ",".join(map(str, data)) + ">>"
+    """A term written as ``~p`` writes it, for log lines (within a budget: it comes from a peer)."""
+    return format_term(term, limit=_SHOWN_CHARS)
 
 
 class IoServer(Process):
@@ -142,7 +119,9 @@ class IoServer(Process):
                 self.emit(sender, render_chars(request[2]))
                 return _OK
             if len(request) == 5:
-                self.emit(sender, _render_format(*request[4]) if len(request[4]) == 2 else repr(request))
+                args = request[4]
+                text = _render_format(*args) if type(args) is list and len(args) == 2 else show_term(request)
+                self.emit(sender, text)
                 return _OK
         if op == _REQUESTS and len(request) == 2 and isinstance(request[1], list):
             reply: Term = _OK

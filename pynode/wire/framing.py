@@ -10,6 +10,14 @@ form whatever the flags say: only the writer must match what the peer expects.
 A bad payload term costs one message (:class:`BadPayload`); a bad control
 term, header or fragment sequence is a :class:`RemoteProtocolError` and costs
 the connection, as on the BEAM.
+
+Limits (see :mod:`pynode.limits`): a frame, a joined fragment sequence and the
+inflated form of a compressed term are each at most ``max_message_size``
+bytes (a compressed term is refused on its declared size and inflated never
+past it, so a lie costs at most the limit); the unfinished sequences of one
+connection hold at most ``max_fragment_bytes`` bytes and number at most
+``max_fragment_sequences``. Breaking a frame or fragment limit costs the
+connection; a payload that inflates past the limit costs its message.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from pynode.errors import CodecError, LocalProtocolError, RemoteProtocolError
 from pynode.etf.decode import decode_at
 from pynode.etf.encode import encode_into
 from pynode.etf.types import Term
+from pynode.limits import DEFAULT_LIMITS
 from pynode.wire.control import ControlMessage, parse_control
 from pynode.wire.flags import DFlag
 from pynode.wire.handshake import NEED_DATA, NeedData
@@ -121,12 +130,31 @@ class _Reassembly:
 class DistReader:
     """Turns the byte stream of an established connection into events."""
 
-    def __init__(self, flags: DFlag, *, max_message_size: int = 1 << 30) -> None:
+    def __init__(
+        self,
+        flags: DFlag,
+        *,
+        max_message_size: int = DEFAULT_LIMITS.max_message_size,
+        max_fragment_bytes: int = DEFAULT_LIMITS.max_fragment_bytes,
+        max_fragment_sequences: int = DEFAULT_LIMITS.max_fragment_sequences,
+    ) -> None:
+        if min(max_message_size, max_fragment_bytes, max_fragment_sequences) < 1:
+            raise ValueError("reader limits must be positive")
         self.flags = flags
         self.max_message_size = max_message_size
+        self.max_fragment_bytes = max_fragment_bytes
+        self.max_fragment_sequences = max_fragment_sequences
         self._buf = bytearray()
         self._pos = 0
         self._partial: dict[int, _Reassembly] = {}
+        self._fragment_bytes = 0
+
+    def close(self) -> None:
+        """The connection is gone: let go of buffered bytes and unfinished fragments."""
+        self._buf = bytearray()
+        self._pos = 0
+        self._partial.clear()
+        self._fragment_bytes = 0
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes read from the socket, in any chunking."""
@@ -155,7 +183,7 @@ class DistReader:
                 self._pos = pos + 4
                 return TICK
             if size > self.max_message_size:
-                raise RemoteProtocolError(f"frame of {size} bytes exceeds max_message_size")
+                raise RemoteProtocolError(f"frame of {size} bytes exceeds max_message_size ({self.max_message_size})")
             end = pos + 4 + size
             if len(buf) < end:
                 return NEED_DATA
@@ -170,19 +198,24 @@ class DistReader:
         """How many fragmented messages are partly received."""
         return len(self._partial)
 
+    @property
+    def fragment_bytes(self) -> int:
+        """Bytes held by partly received fragmented messages."""
+        return self._fragment_bytes
+
     # -- one frame -----------------------------------------------------------------------
 
     def _frame(self, frame: _Frame) -> DistMessage | BadPayload | None:
         first = frame[0]
         if first == _PASS_THROUGH:
-            return _pass_through(frame)
+            return _pass_through(frame, self.max_message_size)
         if first != _VERSION or len(frame) < 3:
             raise RemoteProtocolError(f"bad distribution header {bytes(frame[:3])!r}")
         kind = frame[1]
         if kind == _HEADER:
             if frame[2] != 0:
                 raise RemoteProtocolError("atom cache references in a header; the atom cache is not in use")
-            return _body(frame, 3)
+            return _body(frame, 3, self.max_message_size)
         if kind == _FRAG_HEADER:
             return self._first_fragment(frame)
         if kind == _FRAG_CONT:
@@ -200,9 +233,22 @@ class DistReader:
         if seq in self._partial:
             raise RemoteProtocolError(f"fragment sequence {seq} started twice")
         if frag == 1:
-            return _body(frame, _FRAG_HEAD_SIZE + 1)
+            return _body(frame, _FRAG_HEAD_SIZE + 1, self.max_message_size)
+        if len(self._partial) >= self.max_fragment_sequences:
+            raise RemoteProtocolError(
+                f"more than {self.max_fragment_sequences} unfinished fragment sequences (max_fragment_sequences)"
+            )
+        self._hold(len(frame) - _FRAG_HEAD_SIZE - 1)
         self._partial[seq] = _Reassembly(frag, bytes(frame[_FRAG_HEAD_SIZE + 1 :]))
         return None
+
+    def _hold(self, size: int) -> None:
+        """Count ``size`` more bytes of unfinished fragments against max_fragment_bytes."""
+        self._fragment_bytes += size
+        if self._fragment_bytes > self.max_fragment_bytes:
+            raise RemoteProtocolError(
+                f"unfinished fragments hold over {self.max_fragment_bytes} bytes (max_fragment_bytes)"
+            )
 
     def _next_fragment(self, frame: _Frame) -> DistMessage | BadPayload | None:
         if len(frame) < _FRAG_HEAD_SIZE:
@@ -215,22 +261,25 @@ class DistReader:
             raise RemoteProtocolError(
                 f"sequence {seq}: fragment {frag} arrived, expected {partial.next_frag}"
             )
-        partial.size += len(frame) - _FRAG_HEAD_SIZE
+        size = len(frame) - _FRAG_HEAD_SIZE
+        partial.size += size
         if partial.size > self.max_message_size:
-            raise RemoteProtocolError(f"fragmented message exceeds {self.max_message_size} bytes")
+            raise RemoteProtocolError(f"fragmented message exceeds {self.max_message_size} bytes (max_message_size)")
+        self._hold(size)
         partial.chunks.append(bytes(frame[_FRAG_HEAD_SIZE:]))
         if frag > 1:
             partial.next_frag = frag - 1
             return None
         del self._partial[seq]
-        return _body(b"".join(partial.chunks), 0)
+        self._fragment_bytes -= partial.size
+        return _body(b"".join(partial.chunks), 0, self.max_message_size)
 
 
-def _pass_through(frame: _Frame) -> DistMessage | BadPayload:
+def _pass_through(frame: _Frame, max_size: int) -> DistMessage | BadPayload:
     """``112, 131 Control, [131 Message]``."""
     if len(frame) < 2 or frame[1] != _VERSION:
         raise RemoteProtocolError("pass-through frame without a version byte before the control term")
-    control, offset = _control(frame, 2)
+    control, offset = _control(frame, 2, max_size)
     end = len(frame)
     if not control.HAS_PAYLOAD:
         if offset != end:
@@ -238,12 +287,12 @@ def _pass_through(frame: _Frame) -> DistMessage | BadPayload:
         return _message(control, NO_PAYLOAD)
     if offset >= end or frame[offset] != _VERSION:
         raise RemoteProtocolError(f"{control.OP.name}: payload missing or without a version byte")
-    return _payload(frame, offset + 1, control)
+    return _payload(frame, offset + 1, control, max_size)
 
 
-def _body(frame: _Frame, offset: int) -> DistMessage | BadPayload:
+def _body(frame: _Frame, offset: int, max_size: int) -> DistMessage | BadPayload:
     """``Control, Message`` without version bytes (header and fragment modes)."""
-    control, offset = _control(frame, offset)
+    control, offset = _control(frame, offset, max_size)
     end = len(frame)
     if not control.HAS_PAYLOAD:
         if offset != end:
@@ -251,20 +300,20 @@ def _body(frame: _Frame, offset: int) -> DistMessage | BadPayload:
         return _message(control, NO_PAYLOAD)
     if offset >= end:
         raise RemoteProtocolError(f"{control.OP.name}: payload missing")
-    return _payload(frame, offset, control)
+    return _payload(frame, offset, control, max_size)
 
 
-def _control(frame: _Frame, offset: int) -> tuple[ControlMessage, int]:
+def _control(frame: _Frame, offset: int, max_size: int) -> tuple[ControlMessage, int]:
     try:
-        term, offset = decode_at(frame, offset)
+        term, offset = decode_at(frame, offset, max_size=max_size)
     except CodecError as exc:
         raise RemoteProtocolError(f"undecodable control term: {exc}") from None
     return parse_control(term), offset
 
 
-def _payload(frame: _Frame, offset: int, control: ControlMessage) -> DistMessage | BadPayload:
+def _payload(frame: _Frame, offset: int, control: ControlMessage, max_size: int) -> DistMessage | BadPayload:
     try:
-        payload, offset = decode_at(frame, offset)
+        payload, offset = decode_at(frame, offset, max_size=max_size)
     except CodecError as exc:
         # Drop the traceback: its frames hold views of the reader's buffer.
         return BadPayload(control, exc.with_traceback(None))
