@@ -179,7 +179,7 @@ def _quoted(text: str, quote: str) -> str:
 
 def _char(ch: str) -> str:
     code = ord(ch)
-    if 32 <= code < 127 or 160 <= code < 256:
+    if 32 <= code < 127 or 160 <= code < 256 or (code >= 256 and ch.isprintable()):
         return ch
     return _ESCAPES.get(ch) or (f"\\{code:03o}" if code < 32 else f"\\x{{{code:X}}}")
 
