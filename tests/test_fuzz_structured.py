@@ -164,7 +164,7 @@ def test_any_control_message_to_the_nodes_processes_leaves_the_node_answering() 
 
 
 async def _storm() -> None:
-    from pynode.link import Connection
+    from pynode.net.channel import Connection
 
     node = Node("py@127.0.0.1", "cookie", listen_host="127.0.0.1")
     await node.start(register_epmd=False)
@@ -176,15 +176,15 @@ async def _storm() -> None:
         names = [*(Atom(n) for n in node.processes.by_name if n != "net_kernel"), Atom("nobody")]
         protocol = _Protocol()
         conn = Connection(
-            node, protocol, peer_name=str(PEER), peer_creation=5, flags=DEFAULT_FLAGS, net_ticktime=60.0  # type: ignore[arg-type]
+            node.net, protocol, peer_name=str(PEER), peer_creation=5, flags=DEFAULT_FLAGS, net_ticktime=60.0  # type: ignore[arg-type]
         )
-        node.connection_up(conn)
+        node.net.connection_up(conn)
 
         @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
         @given(st.data())
         def storm(data: st.DataObject) -> None:
             control, payload = data.draw(_controls(local, names))
-            node.dispatch_control(conn, control, payload if control.HAS_PAYLOAD else NO_PAYLOAD)
+            node.net.dispatch_control(conn, control, payload if control.HAS_PAYLOAD else NO_PAYLOAD)
 
         storm()
         for _ in range(20):
@@ -192,7 +192,7 @@ async def _storm() -> None:
         protocol.transport.frames.clear()
         ref = Reference(PEER, 5, (77, 77))
         call = (Atom("$gen_call"), (THEM, ImproperList((Atom("alias"),), ref)), (Atom("is_auth"), PEER))
-        node.dispatch_control(conn, c.RegSend(THEM, Atom("net_kernel")), call)
+        node.net.dispatch_control(conn, c.RegSend(THEM, Atom("net_kernel")), call)
         for _ in range(200):
             if protocol.transport.frames:
                 break

@@ -33,7 +33,7 @@ from pynode.etf.decode import decode, decode_at
 from pynode.etf.encode import encode
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Term
-from pynode.link import Connection
+from pynode.net.channel import Connection
 from pynode.node import Node
 from pynode.wire.control import parse_control
 from pynode.wire.flags import DEFAULT_FLAGS, MANDATORY_OTP25, DFlag
@@ -305,7 +305,7 @@ class _NodeHarness:
 
             async def make() -> Any:
                 return Connection(
-                    self.node,
+                    self.node.net,
                     _Protocol(),  # type: ignore[arg-type]
                     peer_name=PEER,
                     peer_creation=5,
@@ -314,7 +314,7 @@ class _NodeHarness:
                 )
 
             self.conn = self.loop.run_until_complete(make())
-            self.node.connection_up(self.conn)
+            self.node.net.connection_up(self.conn)
         return self.conn
 
     def _run(self, step: Callable[[], None]) -> None:
@@ -335,7 +335,7 @@ class _NodeHarness:
 
     def dispatch(self, control: Any, payload: Term) -> None:
         conn = self._connection()
-        self._run(lambda: self.node.dispatch_control(conn, control, payload if control.HAS_PAYLOAD else NO_PAYLOAD))
+        self._run(lambda: self.node.net.dispatch_control(conn, control, payload if control.HAS_PAYLOAD else NO_PAYLOAD))
 
     def feed(self, data: bytes) -> None:
         conn = self._connection()
