@@ -46,7 +46,7 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 def parse_size(text: str) -> int:
     """A byte count: ``1048576``, ``512k``, ``16M``, ``1G`` (powers of 1024); at least 1."""
     raw = text.strip().lower().removesuffix("b").removesuffix("i")
-    number, unit = (raw[:-1], raw[-1]) if raw[-1:] in _UNITS else (raw, "")
+    number, unit = (raw[:-1], raw[-1]) if raw and raw[-1] in _UNITS else (raw, "")
     try:
         value = int(number) * _UNITS[unit]
     except (ValueError, KeyError):
