@@ -22,6 +22,8 @@ sys.path.insert(0, str(FUZZ))
 
 from targets import TARGETS  # noqa: E402
 
+from pynode.etf.types import Atom  # noqa: E402
+
 CI_RUNS = int(os.environ.get("PYNODE_FUZZ_RUNS", "3000"))
 
 
@@ -55,3 +57,20 @@ def test_a_short_atheris_run_finds_nothing(target: str, tmp_path: Path) -> None:
     assert run.returncode == 0 and done and not crash, f"{crash}\n{run.stderr[-3000:]}"
     print(f"fuzz {target}: {done.group(1)} inputs ran, none crashed or broke a limit")
     assert int(done.group(1)) >= CI_RUNS
+
+
+def test_a_huge_integer_in_a_control_tuple_is_a_protocol_error_not_a_crash() -> None:
+    """Found while hardening: the error text was built with repr(), which raises past 4,300 digits."""
+    from pynode.errors import RemoteProtocolError
+    from pynode.etf.encode import encode
+    from pynode.wire.control import parse_control
+
+    for term in ((7**20000, 1), (2, Atom(""), 7**20000), 7**20000):
+        with pytest.raises(RemoteProtocolError, match="16#"):
+            parse_control(term)
+    TARGETS["control"](encode((7**20000, 1))[1:])
+    TARGETS["connection"](_frame(b"\x83\x44\x00" + encode((6, 7**20000, Atom(""), Atom("pynode")))[1:] + b"a\x01"))
+
+
+def _frame(body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + body

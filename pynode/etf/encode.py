@@ -19,6 +19,7 @@ from typing import Final
 
 from pynode.errors import CodecError
 from pynode.etf.decode import _ENCODED, ENCODED_CACHE_LIMIT, MAX_REFERENCE_WORDS, Tag
+from pynode.etf.pretty import format_term
 from pynode.etf.types import (
     MAX_ATOM_CHARS,
     Atom,
@@ -162,7 +163,7 @@ def _put(out: bytearray, term: Term) -> None:
         out += known[1]
     elif t is float:
         if not math.isfinite(term):
-            raise CodecError(f"float {term!r} has no Erlang form")
+            raise CodecError(f"float {format_term(term, limit=100)} has no Erlang form")
         out += _NEW_FLOAT(Tag.NEW_FLOAT, term)
     elif t is bool:
         out += _ATOMS["true" if term else "false"]
@@ -207,7 +208,7 @@ def _check_keys(term: dict[Term, Term]) -> None:
         _put(scratch, key)
         encoded = bytes(scratch)
         if encoded in seen:
-            raise CodecError(f"two keys of a dict encode to the same Erlang term: {key!r}")
+            raise CodecError(f"two keys of a dict encode to the same Erlang term: {format_term(key, limit=200)}")
         seen.add(encoded)
 
 
@@ -225,7 +226,7 @@ def _put_buffer(out: bytearray, term: bytearray | memoryview) -> None:
 
 def _check_u32(value: int, what: str) -> None:
     if type(value) is not int or not 0 <= value < _U32_LIMIT:
-        raise CodecError(f"{what} {value!r} is not an unsigned 32-bit integer")
+        raise CodecError(f"{what} {format_term(value, limit=100)} is not an unsigned 32-bit integer")
 
 
 def _encode_identifier(term: Pid | Reference) -> tuple[Pid | Reference, bytes]:
@@ -257,7 +258,7 @@ def _put_pid(out: bytearray, pid: Pid) -> None:
 def _put_port(out: bytearray, port: Port) -> None:
     _check_u32(port.creation, "Port creation")
     if type(port.id) is not int or not 0 <= port.id < 1 << 64:
-        raise CodecError(f"Port id {port.id!r} is not an unsigned 64-bit integer")
+        raise CodecError(f"Port id {format_term(port.id, limit=100)} is not an unsigned 64-bit integer")
     if port.id < _U32_LIMIT:
         out.append(Tag.NEW_PORT)
         out += _atom_bytes(port.node)
@@ -283,7 +284,7 @@ def _put_reference(out: bytearray, ref: Reference) -> None:
 def _put_bit_binary(out: bytearray, term: BitBinary) -> None:
     data, bits = bytes(term.data), term.bits
     if not data or type(bits) is not int or not 1 <= bits <= 8:
-        raise CodecError(f"BitBinary with {bits!r} bits in {len(data)} bytes")
+        raise CodecError(f"BitBinary with {format_term(bits, limit=100)} bits in {len(data)} bytes")
     out += _TAG_U32(Tag.BIT_BINARY, len(data))
     out.append(bits)
     out += data
@@ -291,7 +292,7 @@ def _put_bit_binary(out: bytearray, term: BitBinary) -> None:
 
 def _put_export(out: bytearray, term: Export) -> None:
     if type(term.arity) is not int or not 0 <= term.arity < 256:
-        raise CodecError(f"Export arity {term.arity!r} is not in 0..255")
+        raise CodecError(f"Export arity {format_term(term.arity, limit=100)} is not in 0..255")
     out.append(Tag.EXPORT)
     out += _atom_bytes(term.module)
     out += _atom_bytes(term.function)

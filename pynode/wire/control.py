@@ -9,7 +9,6 @@ OTP drops the connection too. ``to_term()`` builds the tuple to encode.
 
 from __future__ import annotations
 
-import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from enum import IntEnum
@@ -17,6 +16,7 @@ from operator import attrgetter
 from typing import Any, ClassVar, Final, TypeVar
 
 from pynode.errors import RemoteProtocolError
+from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
 
 __all__ = [
@@ -553,11 +553,11 @@ def parse_control(term: Term) -> ControlMessage:
 def _parse_checked(term: Term) -> ControlMessage:
     """parse_control element by element, saying what is wrong."""
     if type(term) is not tuple or not term:
-        raise RemoteProtocolError(f"control message is not a tuple: {reprlib.repr(term)}")
+        raise RemoteProtocolError(f"control message is not a tuple: {format_term(term, limit=200)}")
     op = term[0]
     cls = _BY_OP.get(op) if type(op) is int else None
     if cls is None:
-        raise RemoteProtocolError(f"unknown control operation {reprlib.repr(op)}")
+        raise RemoteProtocolError(f"unknown control operation {format_term(op, limit=200)}")
     spec = cls._SPEC
     if len(term) != len(spec) + 1:
         raise RemoteProtocolError(
@@ -570,7 +570,7 @@ def _parse_checked(term: Term) -> ControlMessage:
         value = term[index]
         if not check(value):
             raise RemoteProtocolError(
-                f"{cls.OP.name} element {index} is {reprlib.repr(value)}, expected {_KIND_NAMES[check]}"
+                f"{cls.OP.name} element {index} is {format_term(value, limit=200)}, expected {_KIND_NAMES[check]}"
             )
         args.append(value)
     return _MAKE[op](*args)
