@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the connection target (see targets.py).
 
 ``python tests/fuzz/fuzz_connection.py -runs=N tests/fuzz/corpus/connection``

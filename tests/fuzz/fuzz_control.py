@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the control target (see targets.py).
 
 ``python tests/fuzz/fuzz_control.py -runs=N tests/fuzz/corpus/control``

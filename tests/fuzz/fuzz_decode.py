@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the decode target (see targets.py).
 
 ``python tests/fuzz/fuzz_decode.py -runs=N tests/fuzz/corpus/decode``

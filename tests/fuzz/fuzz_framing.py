@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the framing target (see targets.py).
 
 ``python tests/fuzz/fuzz_framing.py -runs=N tests/fuzz/corpus/framing``

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the handshake_acceptor target (see targets.py).
 
 ``python tests/fuzz/fuzz_handshake_acceptor.py -runs=N tests/fuzz/corpus/handshake_acceptor``

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the handshake_initiator target (see targets.py).
 
 ``python tests/fuzz/fuzz_handshake_initiator.py -runs=N tests/fuzz/corpus/handshake_initiator``
