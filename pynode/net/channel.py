@@ -19,7 +19,7 @@ from typing import Any, Protocol, cast
 from pynode.errors import HandshakeError, RemoteProtocolError
 from pynode.etf.pretty import TermText
 from pynode.etf.types import Atom, Pid, Reference, Term
-from pynode.limits import Limits
+from pynode.limits import DEFAULT_LIMITS, Limits
 from pynode.logbudget import LimitedLog, LogBudget
 from pynode.runtime.signals import PeerSignals
 from pynode.wire import control as c
@@ -98,6 +98,8 @@ class Connection:
         peer_creation: int,
         flags: DFlag,
         net_ticktime: float,
+        limits: Limits = DEFAULT_LIMITS,
+        log_budget: LogBudget | None = None,
     ) -> None:
         self.owner = owner
         self.protocol = protocol
@@ -105,14 +107,13 @@ class Connection:
         self.peer_name = peer_name
         self.peer_creation = peer_creation
         self.flags = flags
-        limits = owner.limits
         self.reader = DistReader(
             flags,
             max_message_size=limits.max_message_size,
             max_fragment_bytes=limits.max_fragment_bytes,
             max_fragment_sequences=limits.max_fragment_sequences,
         )
-        self._log = LimitedLog(log, owner.log_budget)
+        self._log = LimitedLog(log, log_budget if log_budget is not None else LogBudget())
         self.writer = DistWriter(flags)
         self.closed = False
         self.signals = PeerSignals()
@@ -338,6 +339,8 @@ class DistProtocol(asyncio.Protocol):
             peer_creation=event.peer_creation,
             flags=event.flags,
             net_ticktime=self.owner.net_ticktime,
+            limits=self.owner.limits,
+            log_budget=self.owner.log_budget,
         )
         self.connection = connection
         self.owner.connection_up(connection)

@@ -311,6 +311,8 @@ class _NodeHarness:
                     peer_creation=5,
                     flags=DEFAULT_FLAGS,
                     net_ticktime=60.0,
+                    limits=self.node.net.limits,
+                    log_budget=self.node.net.log_budget,
                 )
 
             self.conn = self.loop.run_until_complete(make())
