@@ -17,7 +17,7 @@ from pynode.bridge.runner import AgentDefinition
 from pynode.bridge.runs import TOOL_RESULT, RunProcess, RunRequest, call_key
 from pynode.bridge.spec import parse_run_options
 from pynode.bridge.termmap import text_from_prompt
-from pynode.etf.pretty import format_term
+from pynode.etf.pretty import TermText, format_term
 from pynode.etf.types import Atom, Reference, Term
 from pynode.runtime.genserver import NOREPLY, From, GenServer
 
@@ -78,7 +78,7 @@ class AgentProcess(GenServer):
         if _is_tool_result(message):
             self.forward_tool_result(message[1], message[2])
         else:
-            log.debug("agent %s ignores %r", self.agent_name, message)
+            log.debug("agent %s ignores %s", self.agent_name, TermText(message))
 
     def handle_request(self, request: Term, caller: From) -> Term:
         if request == INFO:

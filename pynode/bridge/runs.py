@@ -23,7 +23,7 @@ from pynode.bridge.spec import MFHandler, ProcessHandler, RunOptions, ToolSpec
 from pynode.bridge.termmap import from_json, to_json
 from pynode.bridge.tools import ToolFailed, ToolOk, ToolReply, parse_tool_reply
 from pynode.errors import ErpcError
-from pynode.etf.pretty import format_term
+from pynode.etf.pretty import TermText, format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.genserver import From, open_envelope
 from pynode.runtime.process import DOWN, Process
@@ -170,7 +170,7 @@ class RunProcess(Process):
         try:
             self.handle_message(message)
         except Exception:  # one bad message must not stop the routing of tool results
-            log.exception("run %s could not handle %r", self.run_id, message)
+            log.exception("run %s could not handle %s", self.run_id, TermText(message))
 
     def handle_message(self, message: Term) -> None:
         if type(message) is tuple and len(message) == 5 and message[0] == DOWN:
@@ -183,7 +183,7 @@ class RunProcess(Process):
             if envelope.reply_to is not None:
                 self.send(envelope.reply_to.pid, (envelope.reply_to.tag, reply))
             return
-        log.debug("run %s ignores %r", self.run_id, message)
+        log.debug("run %s ignores %s", self.run_id, TermText(message))
 
     def tool_result(self, call_id: Term, reply: Term) -> Term:
         key = call_key(call_id)
