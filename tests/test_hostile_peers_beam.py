@@ -20,6 +20,7 @@ import pytest
 from beam import BeamFactory, BeamNode
 from hostile_peer import HostilePeer, PynodeChild
 
+from pynode.errors import HandshakeError
 from pynode.etf.decode import decode
 from pynode.etf.encode import encode
 from pynode.etf.types import Atom, Term
@@ -276,3 +277,20 @@ async def test_an_integer_over_4300_digits_in_a_logged_term_is_written(
         (line,) = await hx.logged("[e1@127.0.0.1] big 16#")
         assert len(line) < 11_000
         assert not hx.lines("Traceback") and not hx.lines("Exceeds the limit")
+
+
+async def test_30_handshakes_with_a_wrong_cookie_log_10_lines(
+    epmd_port: int, cookie: str, beam: BeamFactory, tmp_path: Path
+) -> None:
+    async with node_and_pinger(epmd_port, cookie, beam, tmp_path) as (hx, pinger):
+        before = await pinger.count()
+        for attempt in range(30):
+            with pytest.raises(HandshakeError):
+                await HostilePeer.dial(hx.port, "not-the-cookie", HX, name=f"guess{attempt}@127.0.0.1")
+        await pinger.answered_meanwhile(before)
+        lines = await hx.logged("failed: recv_challenge_reply: bad cookie", count=10)
+        await asyncio.sleep(1.0)  # later lines, if any, would have arrived by now
+        assert len(hx.lines("failed: recv_challenge_reply: bad cookie")) == 10, lines
+        peer = await HostilePeer.dial(hx.port, cookie, HX)  # the right cookie still gets in
+        assert await peer.call("pynode", (Atom("echo"), 4)) == (Atom("ok"), 4)
+        peer.close()

@@ -267,7 +267,9 @@ class ConnectionManager:
         loop = asyncio.get_running_loop()
         others = len(self.connections) + len(self._dialling)
         if self.stopping or not self._admission.open(proto, loop.time(), others=others):
-            log.warning(
+            self._limited_log.warning(
+                ("refused connections",),
+                loop.time(),
                 "refused a connection from %s: %d connections open (max_connections %d)",
                 _peer_address(proto),
                 others + self._admission.handshaking,
