@@ -115,8 +115,9 @@ def _write(term: Term, out: _Out, depth: int) -> None:
         put("}")
     elif isinstance(term, list):
         if term and _is_text(term, out.room):
-            put(_quoted(_chars(term, out.room + 1), '"'))
-            if len(term) > out.room:
+            shown = out.room + 1  # enough to spend the budget: the rest is never looked at
+            put(_quoted(_chars(term, shown), '"'))
+            if len(term) > shown:
                 raise _Full
         else:
             put("[")
