@@ -22,6 +22,7 @@ from pynode.errors import ErpcError, PynodeError
 from pynode.etf.pretty import TermText
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.limits import DEFAULT_LIMITS, Limits
+from pynode.logbudget import LimitedLog
 from pynode.net.channel import Connection
 from pynode.net.manager import ConnectionManager, split_node_name
 from pynode.net.transport import DistTransport
@@ -308,7 +309,15 @@ class Node:
 
     def pending_failed(self, node: str, controls: list[c.ControlMessage], exc: BaseException) -> None:
         dropped = self.signals.fail_pending(controls)
-        log.warning("could not connect to %s (%s); %d message(s) dropped", node, exc, dropped)
+        # A peer can name any node in a pid it sends, and so make this line as often as it likes.
+        LimitedLog(log, self.net.log_budget).warning(
+            ("could not connect",),
+            asyncio.get_running_loop().time(),
+            "could not connect to %s (%s); %d message(s) dropped",
+            node[:300],
+            exc,
+            dropped,
+        )
 
     # -- calls -----------------------------------------------------------------------
 
