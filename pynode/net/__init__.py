@@ -1,0 +1,1 @@
+"""The connection layer: how distribution connections reach the network (TCP, TLS)."""
