@@ -14,6 +14,8 @@ from typing import Any
 
 from pynode import epmd
 from pynode.errors import EpmdError, PynodeError
+from pynode.net.tls import TlsConfigError, TlsTransport
+from pynode.net.transport import DistTransport
 
 __all__ = ["main", "resolve_cookie"]
 
@@ -54,6 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=0, help="distribution port (default: any free port)")
     parser.add_argument("--epmd-port", type=int, help="EPMD port (else $ERL_EPMD_PORT, else 4369)")
     parser.add_argument("--start-epmd", action="store_true", help="start EPMD if none answers")
+    tls = parser.add_argument_group("TLS distribution (as erl -proto_dist inet_tls)")
+    tls.add_argument(
+        "--proto-dist",
+        choices=("inet_tcp", "inet_tls"),
+        default="inet_tcp",
+        help="carrier of every distribution connection, in and out (default inet_tcp; EPMD stays plain)",
+    )
+    tls.add_argument("--tls-certfile", type=Path, help="this node's certificate (PEM; may hold the key too)")
+    tls.add_argument("--tls-keyfile", type=Path, help="the certificate's private key (PEM)")
+    tls.add_argument("--tls-cacertfile", type=Path, help="the CA certificates that sign the peers (PEM)")
+    tls.add_argument(
+        "--tls-verify",
+        choices=("peer", "none"),
+        default="peer",
+        help="peer: verify every peer's certificate (default); none: encrypt without authenticating",
+    )
     parser.add_argument(
         "--connect", action="append", default=[], metavar="NODE", help="connect to NODE at start"
     )
@@ -87,11 +105,47 @@ def node_name(args: argparse.Namespace) -> str:
     return f"{sname}@{socket.gethostname().split('.')[0]}"
 
 
+def dist_transport(args: argparse.Namespace) -> DistTransport | None:
+    """The transport ``--proto-dist`` asks for (None: the node's default, plain TCP), or exit with why not."""
+    tls_flags = [
+        flag
+        for flag, value in (
+            ("--tls-certfile", args.tls_certfile),
+            ("--tls-keyfile", args.tls_keyfile),
+            ("--tls-cacertfile", args.tls_cacertfile),
+        )
+        if value is not None
+    ]
+    if args.proto_dist != "inet_tls":
+        if tls_flags or args.tls_verify != "peer":
+            given = ", ".join(tls_flags or ["--tls-verify"])
+            raise SystemExit(f"pynode: {given} only apply with --proto-dist inet_tls")
+        return None
+    if args.tls_certfile is None:
+        raise SystemExit(
+            "pynode: --proto-dist inet_tls needs --tls-certfile (and --tls-keyfile unless it holds the key)"
+        )
+    if args.tls_verify == "peer" and args.tls_cacertfile is None:
+        raise SystemExit(
+            "pynode: --proto-dist inet_tls verifies peers: pass --tls-cacertfile (or --tls-verify none)"
+        )
+    try:
+        return TlsTransport(
+            certfile=args.tls_certfile,
+            keyfile=args.tls_keyfile,
+            cacertfile=args.tls_cacertfile,
+            verify=args.tls_verify,
+        )
+    except TlsConfigError as exc:
+        raise SystemExit(f"pynode: --tls-{exc.option}: {exc}") from None
+
+
 async def serve(args: argparse.Namespace) -> int:
     from pynode.bridge.registry import start_registry
     from pynode.node import Node
 
     cookie = resolve_cookie(args.cookie)
+    transport = dist_transport(args)
     epmd_port = epmd.epmd_port_from_env(args.epmd_port)
     if args.start_epmd and await epmd.ensure_epmd(epmd_port):
         log.info("started EPMD on port %d", epmd_port)
@@ -102,6 +156,7 @@ async def serve(args: argparse.Namespace) -> int:
         listen_port=args.port,
         epmd_port=epmd_port,
         net_ticktime=args.net_ticktime,
+        transport=transport,
     )
     try:
         await node.start()
@@ -119,7 +174,7 @@ async def serve(args: argparse.Namespace) -> int:
             await node.connect(peer)
         except (PynodeError, OSError) as exc:
             log.error("could not connect to %s: %s", peer, exc)
-    print(f"pynode {node.name} ready (port {node.port}, epmd {epmd_port})", flush=True)
+    print(f"pynode {node.name} ready (port {node.port}, epmd {epmd_port}, {node.transport.name})", flush=True)
     await stop.wait()
     log.info("stopping: cancelling runs in flight")
     await registry.shutdown()

@@ -99,7 +99,7 @@ def test_a_key_that_is_not_the_certificates_is_refused(pki: Pki) -> None:
     with pytest.raises(TlsConfigError) as raised:
         TlsTransport(certfile=pki.server.certfile, keyfile=pki.client.keyfile, cacertfile=pki.ca.certfile)
     assert raised.value.option == "keyfile"
-    assert "not a PEM certificate and its private key" in str(raised.value)
+    assert "not a PEM private key of certificate" in str(raised.value)
 
 
 def test_a_file_that_holds_no_ca_certificate_is_refused(tmp_path: Path, pki: Pki) -> None:

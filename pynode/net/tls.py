@@ -313,10 +313,13 @@ def _context(purpose: ssl.Purpose, cert: Path, key: Path | None, ca: Path | None
     try:
         context.load_cert_chain(cert, key)
     except ssl.SSLError as exc:
-        what = f"{cert} with key {key}" if key is not None else f"{cert}"
+        if key is None:
+            raise TlsConfigError(
+                "certfile", f"TLS certfile {cert}: no PEM certificate with its private key in it ({exc.reason or exc})"
+            ) from None
         raise TlsConfigError(
-            "keyfile" if key is not None else "certfile",
-            f"TLS certificate {what}: not a PEM certificate and its private key ({exc.reason or exc})",
+            "keyfile",
+            f"TLS keyfile {key}: not a PEM private key of certificate {cert} ({exc.reason or exc})",
         ) from None
     if ca is not None:
         try:
