@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,3 +293,30 @@ async def test_a_dial_to_a_peer_that_never_answers_tls_times_out(pki: Pki) -> No
                 Recorder, "127.0.0.1", port, peer_node="s@127.0.0.1"
             )
     assert "no TLS handshake within the setup time" in raised.value.reason
+
+
+async def test_a_client_without_a_certificate_is_refused(pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    server_tls = transport(pki.server)
+    server, port, accepted = await _serve(server_tls)
+    bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    bare.load_verify_locations(pki.ca.certfile)
+    bare.check_hostname = False
+    bare.maximum_version = ssl.TLSVersion.TLSv1_2  # so the refusal reaches the client in its handshake
+    try:
+        with caplog.at_level(logging.WARNING, logger=TLS_LOG):
+            with pytest.raises(OSError):  # an alert (ssl.SSLError) or a reset, by timing
+                reader, _ = await asyncio.open_connection("127.0.0.1", port, ssl=bare)
+                await asyncio.wait_for(reader.read(), 20)
+            await _wait_for(lambda: any("tls_accept" in r.getMessage() for r in caplog.records), "logged")
+        assert not accepted
+        line = one_of(caplog.records)
+        assert "certificate" in line, line
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def one_of(records: list[logging.LogRecord]) -> str:
+    lines = [r.getMessage() for r in records if r.name == TLS_LOG]
+    assert len(lines) == 1, lines
+    return lines[0]

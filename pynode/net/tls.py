@@ -113,21 +113,21 @@ class TlsTransport:
         except OSError as exc:  # ssl.SSLError and TimeoutError are OSErrors
             raw.close()
             error = HandshakeError("tls_connect", _describe(exc))
-            log.warning("TLS handshake with %s failed: %s", where, error.reason)
+            log.warning("TLS handshake with %s failed: %s", where, error)
             raise error from None
         if secure is None:  # the peer closed before TLS was up
             raw.close()
             error = HandshakeError("tls_connect", "connection closed by the peer")
-            log.warning("TLS handshake with %s failed: %s", where, error.reason)
+            log.warning("TLS handshake with %s failed: %s", where, error)
             raise error
         host_name = _node_host(peer_node)
         if self.verify == "peer":
             cert = secure.get_extra_info("peercert")
             if not isinstance(cert, dict) or not certificate_matches_host(cert, host_name):
                 secure.close()
-                reason = f"the certificate is not for {host_name} ({_names_in(cert)})"
-                log.warning("TLS handshake with %s failed: %s", where, reason)
-                raise HandshakeError("tls_connect", reason)
+                error = HandshakeError("tls_connect", f"the certificate is not for {host_name} ({_names_in(cert)})")
+                log.warning("TLS handshake with %s failed: %s", where, error)
+                raise error
         protocol = protocol_factory()
         waiting.hand_over(secure, protocol)
         return secure, protocol
@@ -283,8 +283,20 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate refused: {exc.verify_message or exc.reason}"
     if isinstance(exc, ssl.SSLError):
-        return f"{exc.reason or exc} (is the peer speaking plain TCP, or with an unknown certificate?)"
+        reason = str(exc.reason or exc)
+        if reason in _NOT_TLS:
+            return f"not TLS ({reason}): the peer speaks plain TCP?"
+        if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+            return "certificate refused: the peer presented none"
+        if "ALERT" in reason:
+            return f"the peer refused the TLS handshake ({reason}): does it trust our certificate?"
+        return reason
+    if isinstance(exc, ConnectionError):
+        return "the peer closed the connection in the TLS handshake (does it trust our certificate?)"
     return str(exc) or type(exc).__name__
+
+
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE"})
 
 
 # -- contexts -----------------------------------------------------------------------------------
