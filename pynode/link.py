@@ -326,12 +326,13 @@ class DistProtocol(asyncio.Protocol):
             self.connection.lost()
         elif not self.established.done():
             error: Exception = HandshakeError("connection", f"closed during the handshake ({exc or 'eof'})")
+            peer = self.peer_hint or getattr(self.handshake, "peer_name", None) or "?"
             if self.handshake is not None:
                 try:
                     self.handshake.receive_eof()
                 except HandshakeError as named:
                     error = named
-            log.warning("handshake with %s failed: %s", self.peer_hint or "?", error)
+            log.warning("handshake with %s failed: %s", peer, error)
             self.established.set_exception(error)
             self.handshake = None
             self.node.handshake_aborted(self)

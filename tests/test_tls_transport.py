@@ -320,3 +320,25 @@ def one_of(records: list[logging.LogRecord]) -> str:
     lines = [r.getMessage() for r in records if r.name == TLS_LOG]
     assert len(lines) == 1, lines
     return lines[0]
+
+
+def test_tls_both_ways_on_uvloop(pki: Pki) -> None:
+    """uvloop's TLS transports take the same hand-over (``--loop uvloop``)."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> tuple[bytes, bytes]:
+        server_tls = transport(pki.server)
+        server, port, accepted = await _serve(server_tls, greeting=b"hello")
+        try:
+            secure, protocol = await transport(pki.client).dial(
+                lambda: Recorder(b"ping"), "127.0.0.1", port, peer_node="s@127.0.0.1"
+            )
+            assert isinstance(protocol, Recorder)
+            await _wait_for(lambda: bool(protocol.received) and bool(accepted and accepted[0].received), "data")
+            secure.close()
+            return bytes(protocol.received), bytes(accepted[0].received)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert uvloop.run(scenario()) == (b"hello", b"ping")
