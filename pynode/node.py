@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pynode import calls, epmd
-from pynode.errors import ErpcError, PynodeError
+from pynode.calls import ErpcError
+from pynode.errors import PynodeError
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.limits import DEFAULT_LIMITS, Limits
 from pynode.net.channel import Connection
