@@ -128,6 +128,7 @@ class ConnectionManager:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        await self.transport.aclose()
 
     def _background(self, coro: Any, name: str) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

@@ -110,6 +110,10 @@ class TlsTransport:
                 server_hostname=_node_host(peer_node),
                 ssl_handshake_timeout=self.handshake_timeout,
             )
+        except asyncio.CancelledError:  # the node's set-up time ran out first, or the node stops
+            raw.close()
+            log.warning("TLS handshake with %s failed: tls_connect: given up (set-up time over or stopping)", where)
+            raise
         except OSError as exc:  # ssl.SSLError and TimeoutError are OSErrors
             raw.close()
             error = HandshakeError("tls_connect", _describe(exc))
@@ -170,7 +174,11 @@ class TlsTransport:
             raw.close()
             log.warning("TLS handshake with %s failed: tls_accept: connection closed by the peer", peer)
             return
-        waiting.hand_over(secure, factory())
+        try:
+            waiting.hand_over(secure, factory())
+        except Exception:  # a bug in the protocol: this connection goes, the listener stays
+            log.exception("TLS connection from %s: the distribution protocol failed to start", peer)
+            secure.abort()
 
 
 class _Handover(asyncio.Protocol):
