@@ -172,6 +172,16 @@ async def test_calls_and_an_agent_run_over_tls(py_tls: Node, beam: BeamFactory, 
     )
 
 
+async def test_an_elixir_node_over_tls(py_tls: Node, beam: BeamFactory, pki: Pki) -> None:
+    args = " ".join(tls_args(pki, "ex1", pki.e1))
+    ex1 = await beam("ex1", kind="elixir", extra_args=["--erl", args])
+    assert await ex1.eval('Node.ping(:"py@127.0.0.1")') == ":pong"
+    assert await ex1.eval('GenServer.call({:pynode, :"py@127.0.0.1"}, {:echo, %{"é" => [1, 2.5, :x]}})') == (
+        '{:ok, %{"é" => [1, 2.5, :x]}}'
+    )
+    assert "ex1@127.0.0.1" in py_tls.connections
+
+
 async def test_the_cli_connects_to_a_tls_node(epmd_port: int, cookie: str, beam: BeamFactory, pki: Pki) -> None:
     e1 = await beam("e1", extra_args=tls_args(pki, "e1", pki.e1))
     argv = [
@@ -270,3 +280,13 @@ async def test_the_cookie_is_still_checked_over_tls(
         assert "bad cookie" in str(raised.value)
         await assert_nothing_left(py_tls, before)
     one_line(records, "e1@127.0.0.1", "bad cookie")
+
+
+async def test_stopping_the_node_ends_tls_handshakes_in_flight(epmd_port: int, cookie: str, pki: Pki) -> None:
+    tls = py_transport(pki)
+    async with tls_node(epmd_port, cookie, tls) as py:
+        reader, writer = await asyncio.open_connection("127.0.0.1", py.port)  # says nothing: TLS waits
+        await _settle(lambda: len(tls._accepting) == 1, "the TLS handshake has started")
+    assert not tls._accepting  # node.stop() ended it, without waiting for the set-up time
+    assert await asyncio.wait_for(reader.read(), WITHIN) == b""
+    writer.close()
