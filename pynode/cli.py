@@ -14,6 +14,7 @@ from typing import Any
 
 from pynode import epmd
 from pynode.errors import EpmdError, PynodeError
+from pynode.limits import DEFAULT_LIMITS, Limits
 from pynode.net.tls import TlsConfigError, TlsTransport
 from pynode.net.transport import DistTransport
 
@@ -105,7 +106,7 @@ def node_name(args: argparse.Namespace) -> str:
     return f"{sname}@{socket.gethostname().split('.')[0]}"
 
 
-def dist_transport(args: argparse.Namespace) -> DistTransport | None:
+def dist_transport(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -> DistTransport | None:
     """The transport ``--proto-dist`` asks for (None: the node's default, plain TCP), or exit with why not."""
     tls_flags = [
         flag
@@ -135,6 +136,8 @@ def dist_transport(args: argparse.Namespace) -> DistTransport | None:
             keyfile=args.tls_keyfile,
             cacertfile=args.tls_cacertfile,
             verify=args.tls_verify,
+            handshake_timeout=limits.net_setuptime,
+            max_handshakes=limits.max_connections,
         )
     except TlsConfigError as exc:
         raise SystemExit(f"pynode: --tls-{exc.option}: {exc}") from None

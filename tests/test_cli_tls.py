@@ -8,6 +8,7 @@ import pytest
 from tls_certs import NodeCert, issue, make_ca
 
 from pynode.cli import build_parser, dist_transport
+from pynode.limits import DEFAULT_LIMITS
 from pynode.net.tls import TlsTransport
 
 NAME = ["--name", "py@127.0.0.1", "--cookie", "c"]
@@ -45,6 +46,7 @@ def test_plain_tcp_is_the_default() -> None:
 def test_inet_tls_builds_a_tls_transport(cert: NodeCert) -> None:
     tls = transport_for(*tls_flags(cert))
     assert isinstance(tls, TlsTransport) and tls.verify == "peer"
+    assert (tls.handshake_timeout, tls.max_handshakes) == (DEFAULT_LIMITS.net_setuptime, DEFAULT_LIMITS.max_connections)
     unverified = transport_for(*tls_flags(cert)[:-2], "--tls-verify", "none")
     assert isinstance(unverified, TlsTransport) and unverified.verify == "none"
 

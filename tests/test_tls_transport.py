@@ -342,3 +342,26 @@ def test_tls_both_ways_on_uvloop(pki: Pki) -> None:
             await server.wait_closed()
 
     assert uvloop.run(scenario()) == (b"hello", b"ping")
+
+
+async def test_tls_handshakes_in_flight_are_bounded(pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    server_tls = transport(pki.server, max_handshakes=1)
+    server, port, _ = await _serve(server_tls)
+    try:
+        with caplog.at_level(logging.WARNING, logger=TLS_LOG):
+            _, first = await asyncio.open_connection("127.0.0.1", port)  # silent: its handshake waits
+            await _wait_for(lambda: len(server_tls._accepting) == 1, "the first handshake started")
+            second, second_writer = await asyncio.open_connection("127.0.0.1", port)
+            assert await asyncio.wait_for(second.read(), 20) == b""  # closed at once
+            assert len(server_tls._accepting) == 1
+        assert one_of(caplog.records).endswith("1 TLS handshakes in flight (max 1)")
+        # Once the silent one is gone, a handshake has room again.
+        first.close()
+        second_writer.close()
+        await _wait_for(lambda: not server_tls._accepting, "the silent handshake ended")
+        secure, _ = await transport(pki.client).dial(Recorder, "127.0.0.1", port, peer_node="s@127.0.0.1")
+        secure.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+        await server_tls.aclose()

@@ -47,6 +47,10 @@ TlsVerify: TypeAlias = Literal["peer", "none"]
 DEFAULT_HANDSHAKE_TIMEOUT = 7.0
 """Seconds a TLS handshake may take, in and out (OTP's default ``net_setuptime``)."""
 
+DEFAULT_MAX_HANDSHAKES = 1024
+"""TLS handshakes of accepted sockets at once (the node's ``max_connections`` counts only from the
+distribution handshake on, which starts after TLS); more sockets are closed at once."""
+
 
 class TlsConfigError(PynodeError):
     """The TLS configuration cannot work (a missing file, a key that does not fit); ``option`` names it."""
@@ -70,6 +74,7 @@ class TlsTransport:
         cacertfile: str | Path | None = None,
         verify: TlsVerify = "peer",
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
     ) -> None:
         if verify not in ("peer", "none"):
             raise TlsConfigError("verify", f"TLS verify must be peer or none, not {verify!r}")
@@ -82,6 +87,7 @@ class TlsTransport:
             )
         self.verify: TlsVerify = verify
         self.handshake_timeout = handshake_timeout
+        self.max_handshakes = max_handshakes
         self.server_context = _context(ssl.Purpose.CLIENT_AUTH, cert, key, ca, verify)
         self.client_context = _context(ssl.Purpose.SERVER_AUTH, cert, key, ca, verify)
         self._accepting: set[asyncio.Task[None]] = set()
@@ -147,6 +153,15 @@ class TlsTransport:
     # -- accepting ------------------------------------------------------------------------
 
     def _accept(self, raw: asyncio.Transport, waiting: _Handover, factory: Callable[[], asyncio.Protocol]) -> None:
+        if len(self._accepting) >= self.max_handshakes:
+            log.warning(
+                "refused a connection from %s: %d TLS handshakes in flight (max %d)",
+                _peer_address(raw),
+                len(self._accepting),
+                self.max_handshakes,
+            )
+            raw.abort()
+            return
         task = asyncio.get_running_loop().create_task(self._upgrade_accepted(raw, waiting, factory))
         self._accepting.add(task)
         task.add_done_callback(self._accepting.discard)
