@@ -282,6 +282,22 @@ async def test_the_cookie_is_still_checked_over_tls(
     one_line(records, "e1@127.0.0.1", "bad cookie")
 
 
+async def test_verify_none_encrypts_without_authenticating(
+    epmd_port: int, cookie: str, beam: BeamFactory, pki: Pki
+) -> None:
+    unverified = TlsTransport(certfile=pki.py.certfile, keyfile=pki.py.keyfile, verify="none")
+    optfile = write_optfile(pki.directory / "loose.optfile", pki.stranger, verify=False)
+    async with tls_node(epmd_port, cookie, unverified) as py:
+        stranger = await beam("stranger", extra_args=tls_dist_args(optfile))
+        assert await stranger.eval(f"net_adm:ping({PY})") == "pong"
+        conn = py.connections["stranger@127.0.0.1"]
+        assert conn.protocol.transport.get_extra_info("ssl_object") is not None
+        await stranger.eval("erlang:disconnect_node('py@127.0.0.1')")
+        await _settle(lambda: not py.connections, "the stranger's connection closed")
+        await asyncio.wait_for(py.connect("stranger@127.0.0.1"), WITHIN)
+        assert await stranger.eval("nodes(hidden)") == f"[{PY}]"
+
+
 async def test_stopping_the_node_ends_tls_handshakes_in_flight(epmd_port: int, cookie: str, pki: Pki) -> None:
     tls = py_transport(pki)
     async with tls_node(epmd_port, cookie, tls) as py:
