@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ from typing import Any
 
 from pynode import epmd
 from pynode.errors import EpmdError, PynodeError
+from pynode.limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["main", "resolve_cookie"]
 
@@ -62,6 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--net-ticktime", type=float, default=60.0, help="seconds, as net_ticktime (default 60)"
     )
     parser.add_argument(
+        "--net-setuptime",
+        type=_positive_float,
+        default=DEFAULT_LIMITS.net_setuptime,
+        metavar="S",
+        help="seconds a connection has to finish its handshake, in and out, as the kernel's"
+        f" net_setuptime (default {DEFAULT_LIMITS.net_setuptime:g})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=DEFAULT_LIMITS.max_connections,
+        metavar="N",
+        help="connections at once, established or in their handshake; more are closed at once"
+        f" (default {DEFAULT_LIMITS.max_connections})",
+    )
+    parser.add_argument(
         "--max-runs", type=int, default=1000, help="agent runs in flight on the node (default 1000)"
     )
     parser.add_argument(
@@ -72,6 +90,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default=os.environ.get("PYNODE_LOG_LEVEL", "info"))
     return parser
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    return value
+
+
+def limits_from(args: argparse.Namespace) -> Limits:
+    """The node's limits as the command line sets them; the rest keep their defaults."""
+    return dataclasses.replace(
+        DEFAULT_LIMITS, net_setuptime=args.net_setuptime, max_connections=args.max_connections
+    )
 
 
 def node_name(args: argparse.Namespace) -> str:
@@ -102,6 +141,7 @@ async def serve(args: argparse.Namespace) -> int:
         listen_port=args.port,
         epmd_port=epmd_port,
         net_ticktime=args.net_ticktime,
+        limits=limits_from(args),
     )
     try:
         await node.start()

@@ -138,6 +138,11 @@ class ConnectionManager:
     def nodes(self) -> list[str]:
         return list(self.connections)
 
+    @property
+    def open_connections(self) -> int:
+        """What ``max_connections`` counts: established, dialling, and accepted in their handshake."""
+        return len(self.connections) + len(self._dialling) + self._admission.handshaking
+
     # -- sending ---------------------------------------------------------------------
 
     def established(self, node: str) -> Connection | None:
@@ -252,13 +257,15 @@ class ConnectionManager:
         """Admit an accepted socket under ``max_connections`` and start its set-up clock."""
         if not isinstance(proto.handshake, HandshakeAcceptor):
             return True  # we dialled: connect() has its own set-up timeout
+        if self.stopping:
+            return False
         loop = asyncio.get_running_loop()
         others = len(self.connections) + len(self._dialling)
-        if self.stopping or not self._admission.open(proto, loop.time(), others=others):
+        if not self._admission.open(proto, loop.time(), others=others):
             log.warning(
                 "refused a connection from %s: %d connections open (max_connections %d)",
                 _peer_address(proto),
-                others + self._admission.handshaking,
+                self.open_connections,
                 self.limits.max_connections,
             )
             return False
