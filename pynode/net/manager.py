@@ -46,9 +46,6 @@ def split_node_name(name: str) -> tuple[str, str]:
 class ConnectionEvents(Protocol):
     """What the manager reports to the layer above it (the node's signal routing)."""
 
-    dispatch_control: Callable[[Connection, c.ControlMessage, Term], None]
-    """Every control message, called in the callback that read it."""
-
     def connection_lost(self, conn: Connection) -> None:
         """An established connection is gone."""
         ...
@@ -96,10 +93,8 @@ class ConnectionManager:
         self._setup_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
-
-    @property
-    def dispatch_control(self) -> Callable[[Connection, c.ControlMessage, Term], None]:
-        return self.events.dispatch_control
+        self.dispatch_control: Callable[[Connection, c.ControlMessage, Term], None] = _no_dispatcher
+        """Every control message read, called in the callback that read it: the owner sets it."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -144,9 +139,6 @@ class ConnectionManager:
         return len(self.connections) + len(self._dialling) + self._admission.handshaking
 
     # -- sending ---------------------------------------------------------------------
-
-    def established(self, node: str) -> Connection | None:
-        return self.connections.get(node)
 
     def send_later(self, node: str, control: c.ControlMessage, payload: Term = NO_PAYLOAD) -> None:
         """Send to ``node``, connecting first (as the BEAM does) if there is no connection yet."""
@@ -330,6 +322,10 @@ class ConnectionManager:
             del self.connections[conn.peer_name]
         log.info("connection to %s closed", conn.peer_name)
         self.events.connection_lost(conn)
+
+
+def _no_dispatcher(conn: Connection, control: c.ControlMessage, payload: Term) -> None:
+    raise PynodeError("the connection manager was given no dispatcher")
 
 
 def _peer_address(proto: DistProtocol) -> str:
