@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -81,6 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--net-ticktime", type=float, default=60.0, help="seconds, as net_ticktime (default 60)"
     )
     parser.add_argument(
+        "--net-setuptime",
+        type=_positive_float,
+        default=DEFAULT_LIMITS.net_setuptime,
+        metavar="S",
+        help="seconds a connection has to finish its handshake, in and out, as the kernel's"
+        f" net_setuptime (default {DEFAULT_LIMITS.net_setuptime:g})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=DEFAULT_LIMITS.max_connections,
+        metavar="N",
+        help="connections at once, established or in their handshake; more are closed at once"
+        f" (default {DEFAULT_LIMITS.max_connections})",
+    )
+    parser.add_argument(
         "--max-runs", type=int, default=1000, help="agent runs in flight on the node (default 1000)"
     )
     parser.add_argument(
@@ -91,6 +108,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default=os.environ.get("PYNODE_LOG_LEVEL", "info"))
     return parser
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    return value
+
+
+def limits_from(args: argparse.Namespace) -> Limits:
+    """The node's limits as the command line sets them; the rest keep their defaults."""
+    return dataclasses.replace(
+        DEFAULT_LIMITS, net_setuptime=args.net_setuptime, max_connections=args.max_connections
+    )
 
 
 def node_name(args: argparse.Namespace) -> str:
@@ -148,7 +186,8 @@ async def serve(args: argparse.Namespace) -> int:
     from pynode.node import Node
 
     cookie = resolve_cookie(args.cookie)
-    transport = dist_transport(args)
+    limits = limits_from(args)
+    transport = dist_transport(args, limits)
     epmd_port = epmd.epmd_port_from_env(args.epmd_port)
     if args.start_epmd and await epmd.ensure_epmd(epmd_port):
         log.info("started EPMD on port %d", epmd_port)
@@ -160,6 +199,7 @@ async def serve(args: argparse.Namespace) -> int:
         epmd_port=epmd_port,
         net_ticktime=args.net_ticktime,
         transport=transport,
+        limits=limits,
     )
     try:
         await node.start()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tls_certs import NodeCert, issue, make_ca
 
-from pynode.cli import build_parser, dist_transport
+from pynode.cli import build_parser, dist_transport, limits_from
 from pynode.limits import DEFAULT_LIMITS
 from pynode.net.tls import TlsTransport
 
@@ -21,7 +21,8 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> NodeCert:
 
 
 def transport_for(*flags: str) -> object:
-    return dist_transport(build_parser().parse_args([*NAME, *flags]))
+    args = build_parser().parse_args([*NAME, *flags])
+    return dist_transport(args, limits_from(args))
 
 
 def refusal(*flags: str) -> str:
@@ -47,6 +48,8 @@ def test_inet_tls_builds_a_tls_transport(cert: NodeCert) -> None:
     tls = transport_for(*tls_flags(cert))
     assert isinstance(tls, TlsTransport) and tls.verify == "peer"
     assert (tls.handshake_timeout, tls.max_handshakes) == (DEFAULT_LIMITS.net_setuptime, DEFAULT_LIMITS.max_connections)
+    limited = transport_for(*tls_flags(cert), "--net-setuptime", "3", "--max-connections", "5")
+    assert isinstance(limited, TlsTransport) and (limited.handshake_timeout, limited.max_handshakes) == (3.0, 5)
     unverified = transport_for(*tls_flags(cert)[:-2], "--tls-verify", "none")
     assert isinstance(unverified, TlsTransport) and unverified.verify == "none"
 

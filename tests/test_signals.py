@@ -45,11 +45,8 @@ class RecordingPort:
 
 class RecordingPeers:
     def __init__(self) -> None:
-        self.ports: dict[str, RecordingPort] = {}
+        self.connections: dict[str, RecordingPort] = {}
         self.later: list[tuple[str, c.ControlMessage]] = []
-
-    def established(self, node: str) -> RecordingPort | None:
-        return self.ports.get(node)
 
     def send_later(self, node: str, control: c.ControlMessage, payload: Term = NO_PAYLOAD) -> None:
         self.later.append((node, control))
@@ -81,7 +78,7 @@ class World:
 
     def connect(self) -> RecordingPort:
         port = RecordingPort()
-        self.peers.ports[THERE] = port
+        self.peers.connections[THERE] = port
         return port
 
     def end(self, process: Process, reason: Term) -> None:

@@ -58,11 +58,8 @@ class ChannelOwner(Protocol):
     """What a channel reports to, and asks of, whoever keeps the node's connections."""
 
     net_ticktime: float
-
-    @property
-    def dispatch_control(self) -> Callable[[Connection, ControlMessage, Term], None]:
-        """Called for every control message, in the callback that read it."""
-        ...
+    dispatch_control: Callable[[Connection, ControlMessage, Term], None]
+    """Called for every control message, in the callback that read it."""
 
     def handshake_started(self, proto: DistProtocol) -> bool:
         """A socket is open; False closes it at once (too many connections)."""

@@ -46,9 +46,6 @@ def split_node_name(name: str) -> tuple[str, str]:
 class ConnectionEvents(Protocol):
     """What the manager reports to the layer above it (the node's signal routing)."""
 
-    dispatch_control: Callable[[Connection, c.ControlMessage, Term], None]
-    """Every control message, called in the callback that read it."""
-
     def connection_lost(self, conn: Connection) -> None:
         """An established connection is gone."""
         ...
@@ -96,10 +93,8 @@ class ConnectionManager:
         self._setup_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
-
-    @property
-    def dispatch_control(self) -> Callable[[Connection, c.ControlMessage, Term], None]:
-        return self.events.dispatch_control
+        self.dispatch_control: Callable[[Connection, c.ControlMessage, Term], None] = _no_dispatcher
+        """Every control message read, called in the callback that read it: the owner sets it."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -139,10 +134,12 @@ class ConnectionManager:
     def nodes(self) -> list[str]:
         return list(self.connections)
 
-    # -- sending ---------------------------------------------------------------------
+    @property
+    def open_connections(self) -> int:
+        """What ``max_connections`` counts: established, dialling, and accepted in their handshake."""
+        return len(self.connections) + len(self._dialling) + self._admission.handshaking
 
-    def established(self, node: str) -> Connection | None:
-        return self.connections.get(node)
+    # -- sending ---------------------------------------------------------------------
 
     def send_later(self, node: str, control: c.ControlMessage, payload: Term = NO_PAYLOAD) -> None:
         """Send to ``node``, connecting first (as the BEAM does) if there is no connection yet."""
@@ -253,13 +250,15 @@ class ConnectionManager:
         """Admit an accepted socket under ``max_connections`` and start its set-up clock."""
         if not isinstance(proto.handshake, HandshakeAcceptor):
             return True  # we dialled: connect() has its own set-up timeout
+        if self.stopping:
+            return False
         loop = asyncio.get_running_loop()
         others = len(self.connections) + len(self._dialling)
-        if self.stopping or not self._admission.open(proto, loop.time(), others=others):
+        if not self._admission.open(proto, loop.time(), others=others):
             log.warning(
                 "refused a connection from %s: %d connections open (max_connections %d)",
                 _peer_address(proto),
-                others + self._admission.handshaking,
+                self.open_connections,
                 self.limits.max_connections,
             )
             return False
@@ -324,6 +323,10 @@ class ConnectionManager:
             del self.connections[conn.peer_name]
         log.info("connection to %s closed", conn.peer_name)
         self.events.connection_lost(conn)
+
+
+def _no_dispatcher(conn: Connection, control: c.ControlMessage, payload: Term) -> None:
+    raise PynodeError("the connection manager was given no dispatcher")
 
 
 def _peer_address(proto: DistProtocol) -> str:
