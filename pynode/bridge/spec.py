@@ -472,7 +472,7 @@ def _message_history(value: Term) -> list[ModelMessage] | None:
     """
     if value is None:
         return None
-    if isinstance(value, list):
+    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
         try:
             value = pydantic_core.to_json(to_json(value))
         except BridgeError as exc:
