@@ -21,6 +21,7 @@ from pynode.runtime.process import DOWN, SHUTDOWN
 
 if TYPE_CHECKING:
     from pynode.node import Node
+    from pynode.runtime.kernel import Kernel
 
 __all__ = ["Registry", "start_registry"]
 
@@ -209,7 +210,7 @@ def _may_wait(request: Term) -> bool:
     return (op == Atom("delete_agent") and len(request) == 2) or (op == Atom("create_agent") and len(request) == 4)
 
 
-async def _flushed(node: Node, deadline: float) -> None:
+async def _flushed(node: Kernel, deadline: float) -> None:
     """Wait until every connection has handed its buffered bytes to the kernel, or ``deadline``."""
     loop = asyncio.get_running_loop()
     while True:
