@@ -52,6 +52,8 @@ class Registry(GenServer):
         self._pydantic_ai = _pydantic_ai_version()
         self.owners: dict[Reference, str] = {}
         """The monitor on each owned agent's owner -> the agent's name."""
+        self.wind_down_timeout = 5.0
+        """Seconds a deleted or replaced agent's runs get to answer before the agent ends anyway."""
 
     @property
     def agents(self) -> dict[str, AgentProcess]:
@@ -149,8 +151,9 @@ class Registry(GenServer):
         await self.remove_agent(key, f"agent {key} was deleted")
         return OK
 
-    async def remove_agent(self, name: str, reason: str, *, timeout: float = 5.0) -> None:
+    async def remove_agent(self, name: str, reason: str) -> None:
         """End agent ``name``: its runs' callers get ``{error, {cancelled, Reason}}`` before its ``DOWN``."""
+        timeout = self.wind_down_timeout
         process = self.agents.pop(name)
         for ref in [ref for ref, owned in self.owners.items() if owned == name]:
             del self.owners[ref]
