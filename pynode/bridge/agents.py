@@ -199,7 +199,8 @@ class AgentProcess(GenServer):
 def _call_monitor(tag: Term) -> Reference | None:
     """The monitor reference of a ``gen_server:call`` tag: ``[alias|Mref]`` (OTP 24 on) or ``Mref``.
 
-    A raw ``{Pid, Ref, Request}`` envelope holds no monitor: its ``Ref`` is never demonitored.
+    The ``Ref`` of a raw ``{Pid, Ref, Request}`` envelope is a monitor only if its sender made it
+    one, and removing that monitor then means what it means for a call.
     """
     if type(tag) is ImproperList and type(tag.tail) is Reference and tag.elements == (ALIAS,):
         return tag.tail
