@@ -20,6 +20,7 @@ from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
+from pynode.errors import CallTimeout
 from pynode.etf.decode import decode
 from pynode.etf.types import Atom, Term
 from pynode.node import Node
@@ -191,6 +192,18 @@ async def test_a_call_answered_in_time_is_not_cancelled_by_its_demonitor(
     assert got[0] == [b"success (no tool calls)"]
     assert got[1][1][Atom("runs")] == 0
     assert ended(run_log) == ["ok"] * 20
+
+
+async def test_python_call_that_times_out_cancels_its_run(
+    erl: BeamNode, py_node: Node, blocking: Blocking, run_log: pytest.LogCaptureFixture
+) -> None:
+    await create(erl, "slow", '#{model => <<"blocking">>}')
+    with pytest.raises(CallTimeout):
+        await py_node.call(Atom("slow"), (Atom("run"), "hi"), timeout=0.2)
+    registry = registry_of(py_node)
+    await eventually(lambda: registry.limits.in_flight == 0, what="the run cancelled")
+    assert blocking.cancelled == blocking.started
+    assert len(ended(run_log)) == 1 and ended(run_log)[0].startswith("cancelled (the caller")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,6 +406,29 @@ async def test_replacing_an_owned_agent_drops_the_old_owner(erl: BeamNode, py_no
         " {length(L1), Gone(250)}",
     )
     assert got == (1, Atom("ok"))
+
+
+async def test_node_shutdown_answers_every_run_before_the_agents_go(
+    erl: BeamNode, py_node: Node, blocking: Blocking
+) -> None:
+    await create(erl, "slow", '#{model => <<"blocking">>}')
+    await erl.eval(
+        f"A = {{slow, {PY}}}, Self = self(),"
+        " register(watcher, spawn(fun() -> Mon = monitor(process, A),"
+        '   {ok, Ref} = gen_server:call(A, {start_run, <<"x">>, #{events => false}}),'
+        "   Self ! started,"
+        "   Hear = fun() -> receive {pynode_result, Ref, R} -> {result, R}; {'DOWN', Mon, _, _, D} -> {down, D}"
+        "     after 15000 -> silence end end,"
+        "   First = Hear(), Second = Hear(), receive {get, To} -> To ! {heard, First, Second} end end)),"
+        " receive started -> ok after 5000 -> exit(not_started) end"
+    )
+    await registry_of(py_node).shutdown()
+    await py_node.stop()
+    got = await term(erl, "watcher ! {get, self()}, receive {heard, F, S} -> {F, S} after 20000 -> timeout end", 30)
+    assert got == (
+        (Atom("result"), (Atom("error"), (Atom("cancelled"), b"the node is shutting down"))),
+        (Atom("down"), Atom("noconnection")),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
