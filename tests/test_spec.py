@@ -385,6 +385,14 @@ def test_events_messages_as_and_text_output() -> None:
     assert (options.events, options.messages_as, options.output_schema) == (True, "json", "text")
 
 
+def test_option_errors_show_terms_in_erlang_syntax() -> None:
+    assert option_error({A("events"): b"soon"}) == 'events must be true or false, got <<"soon">>'
+    assert option_error({A("messages_as"): A("Erlang")}) == "messages_as must be json or terms, got 'Erlang'"
+    with pytest.raises(BridgeError) as exc:
+        parse_create_options({A("if_exists"): (A("ok"), 1)})
+    assert exc.value.message == "if_exists must be error, replace or keep, got {ok,1}"
+
+
 def test_create_options() -> None:
     assert parse_create_options({}) == CreateOptions(if_exists="error", owner=None)
     for choice in ("error", "replace", "keep"):

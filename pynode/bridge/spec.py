@@ -21,7 +21,8 @@ from pydantic_ai.usage import UsageLimits
 from pynode.bridge.errors import BridgeError, ErrorKind
 from pynode.bridge.output import check_json_schema, schema_output
 from pynode.bridge.termmap import JSONValue, text_from_prompt, to_json
-from pynode.etf.types import Atom, MapKey, Pid, Term
+from pynode.etf.pretty import format_term
+from pynode.etf.types import Atom, Pid, Term
 
 __all__ = [
     "AGENT_SPEC_KEYS",
@@ -254,10 +255,8 @@ def _is_absent(value: Term) -> bool:
 
 
 def _show(term: Term) -> str:
-    if isinstance(term, MapKey):
-        term = term.term
-    shown = repr(term)
-    return shown if len(shown) <= 80 else shown[:77] + "..."
+    """A term in an error text, in Erlang syntax (PROTOCOL.md section 8), cut short."""
+    return format_term(term, limit=80)
 
 
 # --- values -----------------------------------------------------------------------------------
