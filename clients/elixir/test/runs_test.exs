@@ -188,6 +188,9 @@ defmodule Pynode.RunsTest do
     assert :ok = Pynode.cancel(run)
     assert eventually(fn -> node_runs(node) == 0 end)
     refute_receive _, 300
+    # Cancelling a run that has ended is harmless.
+    assert :ok = Pynode.cancel(run)
+    refute_receive _, 100
   end
 
   test "messages_as: :terms gives maps that continue the conversation" do

@@ -203,10 +203,15 @@ defmodule Pynode.Run do
   @doc false
   # Cancels the run on the node and takes its remaining messages out of the mailbox.
   @spec abandon(t()) :: :ok
-  def abandon(%__MODULE__{ref: ref, monitor: mon} = run) do
-    _ = Pynode.Call.call(run.agent, {:cancel, ref}, @drain_ms)
-    until = System.monotonic_time(:millisecond) + @drain_ms
-    drain(ref, mon, until)
+  def abandon(%__MODULE__{ref: ref} = run) do
+    # A run that has ended (its monitor removed by finish/1, or fired) has nothing left to drain.
+    if Process.demonitor(run.monitor, [:flush, :info]) do
+      mon = Process.monitor(run.agent)
+      _ = Pynode.Call.call(run.agent, {:cancel, ref}, @drain_ms)
+      drain(ref, mon, System.monotonic_time(:millisecond) + @drain_ms)
+      Process.demonitor(mon, [:flush])
+    end
+
     finish(run)
   end
 
