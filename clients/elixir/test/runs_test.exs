@@ -220,6 +220,16 @@ defmodule Pynode.RunsTest do
     assert is_binary(city) and is_integer(population)
   end
 
+  test "stream/3 with an output spec streams output deltas, then the validated map" do
+    events =
+      Pynode.stream(:runs_plain, "A city", output: [city: [type: :string, required: true]])
+      |> Enum.to_list()
+
+    assert {:done, %Result{output: %{"city" => city}}} = List.last(events)
+    assert Enum.any?(events, &match?({:output_delta, %{"city" => _}}, &1))
+    assert is_binary(city)
+  end
+
   test "errors are values: unknown agents, bad options, the node's own kinds", %{node: node} do
     assert {:error, %Error{kind: :unknown_agent}} = Pynode.run(:nobody_here, "Hi")
     assert {:error, %Error{kind: :unknown_agent}} = Pynode.run({:nobody_here, node}, "Hi")
