@@ -71,6 +71,19 @@ defmodule Pynode.RestartTest do
     refute alive_os_pid?(second_os_pid)
   end
 
+  test "the started node's output goes to Logger" do
+    node = unique_node("logs")
+
+    log =
+      ExUnit.CaptureLog.capture_log(fn ->
+        start_supervised!({Pynode, name: RestartTest.Logs, node: node, start: start_opts()})
+        :ok = Pynode.await_ready(RestartTest.Logs, 60_000)
+      end)
+
+    assert log =~ "[#{node}]"
+    assert log =~ "ready"
+  end
+
   test "await_ready/2 times out while no node answers" do
     node = unique_node("nobody")
     start_supervised!({Pynode, name: RestartTest.Nobody, node: node, backoff_initial: 100})
