@@ -8,6 +8,7 @@ connect and call through it all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import signal
@@ -20,6 +21,7 @@ import pytest
 from beam import BeamFactory
 from test_node_beam import E1, eventually
 
+from pynode import epmd
 from pynode.bridge.registry import start_registry
 from pynode.cli import build_parser, limits_from
 from pynode.limits import Limits
@@ -173,3 +175,32 @@ async def test_the_pynode_command_closes_a_stalled_handshake_after_its_net_setup
             proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(30):
                 await proc.wait()
+
+
+async def test_a_dialled_peer_that_never_answers_the_handshake_is_given_up_after_net_setuptime(
+    limited_node: NodeFactory, epmd_port: int
+) -> None:
+    node = await limited_node(Limits(net_setuptime=0.5))
+    heard: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def silent_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received = b""
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(4096):
+                received += chunk
+        heard.put_nowait(received)  # the dialler closed the socket
+        writer.close()
+
+    server = await asyncio.start_server(silent_peer, "127.0.0.1", 0)
+    registration = await epmd.register("mute", server.sockets[0].getsockname()[1], epmd_port=epmd_port)
+    try:
+        with pytest.raises(OSError):  # the set-up timeout (TimeoutError is an OSError)
+            await node.connect("mute@127.0.0.1")
+        async with asyncio.timeout(CLOSED_WITHIN):
+            received = await heard.get()
+        assert received[2:3] == b"N"  # our name packet went out; then we gave up and closed
+        assert "mute@127.0.0.1" not in node.connections and node.net.open_connections == 0
+    finally:
+        await registration.close()
+        server.close()
+        await server.wait_closed()

@@ -259,7 +259,7 @@ class DistProtocol(asyncio.Protocol):
         if not self.owner.handshake_started(self):
             # Refused before a byte is read (the owner has said why): no handshake, no log here.
             self.handshake = None
-            self._settle(HandshakeError("accept", "refused: too many connections"))
+            self.established.cancel()
             self.transport.abort()
             return
         self._flush_handshake()
@@ -331,10 +331,6 @@ class DistProtocol(asyncio.Protocol):
         """End a handshake that is still going (its set-up time is over)."""
         if self.connection is None and self.handshake is not None:
             self._fail(exc)
-
-    def _settle(self, exc: Exception) -> None:
-        if not self.established.done():
-            self.established.set_exception(exc)
 
     def _fail(self, exc: Exception) -> None:
         peer = self.peer_hint or getattr(self.handshake, "peer_name", None) or "?"

@@ -190,26 +190,32 @@ class ConnectionManager:
     async def _dial(self, node: str, result: asyncio.Future[Connection]) -> None:
         setuptime = self.limits.net_setuptime
         try:
+            # One net_setuptime for the whole set-up, EPMD lookup included, as OTP's setup timer.
+            deadline = asyncio.get_running_loop().time() + setuptime
             alive, host = split_node_name(node)
-            address = await epmd.port_please(alive, host=host, epmd_port=self.epmd_port)
-            if address is None:
-                raise NodeDown(node, f"{alive} is not registered in EPMD on {host}")
-            handshake = HandshakeInitiator(
-                our_name=self.name,
-                cookie=self.cookie,
-                flags=self.flags,
-                creation=self.creation,
-                peer_name=node,
-                length_bytes=self.transport.handshake_length_size,
-            )
-            _, protocol = await asyncio.wait_for(
-                self.transport.dial(lambda: DistProtocol(self, handshake), host, address.port, peer_node=node),
-                setuptime,
-            )
+            async with asyncio.timeout_at(deadline):
+                address = await epmd.port_please(alive, host=host, epmd_port=self.epmd_port)
+                if address is None:
+                    raise NodeDown(node, f"{alive} is not registered in EPMD on {host}")
+                handshake = HandshakeInitiator(
+                    our_name=self.name,
+                    cookie=self.cookie,
+                    flags=self.flags,
+                    creation=self.creation,
+                    peer_name=node,
+                    length_bytes=self.transport.handshake_length_size,
+                )
+                _, protocol = await self.transport.dial(
+                    lambda: DistProtocol(self, handshake), host, address.port, peer_node=node
+                )
             assert isinstance(protocol, DistProtocol)
             self._dialling.add(protocol)
             try:
-                conn = await asyncio.wait_for(asyncio.shield(protocol.established), setuptime)
+                async with asyncio.timeout_at(deadline):
+                    conn = await asyncio.shield(protocol.established)
+            except TimeoutError:
+                protocol.give_up(_setup_over(setuptime))
+                raise
             except HandshakeError as exc:
                 if exc.step != "recv_status" or not exc.reason.startswith("nok"):
                     raise
@@ -275,9 +281,7 @@ class ConnectionManager:
     def _setup_expired(self) -> None:
         loop = asyncio.get_running_loop()
         for proto in self._admission.expired(loop.time()):
-            proto.give_up(
-                HandshakeError("setup", f"no complete handshake within net_setuptime ({self.limits.net_setuptime:g} s)")
-            )
+            proto.give_up(_setup_over(self.limits.net_setuptime))
         self._arm_setup_timer(loop)
 
     def accept_status(self, peer: str, proto: DistProtocol) -> Status:
@@ -323,6 +327,10 @@ class ConnectionManager:
             del self.connections[conn.peer_name]
         log.info("connection to %s closed", conn.peer_name)
         self.events.connection_lost(conn)
+
+
+def _setup_over(setuptime: float) -> HandshakeError:
+    return HandshakeError("setup", f"no complete handshake within net_setuptime ({setuptime:g} s)")
 
 
 def _no_dispatcher(conn: Connection, control: c.ControlMessage, payload: Term) -> None:
