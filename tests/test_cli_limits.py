@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from pynode.cli import build_parser, limits_from_args, parse_size
+from pynode.cli import build_parser, limits_from, parse_size
 from pynode.limits import DEFAULT_LIMITS, MiB
 
 
@@ -26,7 +26,7 @@ def test_bad_sizes(text: str) -> None:
 
 def test_defaults_are_the_documented_limits() -> None:
     args = build_parser().parse_args(["--name", "py@127.0.0.1"])
-    assert limits_from_args(args) == DEFAULT_LIMITS
+    assert limits_from(args) == DEFAULT_LIMITS
 
 
 def test_flags_reach_the_limits() -> None:
@@ -34,7 +34,7 @@ def test_flags_reach_the_limits() -> None:
         "--name", "py@127.0.0.1", "--max-message-size", "16M", "--max-fragment-bytes", "32M",
         "--max-fragment-sequences", "500", "--log-lines", "3",
     ])  # fmt: skip
-    limits = limits_from_args(args)
+    limits = limits_from(args)
     assert (limits.max_message_size, limits.max_fragment_bytes) == (16 * MiB, 32 * MiB)
     assert (limits.max_fragment_sequences, limits.log_lines) == (500, 3)
 
@@ -42,4 +42,4 @@ def test_flags_reach_the_limits() -> None:
 def test_a_bad_flag_value_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--name", "py@127.0.0.1", "--max-fragment-sequences", "0"])
-    assert "must be at least 1" in capsys.readouterr().err
+    assert "must be 1 or more" in capsys.readouterr().err
