@@ -367,7 +367,11 @@ class DistProtocol(asyncio.Protocol):
         self.transport.close()
 
     def _handshake_failed(self, peer: str, exc: Exception) -> None:
-        # One budget for all: whoever reaches the port can fail handshakes under any name.
+        if isinstance(exc, HandshakeError) and exc.step == "setup":
+            # One line per socket given up: max_connections already bounds how many per net_setuptime.
+            log.warning("handshake with %s failed: %s", peer[:300], exc)
+            return
+        # One budget for all other failures: whoever reaches the port can fail handshakes under any name.
         LimitedLog(log, self.owner.log_budget).warning(
             ("handshake failed",), asyncio.get_running_loop().time(), "handshake with %s failed: %s", peer[:300], exc
         )
