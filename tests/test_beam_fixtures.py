@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import beam as beam_module
 import pytest
 from beam import BeamEvalError, BeamFactory, BeamNode, BeamNodeError, Epmd, epmd_answers, epmd_names
+
+import pynode.testing.beam as beam_module
 
 pytestmark = pytest.mark.beam
 
