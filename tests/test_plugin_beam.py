@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 from textwrap import dedent
 
@@ -122,3 +125,57 @@ class TestAgentsOfTheirOwn:
         assert result[Atom("output")] == b'{"shout":"A!"}'
         assert list(pynode_node.registry.agents) == ["greeter"]
 
+
+
+STRICT_PROJECT = {
+    "pytest.ini": "[pytest]\npynode_agents_dir = nowhere\n",
+    "test_missing.py": """
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_missing_folder(pynode_node):
+            pass
+    """,
+    "test_broken.py": """
+        from pathlib import Path
+
+        import pytest
+
+        @pytest.fixture
+        def pynode_agents_dir():
+            return Path(__file__).parent / "broken_agents"
+
+        @pytest.mark.asyncio
+        async def test_broken_agent(pynode_node):
+            pass
+    """,
+    "test_strict.py": """
+        import pytest
+        from pynode import Atom
+
+        @pytest.mark.asyncio
+        async def test_strict_mode_gets_the_beam(beam):
+            assert await beam.call(("no_such", "test@127.0.0.1"), Atom("x"), timeout=1) == 0
+    """,
+    "broken_agents/good.py": "from pydantic_ai import Agent\nagent = Agent('test')\n",
+    "broken_agents/broken.py": "import no_such_module_here\n",
+}
+
+
+def test_in_a_project_of_its_own_the_plugin_says_what_is_wrong(tmp_path: Path) -> None:
+    for name, text in STRICT_PROJECT.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(dedent(text))
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST_", "ERL_EPMD"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert "1 failed, 2 errors" in out
+    assert f"pynode_agents_dir = 'nowhere': {tmp_path / 'nowhere'} is not a directory" in out
+    assert f"agents from {tmp_path / 'broken_agents'}:" in out
+    assert f"no agent from {tmp_path / 'broken_agents' / 'broken.py'}: ModuleNotFoundError" in out
+    # strict mode: the async fixtures work with @pytest.mark.asyncio, and a call exit is an error
+    assert "BeamEvalError: exit:{noproc,{gen_server,call," in out
