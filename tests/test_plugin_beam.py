@@ -157,6 +157,15 @@ STRICT_PROJECT = {
         async def test_strict_mode_gets_the_beam(beam):
             assert await beam.call(("no_such", "test@127.0.0.1"), Atom("x"), timeout=1) == 0
     """,
+    "test_otp.py": """
+        import pytest
+        from pynode.testing import on_otp
+
+        @on_otp("28")
+        @pytest.mark.asyncio
+        async def test_on_a_release_that_is_missing(beam):
+            pass
+    """,
     "broken_agents/good.py": "from pydantic_ai import Agent\nagent = Agent('test')\n",
     "broken_agents/broken.py": "import no_such_module_here\n",
 }
@@ -167,15 +176,19 @@ def test_in_a_project_of_its_own_the_plugin_says_what_is_wrong(tmp_path: Path) -
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(dedent(text))
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST_", "ERL_EPMD"))}
+    env["PYNODE_OTP28_ERL"] = str(tmp_path / "no-such-erl")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     out = done.stdout
     assert done.returncode == 1, out + done.stderr
-    assert "1 failed, 2 errors" in out
+    assert "1 failed, 3 errors in" in out  # nothing skipped
     assert f"pynode_agents_dir = 'nowhere': {tmp_path / 'nowhere'} is not a directory" in out
     assert f"agents from {tmp_path / 'broken_agents'}:" in out
     assert f"no agent from {tmp_path / 'broken_agents' / 'broken.py'}: ModuleNotFoundError" in out
     # strict mode: the async fixtures work with @pytest.mark.asyncio, and a call exit is an error
     assert "BeamEvalError: exit:{noproc,{gen_server,call," in out
+    # a release whose runtime is missing is an error of the test, never a skip
+    assert "ERROR test_otp.py::test_on_a_release_that_is_missing[otp28]" in out
+    assert "no Erlang/OTP 28 runtime: looked in $PYNODE_OTP28_ERL" in out

@@ -109,7 +109,7 @@ request(_Other, State) ->
     State.
 
 exited(Reason) ->
-    {err, exit, fmt("~0tp", [Reason]), <<>>, Reason}.
+    {err, exit, print(Reason), <<>>, Reason}.
 
 pid_text(#ctl{test = Test}) ->
     base64:encode(term_to_binary(Test)).
@@ -133,7 +133,7 @@ test_request(Key, Op, Arg) ->
         {ok, term_to_binary(test_do(Key, Op, binary_to_term(Arg)))}
     catch
         Class:Reason:Stack ->
-            {err, Class, fmt("~0tp", [Reason]), fmt("~0tp", [Stack]), Reason}
+            {err, Class, print(Reason), print(Stack), Reason}
     end.
 
 test_do(_Key, "c", {Dest, Request, Timeout}) ->
@@ -155,7 +155,7 @@ run(Kind, Op, Source) ->
         {ok, render(Kind, Op, Value)}
     catch
         Class:Reason:Stack ->
-            {err, Class, reason_text(Kind, Class, Reason, Stack), fmt("~0tp", [Stack]), Reason}
+            {err, Class, reason_text(Kind, Class, Reason, Stack), print(Stack), Reason}
     end.
 
 eval(erl, Source) ->
@@ -190,14 +190,24 @@ terminated(Text) ->
 render(_Kind, "t", Value) ->
     term_to_binary(Value);
 render(erl, "p", Value) ->
-    fmt("~0tp", [Value]);
+    print(Value);
 render(elixir, "p", Value) ->
     'Elixir.Kernel':inspect(Value, [{limit, infinity}, {printable_limit, infinity}]).
 
 reason_text(erl, _Class, Reason, _Stack) ->
-    fmt("~0tp", [Reason]);
+    print(Reason);
 reason_text(elixir, Class, Reason, Stack) ->
     'Elixir.Exception':format_banner(Class, Reason, Stack).
+
+%% Terms as `~0tp` prints them on OTP 25: OTP 26 and later print map keys in no
+%% particular order unless asked for term order (the `k` modifier, which OTP 25 lacks).
+print(Term) ->
+    Format =
+        case list_to_integer(erlang:system_info(otp_release)) >= 26 of
+            true -> "~0tkp";
+            false -> "~0tp"
+        end,
+    fmt(Format, [Term]).
 
 fmt(Format, Args) ->
     unicode:characters_to_binary(io_lib:format(Format, Args)).
