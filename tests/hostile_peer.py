@@ -186,7 +186,7 @@ class HostilePeer:
                     pass
         except TimeoutError:
             return False
-        except ConnectionResetError:
+        except ConnectionError:  # reset, or a broken pipe from our last write: closed all the same
             return True
         return True
 

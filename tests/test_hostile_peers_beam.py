@@ -97,7 +97,7 @@ async def test_a_published_peer_is_served_on_a_hidden_connection(
         peer = await HostilePeer.dial(hx.port, cookie, HX, flags=DEFAULT_FLAGS | DFlag.PUBLISHED)
         assert not peer.flags & DFlag.PUBLISHED  # the AND of both sets: hidden, as OTP makes it
         assert await peer.call("pynode", (Atom("echo"), b"published")) == (Atom("ok"), b"published")
-        assert hx.lines("connected to hostile@127.0.0.1")
+        assert await hx.logged("connected to hostile@127.0.0.1")
         await pinger.answered_meanwhile(before)
         peer.close()
 
