@@ -58,14 +58,15 @@ class Registry(GenServer):
         # Every request is answered without waiting (a run answers later from its own process),
         # so calls take the fast path whenever this process is idle.
         try:
-            return self.handle_request(request)
+            return self.handle_request(request, caller)
         except BridgeError as exc:
             return error_term(exc.kind, exc.message)
 
     async def handle_call(self, request: Term, caller: From) -> Term:
         return self.handle_call_now(request, caller)
 
-    def handle_request(self, request: Term) -> Term:
+    def handle_request(self, request: Term, caller: From | None = None) -> Term:
+        """One request; ``caller`` (absent for a cast) is the creator of an agent it creates."""
         if request == Atom("ping"):
             return PONG
         if request == Atom("info"):
@@ -77,18 +78,19 @@ class Registry(GenServer):
             if op == Atom("echo") and len(args) == 1:
                 return (OK, args[0])
             if op == Atom("create_agent") and len(args) == 2:
-                return self.create_agent(args[0], args[1])
+                return self.create_agent(args[0], args[1], home=None if caller is None else caller.pid.node)
             if op == Atom("delete_agent") and len(args) == 1:
                 return self.delete_agent(args[0])
         raise BridgeError("bad_request", f"the pynode registry does not understand {format_term(request)}")
 
-    def create_agent(self, name: Term, spec_term: Term) -> Term:
+    def create_agent(self, name: Term, spec_term: Term, *, home: Atom | None = None) -> Term:
+        """``home``: the creator's node, where the agent's ``{M, F}`` tools and instructions run."""
         if type(name) is not Atom:
             raise BridgeError("bad_request", f"an agent name is an atom, not {format_term(name)}")
         if name in self.agents or (self.node is not None and self.node.whereis(name) is not None):
             raise BridgeError("already_exists", f"a process named {name} already exists on this node")
         spec = parse_agent_spec(spec_term)
-        definition = build_agent(spec, self.models, name=str(name))
+        definition = build_agent(spec, self.models, name=str(name), home=home)
         self.add_agent(definition)
         return (OK, name)
 
