@@ -229,7 +229,9 @@ def check_run_tools(
     taken = set(agent_tool_names)
     for tool in options.tools:
         if tool.name in taken:
-            raise BridgeError("bad_request", f"the run's tool {quoted(tool.name)} has the name of one of the agent's tools")
+            raise BridgeError(
+                "bad_request", f"the run's tool {quoted(tool.name)} has the name of one of the agent's tools"
+            )
     if not synchronous:
         return
     tools = [*agent_tools, *options.tools]
