@@ -77,7 +77,7 @@ async def test_decimal_structs_as_the_wire_brings_them(beam: BeamFactory) -> Non
 
 async def test_mapsets_other_structs_and_keyword_lists(beam: BeamFactory) -> None:
     ex = await elixir(beam)
-    mapset = "MapSet.new([3, 1, \"two\", :four])"
+    mapset = 'MapSet.new([3, 1, "two", :four])'
     assert to_json(await term(ex, mapset)) == to_json(await term(ex, f"MapSet.to_list({mapset})"))
     uri = 'URI.parse("https://example.com:8443/a?b=1")'
     as_fields = to_json(await term(ex, f"Map.from_struct({uri})"))

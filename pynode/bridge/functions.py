@@ -47,9 +47,7 @@ async def call_function(node: Node, where: str, handler: MFHandler, arg: Term) -
     except ErpcError as exc:
         raise BridgeError("tool_error", failure_text(handler, where, exc.kind, exc.reason, exc.stack)) from None
     except (PynodeError, OSError, ValueError) as exc:
-        raise BridgeError(
-            "tool_error", f"{handler} could not run: node {where} is not connected ({exc})"
-        ) from None
+        raise BridgeError("tool_error", f"{handler} could not run: node {where} is not connected ({exc})") from None
 
 
 def failure_text(handler: MFHandler, where: str, kind: str, reason: Term, stack: Term = None) -> str:
