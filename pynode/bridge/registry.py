@@ -21,6 +21,7 @@ from pynode.runtime.process import SHUTDOWN
 
 if TYPE_CHECKING:
     from pynode.node import Node
+    from pynode.runtime.kernel import Kernel
 
 __all__ = ["Registry", "start_registry"]
 
@@ -146,7 +147,7 @@ class Registry(GenServer):
             await _flushed(self.node, deadline)
 
 
-async def _flushed(node: Node, deadline: float) -> None:
+async def _flushed(node: Kernel, deadline: float) -> None:
     """Wait until every connection has handed its buffered bytes to the kernel, or ``deadline``."""
     loop = asyncio.get_running_loop()
     while True:

@@ -18,7 +18,7 @@ from pynode.runtime.genserver import From, GenServer
 from pynode.runtime.process import Process
 
 if TYPE_CHECKING:
-    from pynode.node import Node
+    from pynode.runtime.kernel import Kernel
 
 __all__ = ["IoServer", "NetKernel", "render_chars", "show_term", "start_services"]
 
@@ -160,7 +160,7 @@ class IoServer(Process):
             log.info("[%s] %s", origin, line)
 
 
-def start_services(node: Node) -> Process:
+def start_services(node: Kernel) -> Process:
     """Start the node's own processes; return the one that sends on the node's behalf."""
     node.spawn(NetKernel(), name="net_kernel")
     node.spawn(IoServer(), name="pynode_io")
