@@ -59,7 +59,7 @@ class CallExit(PynodeError):
     """A call ended because the callee exited (``noproc``, ``noconnection``, ...)."""
 
     def __init__(self, reason: object) -> None:
-        super().__init__(f"callee exited: {reason!r}")
+        super().__init__(f"callee exited: {_shown(reason)}")
         self.reason = reason
 
 
@@ -67,7 +67,14 @@ class ErpcError(PynodeError):
     """``erpc:call`` raised on the remote node: ``kind`` is throw, exit or error."""
 
     def __init__(self, kind: str, reason: Term, stack: Term = None) -> None:
-        super().__init__(f"{kind}: {reason!r}")
+        super().__init__(f"{kind}: {_shown(reason)}")
         self.kind = kind
         self.reason = reason
         self.stack = stack
+
+
+def _shown(term: object) -> str:
+    """A term in an error text, in Erlang syntax (imported late: the codec imports this module)."""
+    from pynode.etf.pretty import format_term
+
+    return format_term(term, limit=500)
