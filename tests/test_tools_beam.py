@@ -542,14 +542,28 @@ async def test_error_messages_show_terms_in_erlang_syntax(erl: BeamNode, beam: B
 async def test_a_bad_tool_reply_is_answered_in_erlang_syntax(erl: BeamNode) -> None:
     spec = f'#{{model => <<"test">>, tools => [#{{name => <<"ask">>, parameters => {CITY_PARAMS_ERL}}}]}}'
     assert await erl.eval(f"gen_server:call({REG}, {{create_agent, asker, {spec}}})") == "{ok,asker}"
-    got = await erl.eval(
+    got = await term(
+        erl,
         f'{{ok, Ref}} = gen_server:call({{asker, {PY}}}, {{start_run, <<"x">>, #{{}}}}),'
         " #{call_id := Id} = receive {pynode_tool_call, Ref, C} -> C after 20000 -> timeout end,"
         f' Reply = gen_server:call({{asker, {PY}}}, {{tool_result, Id, {{maybe, <<"so">>}}}}),'
-        " Result = receive {pynode_result, Ref, R} -> element(1, R) after 20000 -> timeout end,"
-        " {Reply, Result}"
+        " Loop = fun L(Acc) -> receive"
+        "   {pynode_event, Ref, {text_delta, _}} -> L(Acc);"
+        "   {pynode_event, Ref, E} -> L([E | Acc]);"
+        "   {pynode_result, Ref, R} -> {lists:reverse(Acc), element(1, R)}"
+        " after 20000 -> {lists:reverse(Acc), timeout} end end,"
+        " {Reply, Loop([])}",
     )
-    assert got == (
-        '{{error,{bad_request,<<"a tool reply must be {ok, Value}, {error, Message} or {retry, Message},'
-        ' got {maybe,<<\\"so\\">>}">>}},ok}'
+    assert isinstance(got, tuple)
+    reply, (events, result) = got
+    assert reply == (
+        Atom("error"),
+        (
+            Atom("bad_request"),
+            b'a tool reply must be {ok, Value}, {error, Message} or {retry, Message}, got {maybe,<<"so">>}',
+        ),
     )
+    assert result == Atom("ok")  # the model was told, the run went on
+    assert [str(e[0]) for e in events] == ["tool_call", "tool_error"]
+    _, name, message, _ = events[1]
+    assert name == b"ask" and message.startswith(b"the tool handler sent an invalid reply: a tool reply must be")
