@@ -426,7 +426,7 @@ async def test_run_tools_go_to_the_start_run_caller_for_that_run_only(py_node: N
         agent = {{:asker, :"py@127.0.0.1"}}
         {{:ok, ref}} = GenServer.call(agent, {{:start_run, "hi", %{{tools: [{ASK_SPEC_EX}]}}}})
         call = receive do {{:pynode_tool_call, ^ref, c}} -> c after 20_000 -> :timeout end
-        send(call.reply_to, {{:tool_result, call.call_id, {{:ok, %{{sunny: true}}}}}})
+        send(call.reply_to, {{:tool_result, call.call_id, {{:ok, %{{sunny: true, on: ~D[2024-05-01]}}}}}})
         result = receive do {{:pynode_result, ^ref, r}} -> r after 20_000 -> :timeout end
         {{:ok, info}} = GenServer.call(agent, :info)
         {{call.name, call.args, elem(result, 0), info.tools}}
@@ -436,7 +436,8 @@ async def test_run_tools_go_to_the_start_run_caller_for_that_run_only(py_node: N
     first_info = script.seen[0][1]
     assert [t.name for t in first_info.function_tools] == ["ask"]
     assert first_info.function_tools[0].description == "Ask the caller"
-    assert [(p.outcome, p.content) for p in script.returns().values()] == [("success", {"sunny": True})]
+    told = [(p.outcome, p.content) for p in script.returns().values()]
+    assert told == [("success", {"sunny": True, "on": "2024-05-01"})]
     # The next run has no such tool.
     script.steps = []
     assert await ex.eval('elem(GenServer.call({:asker, :"py@127.0.0.1"}, {:run, "hi"}), 0)') == ":ok"
