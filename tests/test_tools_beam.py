@@ -323,6 +323,56 @@ async def test_a_home_node_that_is_gone_fails_the_tool_and_the_run_goes_on(erl: 
     assert message in result[1][Atom("messages")]  # the model was told
 
 
+SLOW_EX = """
+defmodule Slow do
+  def wait(_args) do
+    Process.register(self(), :slow_tool)
+    Process.sleep(60_000)
+  end
+end
+"""
+
+
+async def test_a_home_node_lost_during_the_call_fails_the_tool_and_the_run_goes_on(
+    erl: BeamNode, beam: BeamFactory
+) -> None:
+    ex = await beam("ex1", kind="elixir")
+    await ex.eval(SLOW_EX)
+    spec = ex_spec("test", "slow", CITY_PARAMS_EX, "{Slow, :wait}")
+    assert await ex.eval(f"GenServer.call({EX_REG}, {{:create_agent, :slow, {spec}}})") == "{:ok, :slow}"
+    # A caller that outlives the evaluation: it starts the run, collects its events and keeps the outcome.
+    started = await erl.eval(
+        "spawn(fun() ->"
+        f' {{ok, Ref}} = gen_server:call({{slow, {PY}}}, {{start_run, <<"go">>, #{{}}}}),'
+        " Loop = fun L(Acc) -> receive"
+        "   {pynode_event, Ref, {text_delta, _}} -> L(Acc);"
+        "   {pynode_event, Ref, E} -> L([E | Acc]);"
+        "   {pynode_result, Ref, R} -> {lists:reverse(Acc), R}"
+        " after 20000 -> {lists:reverse(Acc), timeout} end end,"
+        " persistent_term:put(outcome, Loop([])) end), ok"
+    )
+    assert started == "ok"
+    polled = await ex.eval(
+        "wait = fn w, n -> case Process.whereis(:slow_tool) do\n"
+        "  nil when n > 0 -> Process.sleep(20); w.(w, n - 1)\n"
+        "  pid -> is_pid(pid) end end\n"
+        "wait.(wait, 500)"
+    )
+    assert polled == "true"  # the tool runs on ex1, the agent's home
+    ex.kill()
+    await ex.wait()
+    got = await term(
+        erl,
+        "Wait = fun W(0) -> timeout; W(N) -> case persistent_term:get(outcome, pending) of"
+        " pending -> timer:sleep(50), W(N - 1); Outcome -> Outcome end end, Wait(400)",
+    )
+    assert isinstance(got, tuple)
+    events, result = got
+    assert isinstance(result, tuple) and result[0] == Atom("ok"), result
+    assert [str(e[0]) for e in events] == ["tool_call", "tool_error"]
+    assert events[1][2] == b"'Elixir.Slow':wait/1 could not finish: node ex1@127.0.0.1 disconnected"
+
+
 # --- 3. dynamic instructions ------------------------------------------------------------------
 
 PROMPTS_EX = """
