@@ -13,11 +13,11 @@ from pynode.bridge.errors import BridgeError, error_term
 from pynode.bridge.loader import load_agents
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import AgentDefinition, build_agent
-from pynode.bridge.spec import parse_agent_spec
+from pynode.bridge.spec import parse_agent_spec, parse_create_options
 from pynode.etf.pretty import format_term
-from pynode.etf.types import Atom, Term
-from pynode.runtime.genserver import From, GenServer
-from pynode.runtime.process import SHUTDOWN
+from pynode.etf.types import Atom, Reference, Term
+from pynode.runtime.genserver import DEFER, From, GenServer
+from pynode.runtime.process import DOWN, SHUTDOWN
 
 if TYPE_CHECKING:
     from pynode.node import Node
@@ -50,21 +50,36 @@ class Registry(GenServer):
         self.limits = RunLimits(max_runs=max_runs)
         self.models = models or ModelCache()
         self._pydantic_ai = _pydantic_ai_version()
+        self.owners: dict[Reference, str] = {}
+        """The monitor on each owned agent's owner -> the agent's name."""
+        self.wind_down_timeout = 5.0
+        """Seconds a deleted or replaced agent's runs get to answer before the agent ends anyway."""
 
     @property
     def agents(self) -> dict[str, AgentProcess]:
         return self.limits.agents
 
     def handle_call_now(self, request: Term, caller: From) -> Term:
-        # Every request is answered without waiting (a run answers later from its own process),
-        # so calls take the fast path whenever this process is idle.
+        # Requests answered without waiting take the fast path whenever this process is idle;
+        # those that may wait for an old agent's runs to answer go through the mailbox, in order.
+        if _may_wait(request):
+            return DEFER
         try:
             return self.handle_request(request, caller)
         except BridgeError as exc:
             return error_term(exc.kind, exc.message)
 
     async def handle_call(self, request: Term, caller: From) -> Term:
-        return self.handle_call_now(request, caller)
+        try:
+            if _may_wait(request):
+                return await self.handle_waiting_request(request, caller)
+            return self.handle_request(request, caller)
+        except BridgeError as exc:
+            return error_term(exc.kind, exc.message)
+
+    async def handle_info(self, message: Term) -> None:
+        if type(message) is tuple and len(message) == 5 and message[0] == DOWN and message[1] in self.owners:
+            await self.owner_down(message[1], message[4])
 
     def handle_request(self, request: Term, caller: From | None = None) -> Term:
         """One request; ``caller`` (absent for a cast) is the creator of an agent it creates."""
@@ -79,9 +94,7 @@ class Registry(GenServer):
             if op == Atom("echo") and len(args) == 1:
                 return (OK, args[0])
             if op == Atom("create_agent") and len(args) == 2:
-                return self.create_agent(args[0], args[1], home=None if caller is None else caller.pid.node)
-            if op == Atom("delete_agent") and len(args) == 1:
-                return self.delete_agent(args[0])
+                return self.create_agent(args[0], args[1], home=_home(caller))
         raise BridgeError("bad_request", f"the pynode registry does not understand {format_term(request)}")
 
     def create_agent(self, name: Term, spec_term: Term, *, home: Atom | None = None) -> Term:
@@ -105,14 +118,67 @@ class Registry(GenServer):
         )
         return process
 
-    def delete_agent(self, name: Term) -> Term:
+    async def handle_waiting_request(self, request: Term, caller: From | None = None) -> Term:
+        """``delete_agent`` and ``create_agent/4``: they may end an agent, after its runs have answered."""
+        assert type(request) is tuple
+        if request[0] == Atom("delete_agent"):
+            return await self.delete_agent(request[1])
+        return await self.create_agent_with_options(request[1], request[2], request[3], home=_home(caller))
+
+    async def create_agent_with_options(
+        self, name: Term, spec_term: Term, opts_term: Term, *, home: Atom | None = None
+    ) -> Term:
+        """``{create_agent, Name, Spec, CreateOpts}``: ``if_exists`` and ``owner`` (PROTOCOL.md section 3).
+
+        ``home``: the creator's node, where the agent's ``{M, F}`` tools and instructions run.
+        """
+        opts = parse_create_options(opts_term)
+        if type(name) is not Atom:
+            raise BridgeError("bad_request", f"an agent name is an atom, not {format_term(name)}")
+        existing = self.agents.get(name)
+        if existing is None and self.node is not None and self.node.whereis(name) is not None:
+            raise BridgeError("already_exists", f"a process named {name} already exists on this node")
+        spec = parse_agent_spec(spec_term)
+        if existing is not None and opts.if_exists == "error":
+            raise BridgeError("already_exists", f"an agent named {name} already exists")
+        if existing is not None and opts.if_exists == "keep":
+            return (OK, name)
+        # A model that fails replaces nothing.
+        definition = build_agent(spec, self.models, name=str(name), home=home)
+        if existing is not None:
+            await self.remove_agent(str(name), f"agent {name} was replaced")
+        self.add_agent(definition)
+        if opts.owner is not None:
+            self.owners[self.monitor(opts.owner)] = definition.name
+        return (OK, name)
+
+    async def delete_agent(self, name: Term) -> Term:
         key = name.decode() if isinstance(name, bytes) else str(name)
-        process = self.agents.pop(key, None) if isinstance(name, str | bytes) else None
-        if process is None:
+        if not isinstance(name, str | bytes) or key not in self.agents:
             raise BridgeError("unknown_agent", f"there is no agent named {key}")
-        process.cancel_all(f"agent {key} was deleted")
-        process.exit(SHUTDOWN)
+        await self.remove_agent(key, f"agent {key} was deleted")
         return OK
+
+    async def remove_agent(self, name: str, reason: str) -> None:
+        """End agent ``name``: its runs' callers get ``{error, {cancelled, Reason}}`` before its ``DOWN``."""
+        timeout = self.wind_down_timeout
+        process = self.agents.pop(name)
+        for ref in [ref for ref, owned in self.owners.items() if owned == name]:
+            del self.owners[ref]
+            self.demonitor(ref)
+        await process.wind_down(reason, timeout)
+        process.exit(SHUTDOWN)
+        try:
+            await process.join(timeout)
+        except TimeoutError:
+            log.warning("agent %s did not end within %s s", name, timeout)
+        log.info("agent %s removed: %s", name, reason)
+
+    async def owner_down(self, ref: Reference, reason: Term) -> None:
+        """The owner of an agent exited or its node went away: the agent goes too."""
+        name = self.owners.pop(ref)
+        if name in self.agents:
+            await self.remove_agent(name, f"agent {name} was deleted: its owner exited ({format_term(reason)})")
 
     def describe(self, agent: AgentProcess) -> dict[Atom, Term]:
         d = agent.definition
@@ -145,6 +211,19 @@ class Registry(GenServer):
             await asyncio.wait(tasks, timeout=timeout)
         if self.node is not None:
             await _flushed(self.node, deadline)
+
+
+def _home(caller: From | None) -> Atom | None:
+    """The node of the process that sent ``create_agent`` (none for a cast)."""
+    return None if caller is None else caller.pid.node
+
+
+def _may_wait(request: Term) -> bool:
+    """``delete_agent`` and ``create_agent/4`` may end an agent, which waits for its runs to answer."""
+    if type(request) is not tuple or not request:
+        return False
+    op = request[0]
+    return (op == Atom("delete_agent") and len(request) == 2) or (op == Atom("create_agent") and len(request) == 4)
 
 
 async def _flushed(node: Kernel, deadline: float) -> None:

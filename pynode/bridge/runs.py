@@ -20,6 +20,7 @@ from pynode.bridge.context import ClusterContext, current_cluster
 from pynode.bridge.errors import BridgeError, classify, error_term
 from pynode.bridge.functions import call_function, function_node
 from pynode.bridge.runner import (
+    OutputDelta,
     RunEvent,
     TextDelta,
     ToolCallFailed,
@@ -50,6 +51,7 @@ PYNODE_RESULT: Final = Atom("pynode_result")
 TEXT_DELTA: Final = Atom("text_delta")
 TOOL_CALL: Final = Atom("tool_call")
 TOOL_ERROR: Final = Atom("tool_error")
+OUTPUT_DELTA: Final = Atom("output_delta")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,8 +81,10 @@ class RunProcess(Process):
         self._caller_monitor: Reference | None = None
         self._phase = "new"
         """``new`` until its task first runs, ``running``, then ``done`` once the outcome is known."""
+        self._nobody_waits = False
+        """Set when a synchronous caller stopped waiting: the run ends without a reply."""
         self._stream_to: Pid | None = request.options.stream_to or (
-            request.caller if request.reply_to is None else None
+            request.caller if request.reply_to is None and request.options.events else None
         )
 
     # -- the run ---------------------------------------------------------------------
@@ -103,7 +107,8 @@ class RunProcess(Process):
             self.agent.run_finished(self)
         if self._caller_monitor is not None:
             self.demonitor(self._caller_monitor)
-            self._deliver(outcome)
+            if not self._nobody_waits:
+                self._deliver(outcome)
         log.info("run %s of %s ended: %s", self.run_id, self.agent.name, self.end_reason)
 
     async def _execute(self) -> Term:
@@ -164,6 +169,16 @@ class RunProcess(Process):
         self.cancel_reason = reason
         if self._phase == "running" and self.task is not None and not self.task.done():
             self.task.cancel()
+
+    def abandon(self, reason: str) -> None:
+        """The caller of a synchronous run stopped waiting (its call timed out): end it, answer nobody.
+
+        A reply now would only land in the caller's mailbox as a stray message.
+        """
+        if self._phase == "done":
+            return
+        self._nobody_waits = True
+        self.cancel(reason)
 
     def _deliver(self, outcome: Term) -> None:
         request = self.request
@@ -320,6 +335,8 @@ class RunProcess(Process):
             term = (TOOL_RESULT, event.name, _content_term(event.content), self.wire_call_id(event.call_id))
         elif isinstance(event, ToolCallFailed):
             term = (TOOL_ERROR, event.name, event.message, self.wire_call_id(event.call_id))
+        elif isinstance(event, OutputDelta):
+            term = (OUTPUT_DELTA, from_json(event.partial))
         else:
             return
         self.send(target, (PYNODE_EVENT, self.ref, term))
