@@ -296,6 +296,19 @@ async def test_function_tools_run_on_the_home_node_or_the_named_one(erl: BeamNod
     assert "'Elixir.Weather':lookup/1 is not defined on node e1@127.0.0.1" in messages
 
 
+async def test_create_agent_4_records_the_home_node_too(erl: BeamNode, beam: BeamFactory) -> None:
+    ex = await beam("ex1", kind="elixir")
+    await ex.eval(WEATHER_EX)
+    spec = ex_spec("test", "weather", CITY_PARAMS_EX, "{Weather, :lookup}")
+    for _ in range(2):  # created, then replaced: both times by ex1
+        created = await ex.eval(
+            f"GenServer.call({EX_REG}, {{:create_agent, :weather, {spec}, %{{if_exists: :replace}}}})"
+        )
+        assert created == "{:ok, :weather}"
+    run = f'{{ok, R}} = gen_server:call({{weather, {PY}}}, {{run, <<"Weather?">>}}, 20000), maps:get(output, R)'
+    assert json.loads(decode(await erl.eval_term(run)))["weather"]["node"] == "ex1@127.0.0.1"
+
+
 async def test_a_home_node_that_is_gone_fails_the_tool_and_the_run_goes_on(erl: BeamNode, beam: BeamFactory) -> None:
     ex = await beam("ex1", kind="elixir")
     await ex.eval(WEATHER_EX)
