@@ -19,7 +19,7 @@ from pynode.limits import DEFAULT_LIMITS, Limits
 from pynode.net.tls import TlsConfigError, TlsTransport
 from pynode.net.transport import DistTransport
 
-__all__ = ["main", "resolve_cookie"]
+__all__ = ["agents_folder", "main", "resolve_cookie"]
 
 log = logging.getLogger("pynode")
 
@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="event loop (uvloop: the 'fast' extra; default asyncio, or $PYNODE_LOOP)",
     )
     parser.add_argument("--log-level", default=os.environ.get("PYNODE_LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--stop-on-eof",
+        action="store_true",
+        default=os.environ.get("PYNODE_STOP_ON_EOF") == "1",
+        help="stop, as on SIGTERM, when standard input closes: the BEAM that started this node"
+        " through a Port went away (or $PYNODE_STOP_ON_EOF=1)",
+    )
     return parser
 
 
@@ -181,10 +188,29 @@ def dist_transport(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) ->
         raise SystemExit(f"pynode: --tls-{exc.option}: {exc}") from None
 
 
+def agents_folder(explicit: Path | None) -> Path | None:
+    """``--agents DIR`` (which must be a directory), else ``./agents`` when there is one.
+
+    A missing default is only warned about (a node serves agents created from the BEAM too);
+    a folder the user named and that is not there stops the command before it starts anything.
+    """
+    if explicit is not None:
+        if not explicit.is_dir():
+            what = "is not a directory" if explicit.exists() else "no such directory"
+            raise SystemExit(f"pynode: --agents {explicit}: {what} ({explicit.resolve()})")
+        return explicit
+    default = Path("agents")
+    if not default.is_dir():
+        log.warning("no Python agents: there is no folder %s (pass --agents DIR)", default.resolve())
+        return None
+    return default
+
+
 async def serve(args: argparse.Namespace) -> int:
     from pynode.bridge.registry import start_registry
     from pynode.node import Node
 
+    agents_dir = agents_folder(args.agents)
     cookie = resolve_cookie(args.cookie)
     limits = limits_from(args)
     transport = dist_transport(args, limits)
@@ -210,7 +236,7 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    agents_dir = args.agents if args.agents is not None else Path("agents")
+    stdin_watch = await _watch_stdin(stop) if args.stop_on_eof else None
     registry = await start_registry(node, agents_dir=agents_dir, max_runs=args.max_runs)
     for peer in args.connect:
         try:
@@ -220,9 +246,33 @@ async def serve(args: argparse.Namespace) -> int:
     print(f"pynode {node.name} ready (port {node.port}, epmd {epmd_port}, {node.transport.name})", flush=True)
     await stop.wait()
     log.info("stopping: cancelling runs in flight")
+    if stdin_watch is not None:
+        stdin_watch.close()
     await registry.shutdown()
     await node.stop()
     return 0
+
+
+class _StdinWatch(asyncio.Protocol):
+    """Sets ``stop`` when standard input reaches its end; what is read is ignored."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop = stop
+
+    def eof_received(self) -> bool:
+        log.info("standard input closed: the process that started this node is gone; stopping")
+        self.stop.set()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop.set()
+
+
+async def _watch_stdin(stop: asyncio.Event) -> asyncio.BaseTransport:
+    """A Port's owner that dies closes the pipe of the node's stdin: stop with it instead of staying."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_read_pipe(lambda: _StdinWatch(stop), sys.stdin)
+    return transport
 
 
 def main(argv: Sequence[str] | None = None) -> int:
