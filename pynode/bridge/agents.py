@@ -151,6 +151,18 @@ class AgentProcess(GenServer):
             Atom("runs"): len(self.runs),
         }
 
+    def ended(self, reason: Term) -> None:
+        """The agent process is gone (killed, crashed, deleted): so are its runs.
+
+        Called before the agent's links and monitors fire, so each run's caller gets
+        ``{error, {cancelled, _}}`` before it can see the agent's ``DOWN``.
+        """
+        super().ended(reason)
+        if self.runs:
+            why = f"agent {self.agent_name} exited ({format_term(reason, limit=200)})"
+            for run in list(self.runs.values()):
+                run.cancel_now(why)
+
     def cancel_all(self, reason: str) -> list[RunProcess]:
         runs = list(self.runs.values())
         for run in runs:

@@ -14,15 +14,16 @@ from pynode.bridge.loader import load_agents
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import AgentDefinition, build_agent
 from pynode.bridge.spec import parse_agent_spec
+from pynode.bridge.supervision import registry_child, start_agent, stop_agent
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Term
 from pynode.runtime.genserver import From, GenServer
-from pynode.runtime.process import SHUTDOWN
+from pynode.runtime.services import node_supervisor
 
 if TYPE_CHECKING:
     from pynode.node import Node
 
-__all__ = ["Registry", "start_registry"]
+__all__ = ["Registry", "current_registry", "start_registry", "start_supervised_registry"]
 
 log = logging.getLogger("pynode.registry")
 
@@ -44,9 +45,13 @@ def _pydantic_ai_version() -> str:
 class Registry(GenServer):
     """Answers ``ping``, ``info``, ``{echo, Term}``; creates, lists and deletes agents."""
 
-    def __init__(self, *, max_runs: int = 1000, models: ModelCache | None = None) -> None:
+    def __init__(
+        self, *, max_runs: int = 1000, models: ModelCache | None = None, limits: RunLimits | None = None
+    ) -> None:
         super().__init__()
-        self.limits = RunLimits(max_runs=max_runs)
+        # Given by the supervisor's child spec, the table outlives this process: a restarted
+        # registry knows every agent and every run in flight.
+        self.limits = limits or RunLimits(max_runs=max_runs)
         self.models = models or ModelCache()
         self._pydantic_ai = _pydantic_ai_version()
 
@@ -94,9 +99,7 @@ class Registry(GenServer):
 
     def add_agent(self, definition: AgentDefinition) -> AgentProcess:
         assert self.node is not None
-        process = AgentProcess(definition, models=self.models, limits=self.limits)
-        self.node.spawn(process, name=definition.name)
-        self.agents[definition.name] = process
+        process = start_agent(self.node, definition, limits=self.limits, models=self.models)
         log.info(
             "agent %s registered (model %s, %s)", definition.name, definition.model_name, definition.origin
         )
@@ -108,7 +111,8 @@ class Registry(GenServer):
         if process is None:
             raise BridgeError("unknown_agent", f"there is no agent named {key}")
         process.cancel_all(f"agent {key} was deleted")
-        process.exit(SHUTDOWN)
+        if self.node is not None:
+            stop_agent(self.node, key)
         return OK
 
     def describe(self, agent: AgentProcess) -> dict[Atom, Term]:
@@ -163,8 +167,7 @@ async def _flushed(node: Node, deadline: float) -> None:
 
 async def start_registry(node: Node, *, agents_dir: Path | None = None, max_runs: int = 1000) -> Registry:
     """Register ``pynode`` and the Python-defined agents found in ``agents_dir``."""
-    registry = Registry(max_runs=max_runs)
-    node.spawn(registry, name="pynode")
+    registry = start_supervised_registry(node, max_runs=max_runs)
     if agents_dir is not None:
         for definition in load_agents(agents_dir):
             if node.whereis(definition.name) is not None:
@@ -172,3 +175,17 @@ async def start_registry(node: Node, *, agents_dir: Path | None = None, max_runs
                 continue
             registry.add_agent(definition)
     return registry
+
+
+def start_supervised_registry(node: Node, *, max_runs: int = 1000) -> Registry:
+    """``pynode`` as a child of the node's supervisor, with a table that outlives each registry process."""
+    child = registry_child(Registry, limits=RunLimits(max_runs=max_runs), models=ModelCache())
+    registry = node_supervisor(node).start_child(child)
+    assert isinstance(registry, Registry)
+    return registry
+
+
+def current_registry(node: Node) -> Registry | None:
+    """The registry process now registered as ``pynode`` (a new one after each restart)."""
+    process = node.processes.name("pynode")
+    return process if isinstance(process, Registry) else None

@@ -1,0 +1,63 @@
+"""The registry and the agents as children of the node's supervisor (PROTOCOL.md section 1).
+
+What must outlive a killed process lives outside it: the agent table and the
+run counters (:class:`~pynode.bridge.agents.RunLimits`) and the model cache are
+made once and handed to every registry process started for ``pynode``; an
+agent's child spec holds its definition (a remote agent's last spec, or the
+Python definition it was loaded from), so a restarted agent is the same agent.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pynode.bridge.agents import AgentProcess, RunLimits
+from pynode.bridge.models import ModelCache
+from pynode.bridge.runner import AgentDefinition
+from pynode.etf.types import Term
+from pynode.runtime.process import Process
+from pynode.runtime.services import node_supervisor
+from pynode.runtime.supervisor import ChildSpec
+
+if TYPE_CHECKING:
+    from pynode.bridge.registry import Registry
+    from pynode.node import Node
+
+__all__ = ["agent_child", "registry_child", "start_agent", "stop_agent"]
+
+REGISTRY_NAME = "pynode"
+
+
+def registry_child(make: type[Registry], *, limits: RunLimits, models: ModelCache) -> ChildSpec:
+    """The registry ``pynode``: every process started for it shares one agent table and run count."""
+    return ChildSpec(name=REGISTRY_NAME, start=lambda: make(limits=limits, models=models))
+
+
+def agent_child(definition: AgentDefinition, *, limits: RunLimits, models: ModelCache) -> ChildSpec:
+    """An agent, restarted from ``definition`` unless it ended normally (deleted, or ``shutdown``)."""
+    name = definition.name
+
+    def start() -> AgentProcess:
+        return AgentProcess(definition, models=models, limits=limits)
+
+    def started(process: Process) -> None:
+        assert isinstance(process, AgentProcess)
+        limits.agents[name] = process
+
+    def gone(process: Process, reason: Term) -> None:
+        if limits.agents.get(name) is process:
+            del limits.agents[name]
+
+    return ChildSpec(name=name, start=start, restart="transient", started=started, gone=gone)
+
+
+def start_agent(node: Node, definition: AgentDefinition, *, limits: RunLimits, models: ModelCache) -> AgentProcess:
+    """Start an agent under the node's supervisor; registered under its name when this returns."""
+    process = node_supervisor(node).start_child(agent_child(definition, limits=limits, models=models))
+    assert isinstance(process, AgentProcess)
+    return process
+
+
+def stop_agent(node: Node, name: str) -> None:
+    """End an agent for good: a deletion is not a crash, the supervisor does not restart it."""
+    node_supervisor(node).terminate_child(name)
