@@ -7,6 +7,7 @@ find them; kills are ``exit(Pid, kill)`` / ``Process.exit(pid, :kill)``. Every w
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from test_node_process_beam import Launcher, pynode_command  # noqa: F401 (a fix
 
 from pynode.bridge.registry import current_registry, start_registry
 from pynode.etf.decode import decode
+from pynode.etf.encode import encode
 from pynode.etf.types import Atom, Pid, Term
 from pynode.node import Node
 from pynode.runtime.services import node_supervisor
@@ -49,6 +51,11 @@ WAIT_BACK = (
     "   _ -> timer:sleep(20), W(Name, Old, N - 1) end end,"
 )
 """Erlang: ``WaitBack(Name, OldPid, Tries)``: poll (20 ms apart) until Name has a new pid."""
+
+
+def term_expr(term: Term) -> str:
+    """Erlang source for ``term`` (a pid): decoded on the BEAM from its external format."""
+    return f'binary_to_term(base64:decode(<<"{base64.b64encode(encode(term)).decode()}">>))'
 
 
 async def term(beam_node: BeamNode, expr: str, timeout: float = 30) -> Term:
@@ -189,8 +196,9 @@ ASK_HUMAN_ELIXIR = """%{model: "test", tools: [%{name: "ask_human", description:
 async def test_agent_killed_mid_run_its_callers_get_cancelled_and_it_comes_back(
     erl: BeamNode, py_node: Node
 ) -> None:
-    created = await erl.eval(f"gen_server:call({REG}, {{create_agent, asker, {ASK_HUMAN_SPEC}}})")
-    assert created == "{ok,asker}"
+    for name in ("asker", "other"):
+        created = await erl.eval(f"gen_server:call({REG}, {{create_agent, {name}, {ASK_HUMAN_SPEC}}})")
+        assert created == f"{{ok,{name}}}"
     before = await erl.eval("gen_server:call({asker, " + PY + "}, info)")
     old = py_node.whereis("asker")
     got = await term(
@@ -205,10 +213,16 @@ async def test_agent_killed_mid_run_its_callers_get_cancelled_and_it_comes_back(
         ' {ok, Ref} = gen_server:call(A, {start_run, <<"async">>, #{}}),'
         " receive {pynode_tool_call, Ref, _} -> ok after 10000 -> exit(no_tool_call) end,"
         " {ok, #{runs := 2}} = gen_server:call(A, info),"
+        # A run of another agent, waiting on its tool when asker is killed.
+        " B = {other, " + PY + "},"
+        ' {ok, RefB} = gen_server:call(B, {start_run, <<"b">>, #{}}),'
+        " #{call_id := IdB} = receive {pynode_tool_call, RefB, CB} -> CB after 10000 -> exit(no_call_b) end,"
         " {Old, Down} = Kill(asker),"
         " Sync = receive {sync, S} -> S after 15000 -> no_sync_answer end,"
         " Async = receive {pynode_result, Ref, R} -> R after 15000 -> no_result end,"
         " New = WaitBack(asker, Old, 500),"
+        ' ok = gen_server:call(B, {tool_result, IdB, {ok, <<"b done">>}}),'
+        " Other = receive {pynode_result, RefB, RB} -> element(1, RB) after 10000 -> timeout end,"
         " {ok, Info} = gen_server:call(A, info),"
         # The agent that came back takes runs again.
         ' {ok, Ref2} = gen_server:call(A, {start_run, <<"again">>, #{}}),'
@@ -219,10 +233,10 @@ async def test_agent_killed_mid_run_its_callers_get_cancelled_and_it_comes_back(
         f" {{ok, Listed}} = gen_server:call({REG}, list_agents),"
         " exit(Handler, kill),"
         " {Old, Down, Sync, Async, is_pid(New) andalso New =/= Old, Info, Again,"
-        "  maps:with([agents, runs], RegInfo), Listed}",
+        "  maps:with([agents, runs], RegInfo), [L || L = #{name := asker} <- Listed], Other}",
     )
     assert isinstance(got, tuple)
-    killed_pid, down, sync, async_result, new_pid, info, again, reg_info, listed = got
+    killed_pid, down, sync, async_result, new_pid, info, again, reg_info, listed, other = got
     assert killed_pid == old and down == Atom("killed")
     assert is_cancelled(sync), sync
     assert is_cancelled(async_result), async_result
@@ -231,8 +245,9 @@ async def test_agent_killed_mid_run_its_callers_get_cancelled_and_it_comes_back(
     assert await erl.eval("gen_server:call({asker, " + PY + "}, info)") == before
     assert info[Atom("tools")] == [b"ask_human"] and info[Atom("model")] == b"test"
     assert again == Atom("ok")
-    assert reg_info == {Atom("agents"): 1, Atom("runs"): 0}
+    assert reg_info == {Atom("agents"): 2, Atom("runs"): 0}
     assert listed == [{Atom("name"): Atom("asker"), Atom("model"): b"test", Atom("origin"): Atom("remote")}]
+    assert other == Atom("ok")
     assert registry_of(py_node).limits.in_flight == 0
 
 
@@ -265,6 +280,13 @@ async def test_deleted_or_shut_down_agents_are_not_restarted(erl: BeamNode, py_n
         created = await erl.eval(f'gen_server:call({REG}, {{create_agent, {name}, #{{model => <<"test">>}}}})')
         assert created == f"{{ok,{name}}}"
     assert await erl.eval(f"gen_server:call({REG}, {{delete_agent, gone}})") == "ok"
+    # Deleted, the name is free at once: delete then create is a replacement from the BEAM side.
+    recreated = await term(
+        erl,
+        f"ok = gen_server:call({REG}, {{delete_agent, kept}}),"
+        f' gen_server:call({REG}, {{create_agent, kept, #{{model => <<"test">>}}}})',
+    )
+    assert recreated == (Atom("ok"), Atom("kept"))
     # exit(Pid, shutdown) is a normal end for an agent (a transient child): it stays gone too.
     got = await term(
         erl,
@@ -371,3 +393,20 @@ async def test_the_command_stops_with_status_1_when_its_supervisor_gives_up(
     assert await node.wait(20) == 1
     output = node.output()
     assert "reached its restart intensity" in output and "supervisor ended" in output
+
+
+
+async def test_pynode_sup_killed_takes_the_node_processes_with_it(erl: BeamNode, py_node: Node) -> None:
+    """As a BEAM node's kernel supervisor: its end is the end of what it supervised (the command stops)."""
+    supervisor = node_supervisor(py_node)
+    registry = current_registry(py_node)
+    assert supervisor.pid is not None and registry is not None
+    got = await erl.eval(
+        f"P = {term_expr(supervisor.pid)}, M = monitor(process, P), exit(P, kill),"
+        " receive {'DOWN', M, process, P, R} -> R after 5000 -> no_down end"
+    )
+    assert got == "killed"
+    assert await supervisor.join(5) == Atom("killed")
+    assert await registry.join(5) == Atom("killed")
+    for name in ("pynode", "net_kernel", "pynode_io"):
+        assert py_node.whereis(name) is None, name

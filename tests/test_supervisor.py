@@ -175,6 +175,7 @@ async def test_terminate_child_is_not_a_crash(node: Node) -> None:
     sup = supervisor(node, ChildSpec(name="echo", start=Echo), ChildSpec(name="other", start=Echo))
     process = sup.terminate_child("echo")
     assert process is not None
+    assert node.whereis("echo") is None  # free at once, as after OTP's terminate_child
     assert await process.join(5) == SHUTDOWN
     # Give the supervisor every chance to (wrongly) restart it: a call to it is answered after
     # any EXIT already in its mailbox.
@@ -186,8 +187,13 @@ async def test_terminate_child_is_not_a_crash(node: Node) -> None:
     ]
     assert node.whereis("echo") is None
     assert sup.terminate_child("echo") is None
-    # The name is free for a new child.
+    # The name is free for a new child, even before the old process has finished ending.
     sup.start_child(ChildSpec(name="echo", start=Echo))
+    assert await node.call(Atom("echo"), PING) == PONG
+    old = sup.terminate_child("echo")
+    new = sup.start_child(ChildSpec(name="echo", start=Echo))
+    assert old is not None and old is not new and node.whereis("echo") == new.pid
+    assert await old.join(5) == SHUTDOWN
     assert await node.call(Atom("echo"), PING) == PONG
 
 

@@ -143,7 +143,11 @@ class Supervisor(GenServer):
         return process
 
     def terminate_child(self, name: str, reason: Term = SHUTDOWN) -> Process | None:
-        """End a child for good (``supervisor:terminate_child`` then ``delete_child``): it is not restarted."""
+        """End a child for good (``supervisor:terminate_child`` then ``delete_child``): it is not restarted.
+
+        The name is free when this returns, as after OTP's (synchronous) ``terminate_child``:
+        a new child may take it at once, while the old process finishes ending.
+        """
         child = self._children.pop(name, None)
         if child is None:
             return None
@@ -153,6 +157,8 @@ class Supervisor(GenServer):
             self._by_pid.pop(process.pid, None)
             if process.alive:
                 self.unlink(process.pid)
+                if process.name == name:
+                    self._node().unregister(name)
                 process.exit(reason)
         return process
 
