@@ -299,3 +299,31 @@ async def test_net_kernel_and_the_io_server_run_under_pynode_sup(node: Node) -> 
     is_auth = (Atom("is_auth"), Atom("someone@127.0.0.1"))
     assert await node.call(Atom("net_kernel"), is_auth) == Atom("yes")
     assert isinstance(node.processes.name("pynode_io"), IoServer)
+
+
+async def test_an_untrappable_kill_ends_the_process_at_once_even_if_its_task_holds_on(node: Node) -> None:
+    release = asyncio.Event()
+    running = asyncio.Event()
+
+    async def stubborn(process: Process) -> None:
+        try:
+            running.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await release.wait()  # swallows the cancellation and lingers
+
+    holder = node.spawn(stubborn, name="stubborn")
+    holder.trap_exit = True
+    await asyncio.wait_for(running.wait(), 5)
+    watcher = node.spawn(Process())
+    assert watcher.pid is not None and holder.pid is not None
+    ref = watcher.monitor(holder.pid)
+    node.exit(holder.pid, KILL, sender=watcher.pid)
+    assert await holder.join(5) == KILLED
+    assert node.whereis("stubborn") is None
+    down = await watcher.receive(timeout=5)
+    assert down == (Atom("DOWN"), ref, Atom("process"), holder.pid, KILLED)
+    assert holder.task is not None and not holder.task.done()
+    release.set()
+    await asyncio.wait_for(holder.task, 5)
+    assert holder.exit_reason == KILLED
