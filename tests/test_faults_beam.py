@@ -84,10 +84,10 @@ def leftovers(node: Node) -> list[str]:
     if runs:
         found.append(f"{len(runs)} RunProcess left")
     for peer, conn in node.connections.items():
-        if conn.monitors_in or conn.monitors_out or conn.spawn_requests:
+        if conn.signals.monitors_in or conn.signals.monitors_out or conn.signals.spawn_requests:
             found.append(
-                f"{peer}: monitors_in={len(conn.monitors_in)} monitors_out={len(conn.monitors_out)}"
-                f" spawn_requests={len(conn.spawn_requests)}"
+                f"{peer}: monitors_in={len(conn.signals.monitors_in)} monitors_out={len(conn.signals.monitors_out)}"
+                f" spawn_requests={len(conn.signals.spawn_requests)}"
             )
     return found
 

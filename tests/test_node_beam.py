@@ -243,7 +243,7 @@ async def test_beam_linked_to_a_python_process_gets_its_exit_reason(py_node: Nod
     )
     assert await erl.eval(expr) == '{shutdown,<<"boom">>}'
     assert await proc.join(5) == (Atom("shutdown"), b"boom")
-    assert not py_node.connections[E1].links
+    assert not py_node.connections[E1].signals.links
 
 
 async def test_python_linked_to_a_beam_pid_gets_exit(py_node: Node, beam: BeamFactory) -> None:
@@ -255,7 +255,7 @@ async def test_python_linked_to_a_beam_pid_gets_exit(py_node: Node, beam: BeamFa
     watcher.send(remote, (Atom("die"), Atom("bye")))
     assert await watcher.receive(timeout=5) == (EXIT, remote, Atom("bye"))
     assert remote not in watcher.links
-    assert not py_node.connections[E1].links
+    assert not py_node.connections[E1].signals.links
 
 
 async def test_a_non_trapping_python_process_dies_with_its_beam_link(py_node: Node, beam: BeamFactory) -> None:
@@ -296,7 +296,7 @@ async def test_unlink_from_the_beam_cuts_the_link(py_node: Node, beam: BeamFacto
     )
     assert await erl.eval(expr) == "unlinked"
     assert await proc.join(5) == Atom("boom")
-    assert not py_node.connections[E1].links
+    assert not py_node.connections[E1].signals.links
 
 
 async def test_unlink_from_python_cuts_the_link(py_node: Node, beam: BeamFactory) -> None:
@@ -313,7 +313,7 @@ async def test_unlink_from_python_cuts_the_link(py_node: Node, beam: BeamFactory
     watcher.send(remote, (Atom("die"), Atom("bye")))
     with pytest.raises(TimeoutError):
         await watcher.receive(timeout=0.5)
-    assert not py_node.connections[E1].links
+    assert not py_node.connections[E1].signals.links
 
 
 async def test_link_to_a_dead_python_pid_gets_noproc(py_node: Node, beam: BeamFactory) -> None:
@@ -355,7 +355,7 @@ async def test_beam_monitors_a_python_process_by_pid_and_by_name(py_node: Node, 
     )
     assert await erl.eval(expr) == f"{{{{watched,{PY}}},gone}}"
     conn = py_node.connections[E1]
-    assert not conn.monitors_in
+    assert not conn.signals.monitors_in
 
 
 async def test_python_monitors_beam_processes(py_node: Node, beam: BeamFactory) -> None:
@@ -374,7 +374,7 @@ async def test_python_monitors_beam_processes(py_node: Node, beam: BeamFactory) 
     ref = watcher.monitor(("nobody", E1))
     assert await watcher.receive(timeout=2) == (DOWN, ref, PROCESS, (Atom("nobody"), Atom(E1)), Atom("noproc"))
     assert not watcher.monitors
-    assert not py_node.connections[E1].monitors_out
+    assert not py_node.connections[E1].signals.monitors_out
 
 
 async def test_demonitor_leaves_nothing_behind(py_node: Node, beam: BeamFactory) -> None:
@@ -387,7 +387,7 @@ async def test_demonitor_leaves_nothing_behind(py_node: Node, beam: BeamFactory)
     )
     assert await erl.eval(expr) == "ok"
     conn = py_node.connections[E1]
-    await eventually(lambda: not target.monitored_by and not conn.monitors_in, what="demonitored")
+    await eventually(lambda: not target.monitored_by and not conn.signals.monitors_in, what="demonitored")
     # And from our side: a monitor and a demonitor leave no monitor on the BEAM process.
     remote = await beam_term(erl, "spawn(fun() -> receive _ -> ok end end)")
     watcher = idle_process(py_node)
@@ -396,7 +396,7 @@ async def test_demonitor_leaves_nothing_behind(py_node: Node, beam: BeamFactory)
     await eventually(lambda: evals_to(erl.eval(monitored_by), "1"), what="monitored on the BEAM")
     watcher.demonitor(ref)
     await eventually(lambda: evals_to(erl.eval(monitored_by), "0"), what="demonitored on the BEAM")
-    assert not conn.monitors_out and not watcher.monitors
+    assert not conn.signals.monitors_out and not watcher.monitors
 
 
 async def test_a_python_process_exiting_tells_remote_links_and_monitors_once(py_node: Node, beam: BeamFactory) -> None:

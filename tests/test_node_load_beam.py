@@ -144,7 +144,7 @@ async def test_a_hundred_thousand_calls_leave_nothing_behind(py_node: Node, beam
 
     gc.collect()
     assert not registry.monitored_by
-    assert not conn.monitors_in and not conn.monitors_out and not conn.links
+    assert not conn.signals.monitors_in and not conn.signals.monitors_out and not conn.signals.links
     assert len(py_node.processes) == processes_before
     assert len(asyncio.all_tasks()) == tasks_before
     grown = _rss_bytes() - rss_before

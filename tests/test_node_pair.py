@@ -58,4 +58,4 @@ async def test_signals_undone_before_the_connection_is_up_never_reach_the_peer(e
         watcher.send(target.pid, Atom("after"))
         assert await target.receive(timeout=10) == Atom("after")
         assert not target.monitored_by and not target.links
-        assert not a.connections["b@127.0.0.1"].monitors_out and not a.connections["b@127.0.0.1"].links
+        assert not a.connections["b@127.0.0.1"].signals.monitors_out and not a.connections["b@127.0.0.1"].signals.links

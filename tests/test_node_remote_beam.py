@@ -58,7 +58,7 @@ async def test_python_calls_an_elixir_genserver(py_node: Node, beam: BeamFactory
     assert type(pid) is Pid and pid.node == EX
     assert await py_node.call(pid, Atom("pop")) == b"hello"
     conn = py_node.connections[EX]
-    assert not conn.monitors_out
+    assert not conn.signals.monitors_out
 
 
 async def test_a_call_to_a_missing_remote_name_raises_noproc_at_once(py_node: Node, beam: BeamFactory) -> None:
@@ -83,7 +83,7 @@ async def test_a_call_timeout_leaves_no_monitor_behind(py_node: Node, beam: Beam
     with pytest.raises(CallTimeout):
         await py_node.call(("stack", EX), Atom("never"), timeout=0.3)
     conn = py_node.connections[EX]
-    assert not conn.monitors_out
+    assert not conn.signals.monitors_out
     assert len(py_node.processes) == processes_before
     monitors = "Process.whereis(:stack) |> Process.info(:monitored_by)"
     await eventually(lambda: evals_to(ex.eval(monitors), "{:monitored_by, []}"), what="no monitor on the BEAM")
@@ -129,7 +129,7 @@ async def test_erpc_to_erl_with_io_format_errors_exits_and_throws(
     assert failure.value.kind == "error" and failure.value.reason == Atom("undef")
     with pytest.raises(CallTimeout):
         await py_node.erpc(E1, "timer", "sleep", [5000], timeout=0.3)
-    assert not py_node.connections[E1].spawn_requests
+    assert not py_node.connections[E1].signals.spawn_requests
 
 
 async def test_erpc_from_the_beam_is_refused_and_the_connection_stays(py_node: Node, beam: BeamFactory) -> None:
@@ -156,4 +156,4 @@ async def test_an_erpc_timed_out_or_cancelled_ends_the_remote_function(py_node: 
         await call
     await eventually(lambda: evals_to(erl.eval(gone), "undefined"), what="the cancelled function ended")
     conn = py_node.connections[E1]
-    assert not conn.spawn_requests and not conn.monitors_out
+    assert not conn.signals.spawn_requests and not conn.signals.monitors_out

@@ -234,7 +234,7 @@ async def test_fast_path_answers_idle_calls_and_keeps_order(node: Node) -> None:
 
 
 async def test_messages_waiting_for_a_connection_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pynode.node as node_module
+    import pynode.net.manager as node_module
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # an "EPMD" that never answers keeps the node connecting
@@ -249,7 +249,7 @@ async def test_messages_waiting_for_a_connection_are_bounded(monkeypatch: pytest
         for i in range(10):
             n.send((Atom("someone"), Atom("ghost@127.0.0.1")), i)
         await asyncio.sleep(0.05)
-        assert [payload for _, payload in n._pending_sends["ghost@127.0.0.1"]] == [0, 1, 2]
+        assert [payload for _, payload in n.net._pending_sends["ghost@127.0.0.1"]] == [0, 1, 2]
     finally:
         await n.stop()
         server.close()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from pynode.etf.types import Atom, Pid, Reference, Term
 
 if TYPE_CHECKING:
-    from pynode.node import Node
+    from pynode.runtime.kernel import Kernel
     from pynode.runtime.process import Dest
 
 __all__ = ["ClusterContext", "cluster"]
@@ -24,7 +24,7 @@ __all__ = ["ClusterContext", "cluster"]
 class ClusterContext:
     """Who asked for this run, and a way back to them."""
 
-    node: Node
+    node: Kernel
     """The pynode node running the agent."""
     caller: Pid
     """The BEAM process that started the run."""

@@ -19,9 +19,11 @@ from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Term
 from pynode.runtime.genserver import From, GenServer
 from pynode.runtime.services import node_supervisor
+from pynode.runtime.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from pynode.node import Node
+    from pynode.runtime.kernel import Kernel
 
 __all__ = ["Registry", "current_registry", "start_registry", "start_supervised_registry"]
 
@@ -46,12 +48,19 @@ class Registry(GenServer):
     """Answers ``ping``, ``info``, ``{echo, Term}``; creates, lists and deletes agents."""
 
     def __init__(
-        self, *, max_runs: int = 1000, models: ModelCache | None = None, limits: RunLimits | None = None
+        self,
+        *,
+        max_runs: int = 1000,
+        models: ModelCache | None = None,
+        limits: RunLimits | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         super().__init__()
         # Given by the supervisor's child spec, the table outlives this process: a restarted
         # registry knows every agent and every run in flight.
         self.limits = limits or RunLimits(max_runs=max_runs)
+        self.supervisor = supervisor
+        """Where agents are started (the node's ``pynode_sup``); None: agents run unsupervised."""
         self.models = models or ModelCache()
         self._pydantic_ai = _pydantic_ai_version()
 
@@ -99,7 +108,7 @@ class Registry(GenServer):
 
     def add_agent(self, definition: AgentDefinition) -> AgentProcess:
         assert self.node is not None
-        process = start_agent(self.node, definition, limits=self.limits, models=self.models)
+        process = start_agent(self.node, self.supervisor, definition, limits=self.limits, models=self.models)
         log.info(
             "agent %s registered (model %s, %s)", definition.name, definition.model_name, definition.origin
         )
@@ -111,8 +120,7 @@ class Registry(GenServer):
         if process is None:
             raise BridgeError("unknown_agent", f"there is no agent named {key}")
         process.cancel_all(f"agent {key} was deleted")
-        if self.node is not None:
-            stop_agent(self.node, key)
+        stop_agent(self.supervisor, process)
         return OK
 
     def describe(self, agent: AgentProcess) -> dict[Atom, Term]:
@@ -148,7 +156,7 @@ class Registry(GenServer):
             await _flushed(self.node, deadline)
 
 
-async def _flushed(node: Node, deadline: float) -> None:
+async def _flushed(node: Kernel, deadline: float) -> None:
     """Wait until every connection has handed its buffered bytes to the kernel, or ``deadline``."""
     loop = asyncio.get_running_loop()
     while True:
@@ -179,8 +187,9 @@ async def start_registry(node: Node, *, agents_dir: Path | None = None, max_runs
 
 def start_supervised_registry(node: Node, *, max_runs: int = 1000) -> Registry:
     """``pynode`` as a child of the node's supervisor, with a table that outlives each registry process."""
-    child = registry_child(Registry, limits=RunLimits(max_runs=max_runs), models=ModelCache())
-    registry = node_supervisor(node).start_child(child)
+    supervisor = node_supervisor(node)
+    child = registry_child(Registry, supervisor=supervisor, limits=RunLimits(max_runs=max_runs), models=ModelCache())
+    registry = supervisor.start_child(child)
     assert isinstance(registry, Registry)
     return registry
 

@@ -22,9 +22,9 @@ from pynode.bridge.runner import RunEvent, TextDelta, ToolCallFinished, ToolCall
 from pynode.bridge.spec import MFHandler, ProcessHandler, RunOptions, ToolSpec
 from pynode.bridge.termmap import from_json, to_json
 from pynode.bridge.tools import ToolFailed, ToolOk, ToolReply, parse_tool_reply
+from pynode.errors import ErpcError
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
-from pynode.node import ErpcError
 from pynode.runtime.genserver import From, open_envelope
 from pynode.runtime.process import DOWN, Process
 

@@ -15,22 +15,23 @@ from pynode.bridge.agents import AgentProcess, RunLimits
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import AgentDefinition
 from pynode.etf.types import Term
-from pynode.runtime.process import Process
-from pynode.runtime.services import node_supervisor
-from pynode.runtime.supervisor import ChildSpec
+from pynode.runtime.process import SHUTDOWN, Process
+from pynode.runtime.supervisor import ChildSpec, Supervisor
 
 if TYPE_CHECKING:
     from pynode.bridge.registry import Registry
-    from pynode.node import Node
+    from pynode.runtime.kernel import Kernel
 
 __all__ = ["agent_child", "registry_child", "start_agent", "stop_agent"]
 
 REGISTRY_NAME = "pynode"
 
 
-def registry_child(make: type[Registry], *, limits: RunLimits, models: ModelCache) -> ChildSpec:
+def registry_child(
+    make: type[Registry], *, supervisor: Supervisor, limits: RunLimits, models: ModelCache
+) -> ChildSpec:
     """The registry ``pynode``: every process started for it shares one agent table and run count."""
-    return ChildSpec(name=REGISTRY_NAME, start=lambda: make(limits=limits, models=models))
+    return ChildSpec(name=REGISTRY_NAME, start=lambda: make(limits=limits, models=models, supervisor=supervisor))
 
 
 def agent_child(definition: AgentDefinition, *, limits: RunLimits, models: ModelCache) -> ChildSpec:
@@ -51,13 +52,31 @@ def agent_child(definition: AgentDefinition, *, limits: RunLimits, models: Model
     return ChildSpec(name=name, start=start, restart="transient", started=started, gone=gone)
 
 
-def start_agent(node: Node, definition: AgentDefinition, *, limits: RunLimits, models: ModelCache) -> AgentProcess:
-    """Start an agent under the node's supervisor; registered under its name when this returns."""
-    process = node_supervisor(node).start_child(agent_child(definition, limits=limits, models=models))
+def start_agent(
+    kernel: Kernel,
+    supervisor: Supervisor | None,
+    definition: AgentDefinition,
+    *,
+    limits: RunLimits,
+    models: ModelCache,
+) -> AgentProcess:
+    """Start an agent under ``supervisor``; registered under its name when this returns.
+
+    Without a supervisor (a registry spawned by hand, outside the node's tree) the agent runs
+    unsupervised, as every agent did before supervision.
+    """
+    child = agent_child(definition, limits=limits, models=models)
+    if supervisor is not None:
+        process = supervisor.start_child(child)
+    else:
+        process = kernel.spawn(child.start(), name=child.name)
+        assert child.started is not None
+        child.started(process)
     assert isinstance(process, AgentProcess)
     return process
 
 
-def stop_agent(node: Node, name: str) -> None:
+def stop_agent(supervisor: Supervisor | None, process: AgentProcess) -> None:
     """End an agent for good: a deletion is not a crash, the supervisor does not restart it."""
-    node_supervisor(node).terminate_child(name)
+    if supervisor is None or supervisor.terminate_child(process.agent_name) is None:
+        process.exit(SHUTDOWN)

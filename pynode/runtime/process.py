@@ -3,7 +3,8 @@
 A process behaves as a BEAM process does towards the rest of the cluster:
 messages to its pid or name land in its mailbox, links and monitors fire
 when it ends, and an exit signal from a linked process ends it unless it
-traps exits. Its task is owned by the node, which awaits or cancels it.
+traps exits. Its task is owned by the node, which awaits or cancels it; the process
+reaches the node through the :class:`~pynode.runtime.kernel.Kernel` interface.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.mailbox import Mailbox
 
 if TYPE_CHECKING:
-    from pynode.node import Node
+    from pynode.runtime.kernel import Kernel
 
 __all__ = [
     "KILL",
@@ -59,7 +60,7 @@ class Process:
     """One process on this node. Subclass and override :meth:`run`, or use ``node.spawn``."""
 
     def __init__(self) -> None:
-        self.node: Node | None = None
+        self.node: Kernel | None = None
         self.pid: Pid | None = None
         self.name: Atom | None = None
         self.mailbox = Mailbox()
@@ -86,7 +87,7 @@ class Process:
     def alive(self) -> bool:
         return self.exit_reason is None and self.node is not None
 
-    def _node(self) -> Node:
+    def _node(self) -> Kernel:
         if self.node is None:
             raise RuntimeError("the process is not running on a node")
         return self.node

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from pynode.etf.types import Atom, ImproperList, Pid, Term
 from pynode.runtime.genserver import From, GenServer
 from pynode.runtime.process import Process
 from pynode.runtime.supervisor import ChildSpec, RestartIntensity, Supervisor
+from pynode.runtime.table import ProcessTable
 
 if TYPE_CHECKING:
-    from pynode.node import Node
+    from pynode.runtime.kernel import Kernel
 
 __all__ = [
     "SUPERVISOR_NAME",
@@ -174,7 +175,7 @@ class IoServer(Process):
             log.info("[%s] %s", origin, line)
 
 
-def start_services(node: Node, intensity: RestartIntensity | None = None) -> Process:
+def start_services(node: Kernel, intensity: RestartIntensity | None = None) -> Process:
     """Start the node's own processes under its supervisor; return the one that sends on the node's behalf."""
     supervisor = Supervisor(intensity=intensity, label=SUPERVISOR_NAME)
     node.spawn(supervisor, name=SUPERVISOR_NAME)
@@ -183,7 +184,17 @@ def start_services(node: Node, intensity: RestartIntensity | None = None) -> Pro
     return node.spawn(Process())
 
 
-def node_supervisor(node: Node) -> Supervisor:
+class _ProcessOwner(Protocol):
+    """What :func:`node_supervisor` looks in: the node's process table."""
+
+    @property
+    def name(self) -> Atom: ...
+
+    @property
+    def processes(self) -> ProcessTable: ...
+
+
+def node_supervisor(node: _ProcessOwner) -> Supervisor:
     """The supervisor of ``node``'s own processes (an error once it has ended)."""
     supervisor = node.processes.name(SUPERVISOR_NAME)
     if not isinstance(supervisor, Supervisor):

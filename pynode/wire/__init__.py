@@ -1,6 +1,6 @@
 """The distribution protocol, sans-IO: flags, handshake, framing, ticks, control messages.
 
-Nothing here opens a socket or reads a clock; ``pynode.link`` drives these
+Nothing here opens a socket or reads a clock; ``pynode.net`` drives these
 cores over an asyncio transport.
 """
 

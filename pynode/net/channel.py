@@ -1,11 +1,11 @@
-"""Drives one distribution connection over an asyncio transport.
+"""One distribution channel: a socket to one peer node, its handshake, then its frames.
 
 All protocol decisions live in the sans-IO cores (``wire.handshake``,
 ``wire.framing``, ``wire.ticks``); this module only moves bytes between them
 and the socket, runs the tick timer, and hands decoded control messages to
-the node. It is an ``asyncio.Protocol`` rather than a stream reader loop so
-that a packet is parsed and dispatched in the callback that received it,
-with no task switch per packet.
+its owner (the connection manager). It is an ``asyncio.Protocol`` rather than
+a stream reader loop so that a packet is parsed and dispatched in the callback
+that received it, with no task switch per packet.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from pynode.errors import HandshakeError, RemoteProtocolError
 from pynode.etf.types import Atom, Pid, Reference, Term
+from pynode.runtime.signals import PeerSignals
 from pynode.wire import control as c
+from pynode.wire.control import ControlMessage
 from pynode.wire.flags import DFlag
 from pynode.wire.framing import NO_PAYLOAD, TICK_FRAME, BadPayload, DistMessage, DistReader, DistWriter, Tick
 from pynode.wire.handshake import (
@@ -26,14 +29,11 @@ from pynode.wire.handshake import (
     HandshakeComplete,
     HandshakeInitiator,
     PeerNamed,
+    Status,
 )
 from pynode.wire.ticks import TickAction, TickTimer
 
-if TYPE_CHECKING:
-    from pynode.node import Node
-    from pynode.wire.control import ControlMessage
-
-__all__ = ["Connection", "DistProtocol"]
+__all__ = ["ChannelOwner", "Connection", "DistProtocol"]
 
 _Pair = tuple[Term, Term] | None
 
@@ -47,10 +47,36 @@ def _pair(control: ControlMessage) -> _Pair:
     receiver = receiver or getattr(control, "target", None) or getattr(control, "alias", None)
     return (sender, receiver)
 
-log = logging.getLogger("pynode.link")
+
+log = logging.getLogger("pynode.channel")
 
 _HIGH_WATER = 4 << 20
 _LOW_WATER = 1 << 20
+
+
+class ChannelOwner(Protocol):
+    """What a channel reports to, and asks of, whoever keeps the node's connections."""
+
+    net_ticktime: float
+
+    @property
+    def dispatch_control(self) -> Callable[[Connection, ControlMessage, Term], None]:
+        """Called for every control message, in the callback that read it."""
+        ...
+
+    def handshake_started(self, proto: DistProtocol) -> bool:
+        """A socket is open; False closes it at once (too many connections)."""
+        ...
+
+    def accept_status(self, peer: str, proto: DistProtocol) -> Status:
+        """The acceptor's answer to a peer's name: ok, nok, alive, ok_simultaneous..."""
+        ...
+
+    def connection_up(self, conn: Connection) -> None: ...
+
+    def connection_lost(self, conn: Connection) -> None: ...
+
+    def handshake_aborted(self, proto: DistProtocol) -> None: ...
 
 
 class Connection:
@@ -58,7 +84,7 @@ class Connection:
 
     def __init__(
         self,
-        node: Node,
+        owner: ChannelOwner,
         protocol: DistProtocol,
         *,
         peer_name: str,
@@ -66,7 +92,7 @@ class Connection:
         flags: DFlag,
         net_ticktime: float,
     ) -> None:
-        self.node = node
+        self.owner = owner
         self.protocol = protocol
         self.transport = protocol.transport
         self.peer_name = peer_name
@@ -75,14 +101,8 @@ class Connection:
         self.reader = DistReader(flags)
         self.writer = DistWriter(flags)
         self.closed = False
-        # Monitors local processes hold on the peer's: ref -> (local watcher, target as named).
-        self.monitors_out: dict[Reference, tuple[Pid, Term]] = {}
-        # Monitors the peer's processes hold on ours: ref -> local target pid.
-        self.monitors_in: dict[Reference, Pid] = {}
-        # (local pid, remote pid) pairs that are linked.
-        self.links: set[tuple[Pid, Pid]] = set()
-        # Outstanding SPAWN_REQUESTs we made: request ref -> local requester.
-        self.spawn_requests: dict[Reference, Pid] = {}
+        self.signals = PeerSignals()
+        """The links, monitors and spawn requests across this connection."""
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._ticks = TickTimer(net_ticktime, loop.time())
@@ -103,7 +123,7 @@ class Connection:
         self._ticks.data_received(self._loop.time())
         reader = self.reader
         reader.receive_data(data)
-        dispatch = self.node.dispatch_control
+        dispatch = self.owner.dispatch_control
         while True:
             event = reader.next_event()
             if type(event) is DistMessage:
@@ -206,7 +226,7 @@ class Connection:
             self.lost()
 
     def lost(self) -> None:
-        """The socket is gone: tell the node once, stop timers and the pump."""
+        """The socket is gone: tell the owner once, stop timers and the pump."""
         if self.closed:
             return
         self.closed = True
@@ -217,7 +237,7 @@ class Connection:
             self._pump.cancel()
         self._fragments.clear()
         self._blocked.clear()
-        self.node.connection_lost(self)
+        self.owner.connection_lost(self)
 
 
 class DistProtocol(asyncio.Protocol):
@@ -225,10 +245,10 @@ class DistProtocol(asyncio.Protocol):
 
     def __init__(
         self,
-        node: Node,
+        owner: ChannelOwner,
         handshake: HandshakeInitiator | HandshakeAcceptor,
     ) -> None:
-        self.node = node
+        self.owner = owner
         self.handshake: HandshakeInitiator | HandshakeAcceptor | None = handshake
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.connection: Connection | None = None
@@ -239,6 +259,12 @@ class DistProtocol(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport, but they have its methods.
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=_HIGH_WATER, low=_LOW_WATER)
+        if not self.owner.handshake_started(self):
+            # Refused before a byte is read (the owner has said why): no handshake, no log here.
+            self.handshake = None
+            self._settle(HandshakeError("accept", "refused: too many connections"))
+            self.transport.abort()
+            return
         self._flush_handshake()
 
     def data_received(self, data: bytes) -> None:
@@ -264,7 +290,7 @@ class DistProtocol(asyncio.Protocol):
             if isinstance(event, PeerNamed):
                 assert isinstance(handshake, HandshakeAcceptor)
                 self.peer_hint = event.name
-                handshake.send_status(self.node.accept_status(event.name, self))
+                handshake.send_status(self.owner.accept_status(event.name, self))
                 self._flush_handshake()
             elif isinstance(event, AliveQuery):
                 assert isinstance(handshake, HandshakeInitiator)
@@ -284,15 +310,15 @@ class DistProtocol(asyncio.Protocol):
         leftover = handshake.leftover()
         self.handshake = None
         connection = Connection(
-            self.node,
+            self.owner,
             self,
             peer_name=event.peer_name,
             peer_creation=event.peer_creation,
             flags=event.flags,
-            net_ticktime=self.node.net_ticktime,
+            net_ticktime=self.owner.net_ticktime,
         )
         self.connection = connection
-        self.node.connection_up(connection)
+        self.owner.connection_up(connection)
         if not self.established.done():
             self.established.set_result(connection)
         if leftover:
@@ -303,6 +329,15 @@ class DistProtocol(asyncio.Protocol):
             out = self.handshake.data_to_send()
             if out:
                 self.transport.write(out)
+
+    def give_up(self, exc: HandshakeError) -> None:
+        """End a handshake that is still going (its set-up time is over)."""
+        if self.connection is None and self.handshake is not None:
+            self._fail(exc)
+
+    def _settle(self, exc: Exception) -> None:
+        if not self.established.done():
+            self.established.set_exception(exc)
 
     def _fail(self, exc: Exception) -> None:
         peer = self.peer_hint or getattr(self.handshake, "peer_name", None) or "?"
@@ -334,4 +369,4 @@ class DistProtocol(asyncio.Protocol):
             log.warning("handshake with %s failed: %s", self.peer_hint or "?", error)
             self.established.set_exception(error)
             self.handshake = None
-            self.node.handshake_aborted(self)
+            self.owner.handshake_aborted(self)

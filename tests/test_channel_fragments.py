@@ -4,7 +4,7 @@ import asyncio
 from typing import Any
 
 from pynode.etf.types import Atom, Pid
-from pynode.link import Connection
+from pynode.net.channel import Connection
 from pynode.wire import control as c
 from pynode.wire.flags import DEFAULT_FLAGS, DFlag
 from pynode.wire.framing import DistMessage, DistReader

@@ -1,0 +1,52 @@
+"""How a distribution connection reaches the network: the transport factory.
+
+OTP's ``dist_util`` runs one handshake over whatever send/recv functions its
+carrier module (``inet_tcp_dist``, ``inet_tls_dist``) hands it. Here a
+:class:`DistTransport` plays that carrier: it listens and dials, and says how
+long the handshake's length prefix is. The connection manager takes one and
+never names TCP or TLS itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["DistTransport", "TcpTransport"]
+
+
+class DistTransport(Protocol):
+    """A carrier for distribution connections (plain TCP, TLS...)."""
+
+    name: str
+    """``"inet_tcp"`` / ``"inet_tls"``, as ``erl -proto_dist`` names it."""
+    handshake_length_size: int
+    """Bytes of each handshake packet's length prefix: 2 over TCP, 4 over TLS."""
+
+    async def listen(
+        self, protocol_factory: Callable[[], asyncio.Protocol], host: str, port: int
+    ) -> asyncio.Server: ...
+
+    async def dial(
+        self, protocol_factory: Callable[[], asyncio.Protocol], host: str, port: int, *, peer_node: str
+    ) -> tuple[asyncio.BaseTransport, asyncio.Protocol]: ...
+
+
+class TcpTransport:
+    """Plain TCP, as ``inet_tcp_dist``: nothing between the handshake and the socket."""
+
+    name = "inet_tcp"
+    handshake_length_size = 2
+
+    async def listen(
+        self, protocol_factory: Callable[[], asyncio.Protocol], host: str, port: int
+    ) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(protocol_factory, host, port, reuse_address=True)
+
+    async def dial(
+        self, protocol_factory: Callable[[], asyncio.Protocol], host: str, port: int, *, peer_node: str
+    ) -> tuple[asyncio.BaseTransport, asyncio.Protocol]:
+        loop = asyncio.get_running_loop()
+        return await loop.create_connection(protocol_factory, host, port)

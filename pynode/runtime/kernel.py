@@ -1,0 +1,87 @@
+"""What a process may ask of the node it runs on.
+
+Processes, the node's own services and the bridge's agents are written
+against this interface, not against :class:`pynode.node.Node`: they need a
+few primitives (send, link, monitor, spawn...), not the node's connections,
+listener and EPMD registration. ``Node`` provides it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pynode.etf.types import Atom, Pid, Reference, Term
+
+if TYPE_CHECKING:
+    from pynode.runtime.process import Dest, Process
+
+__all__ = ["Kernel", "PeerChannel"]
+
+
+class PeerChannel(Protocol):
+    """One connection, as far as a process looks at it: to wait until it can take more."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def transport(self) -> asyncio.WriteTransport: ...
+
+    async def drain(self) -> None: ...
+
+
+class Kernel(Protocol):
+    """The node's primitives, as processes use them."""
+
+    @property
+    def name(self) -> Atom: ...
+
+    @property
+    def connections(self) -> Mapping[str, PeerChannel]: ...
+
+    def send(self, dest: Dest, message: Term, *, sender: Pid | None = None) -> None: ...
+
+    async def call(self, dest: Dest, request: Term, *, timeout: float | None = 5.0) -> Term: ...
+
+    async def erpc(
+        self,
+        node: str,
+        module: str,
+        function: str,
+        args: list[Term],
+        *,
+        timeout: float | None = 15.0,
+        group_leader: Pid | None = None,
+    ) -> Term: ...
+
+    def spawn(
+        self,
+        body: Process | Callable[[Process], Awaitable[None]],
+        *,
+        name: str | None = None,
+        link: Pid | None = None,
+    ) -> Process: ...
+
+    def link(self, a: Pid, b: Pid) -> None: ...
+
+    def unlink(self, a: Pid, b: Pid) -> None: ...
+
+    def monitor(self, watcher: Pid, target: Pid | Atom | str | tuple[Any, Any]) -> Reference: ...
+
+    def demonitor(self, watcher: Pid, ref: Reference) -> None: ...
+
+    def exit(self, pid: Pid, reason: Term, *, sender: Pid | None = None) -> None: ...
+
+    def make_ref(self) -> Reference: ...
+
+    def whereis(self, name: str) -> Pid | None: ...
+
+    def unregister(self, name: str) -> None: ...
+
+    def background(self, coro: Awaitable[Any], name: str | None = None) -> asyncio.Task[Any]: ...
+
+    def process_ended(self, process: Process, reason: Term) -> None:
+        """Called once when a process that never had a task ends."""
+        ...
