@@ -327,3 +327,23 @@ async def test_an_untrappable_kill_ends_the_process_at_once_even_if_its_task_hol
     release.set()
     await asyncio.wait_for(holder.task, 5)
     assert holder.exit_reason == KILLED
+
+
+async def test_a_child_that_ended_normally_can_be_replaced_before_its_exit_is_handled(node: Node) -> None:
+    gone: list[Term] = []
+    sup = supervisor(node, ChildSpec(name="agent", start=Echo, restart="transient", gone=lambda p, r: gone.append(r)))
+    old = sup.child("agent")
+    assert old is not None
+    old.exit(SHUTDOWN)  # as a registry ends an agent it replaces, without terminate_child
+    assert await old.join(5) == SHUTDOWN
+    new = sup.start_child(ChildSpec(name="agent", start=Echo, restart="transient"))
+    assert gone == [SHUTDOWN] and node.whereis("agent") == new.pid
+    assert await node.call(Atom("test_sup"), Atom("count_children")) is not None  # the late EXIT is ignored
+    assert sup.child("agent") is new
+    # A crashed one, in contrast, is restarted by the same settling: the name stays taken.
+    crashed = sup.child("agent")
+    assert crashed is not None and crashed.pid is not None
+    node.exit(crashed.pid, KILL)
+    with pytest.raises(ValueError):
+        sup.start_child(ChildSpec(name="agent", start=Echo))
+    assert node.whereis("agent") not in (None, crashed.pid)

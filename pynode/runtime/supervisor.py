@@ -135,6 +135,11 @@ class Supervisor(GenServer):
 
     def start_child(self, spec: ChildSpec) -> Process:
         """Start ``spec``'s process, registered under its name and linked to the supervisor."""
+        existing = self._children.get(spec.name)
+        if existing is not None and existing.process is not None and existing.process.exit_reason is not None:
+            # It has ended and its EXIT is still on its way here: settle it now (gone, or restarted).
+            assert existing.process.pid is not None
+            self.child_exited(existing.process.pid, existing.process.exit_reason)
         if spec.name in self._children:
             raise ValueError(f"{self.label} already has a child named {spec.name}")
         child = _Child(spec)
