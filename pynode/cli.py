@@ -114,6 +114,10 @@ async def serve(args: argparse.Namespace) -> int:
     epmd_port = epmd.epmd_port_from_env(args.epmd_port)
     if args.start_epmd and await epmd.ensure_epmd(epmd_port):
         log.info("started EPMD on port %d", epmd_port)
+    try:
+        intensity = RestartIntensity(args.max_restarts, args.restart_period)
+    except ValueError as exc:
+        raise SystemExit(f"pynode: --max-restarts/--restart-period: {exc}") from None
     node = Node(
         node_name(args),
         cookie,
@@ -121,18 +125,14 @@ async def serve(args: argparse.Namespace) -> int:
         listen_port=args.port,
         epmd_port=epmd_port,
         net_ticktime=args.net_ticktime,
+        restart_intensity=intensity,
     )
-    try:
-        intensity = RestartIntensity(args.max_restarts, args.restart_period)
-    except ValueError as exc:
-        raise SystemExit(f"pynode: --max-restarts/--restart-period: {exc}") from None
     try:
         await node.start()
     except EpmdError as exc:
         print(f"pynode: {exc}", file=sys.stderr)
         return 2
     supervisor = node_supervisor(node)
-    supervisor.intensity = intensity
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

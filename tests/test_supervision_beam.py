@@ -355,11 +355,25 @@ async def test_python_agent_killed_comes_back_from_its_definition(python_agents:
 # -- past the restart intensity -------------------------------------------------------------
 
 
+@pytest.fixture
+async def strict_node(epmd_port: int, cookie: str) -> AsyncIterator[Node]:
+    """``py@127.0.0.1`` whose supervisor allows two restarts a minute."""
+    node = Node("py@127.0.0.1", cookie, epmd_port=epmd_port, restart_intensity=RestartIntensity(2, 60.0))
+    await node.start()
+    await start_registry(node, agents_dir=None)
+    try:
+        yield node
+    finally:
+        await node.stop()
+
+
 async def test_past_the_intensity_the_supervisor_gives_up_and_the_node_has_no_registry(
-    erl: BeamNode, py_node: Node
+    strict_node: Node, beam: BeamFactory
 ) -> None:
+    py_node = strict_node
+    erl = await beam("e1")
     supervisor = node_supervisor(py_node)
-    supervisor.intensity = RestartIntensity(2, 60.0)
+    assert supervisor.intensity.max_restarts == 2
     old = py_node.whereis("pynode")
     for _ in range(2):
         assert await term(erl, KILL + "element(2, Kill(pynode))") == Atom("killed")
