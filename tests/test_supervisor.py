@@ -262,6 +262,8 @@ async def test_past_the_intensity_the_supervisor_ends_its_children_and_itself(no
     assert await last.join(5) == KILLED
     assert await quiet.join(5) == SHUTDOWN
     assert node.whereis("echo") is None and node.whereis("test_sup") is None
+    with pytest.raises(RuntimeError):
+        sup.start_child(ChildSpec(name="late", start=Echo))
     with pytest.raises(CallExit):
         await node.call(Atom("echo"), PING, timeout=5)
 

@@ -52,7 +52,6 @@ DEFAULT_RESTART_PERIOD: Final = 10.0
 """Seconds over which restarts are counted."""
 
 _EXIT: Final = Atom("EXIT")
-_RETRY: Final = Atom("$pynode_sup_retry")
 _WHICH_CHILDREN: Final = Atom("which_children")
 _COUNT_CHILDREN: Final = Atom("count_children")
 _WORKER: Final = Atom("worker")
@@ -108,6 +107,13 @@ class RestartIntensity:
         return f"RestartIntensity({self.max_restarts} in {self.period} s)"
 
 
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    """Try to start child ``name`` again: a message no peer can forge (it is no term)."""
+
+    name: str
+
+
 @dataclass(slots=True)
 class _Child:
     spec: ChildSpec
@@ -135,6 +141,8 @@ class Supervisor(GenServer):
 
     def start_child(self, spec: ChildSpec) -> Process:
         """Start ``spec``'s process, registered under its name and linked to the supervisor."""
+        if not self.alive or self.gave_up:
+            raise RuntimeError(f"{self.label} has ended; it starts no child")
         existing = self._children.get(spec.name)
         if existing is not None and existing.process is not None and existing.process.exit_reason is not None:
             # It has ended and its EXIT is still on its way here: settle it now (gone, or restarted).
@@ -192,8 +200,8 @@ class Supervisor(GenServer):
     async def handle_info(self, message: Term) -> None:
         if type(message) is tuple and len(message) == 3 and message[0] == _EXIT:
             self.child_exited(message[1], message[2])
-        elif type(message) is tuple and len(message) == 2 and message[0] == _RETRY:
-            self._restart(str(message[1]))
+        elif isinstance(message, _Retry):
+            self._restart(message.name)
         else:
             log.debug("%s ignores %s", self.label, format_term(message, limit=200))
 
@@ -235,7 +243,7 @@ class Supervisor(GenServer):
         except Exception as exc:
             # OTP tries again through its own mailbox; each attempt counts towards the intensity.
             log.error("%s: restarting %s failed: %s: %s", self.label, name, type(exc).__name__, exc)
-            self.mailbox.put((_RETRY, Atom(name)))
+            self.mailbox.put(_Retry(name))
 
     def give_up(self) -> None:
         """The restart intensity was reached: end every child, then the supervisor, with ``shutdown``."""
