@@ -39,6 +39,7 @@ from pynode.bridge.errors import BridgeError, classify, error_term
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import (
     AgentDefinition,
+    OutputDelta,
     RunEvent,
     TextDelta,
     ToolCallFinished,
@@ -254,6 +255,65 @@ async def test_output_schema_per_run() -> None:
     }
     result = await run(defn, options=RunOptions(output_schema=other), models=models)
     assert result[A("output")] == {"city": "Paris"}
+
+
+async def test_output_schema_text_turns_the_schema_off_for_one_run() -> None:
+    models = ModelCache()
+    defn = remote(models, model="test", output_schema=SCHEMA)
+    events: list[RunEvent] = []
+    result = await run(defn, options=RunOptions(output_schema="text"), models=models, on_event=events.append)
+    assert result[A("output")] == "success (no tool calls)"
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "success (no tool calls)"
+    assert not [e for e in events if isinstance(e, OutputDelta)]
+    assert (await run(defn, models=models))[A("output")] == {"answer": 0}
+
+
+async def test_structured_output_streams_its_partial_output() -> None:
+    pieces = ['{"answer": 4', "2, ", '"note": "fo', 'rty-two"}']
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[DeltaToolCalls]:
+        name = info.output_tools[0].name
+        for i, piece in enumerate(pieces):
+            first = i == 0
+            yield {0: DeltaToolCall(name=name if first else None, json_args=piece, tool_call_id="o" if first else None)}
+
+    models = cache_with(pieces=FunctionModel(stream_function=stream))
+    schema = {**SCHEMA, "properties": {"answer": {"type": "integer"}, "note": {"type": "string"}}}
+    events: list[RunEvent] = []
+    result = await run(remote(models, model="pieces", output_schema=schema), models=models, on_event=events.append)
+    partials = [e.partial for e in events if isinstance(e, OutputDelta)]
+    # "answer": 4 is a whole number already; the next piece makes it 42.
+    assert partials == [
+        {"answer": 4},
+        {"answer": 42},
+        {"answer": 42, "note": "fo"},
+        {"answer": 42, "note": "forty-two"},
+    ]
+    assert partials[-1] == result[A("output")]
+
+
+async def test_text_output_streams_no_output_delta() -> None:
+    events: list[RunEvent] = []
+    await run(remote(ModelCache(), model="test"), on_event=events.append)
+    assert events and all(isinstance(e, TextDelta) for e in events)
+
+
+async def test_messages_as_terms_are_the_json_dump_as_terms() -> None:
+    seen = Seen()
+    models = cache_with(seen=FunctionModel(seen))
+    defn = remote(models, model="seen")
+    first = await run(defn, "my name is Ada", RunOptions(messages_as="terms"), models=models)
+    messages = first[A("messages")]
+    assert isinstance(messages, list) and messages == first[A("new_messages")]
+    assert [m["kind"] for m in messages] == ["request", "response"]
+    as_json = ModelMessagesTypeAdapter.dump_python(ModelMessagesTypeAdapter.validate_python(messages), mode="json")
+    assert messages == as_json
+    options = parse_run_options({A("message_history"): messages, A("messages_as"): A("terms")})
+    second = await execute_run(
+        defn, "what is my name?", options, models=models, dispatch=Dispatch(), on_event=None, run_id="run-2"
+    )
+    assert len(seen.messages[1]) == 3
+    assert len(second[A("messages")]) == 4 and len(second[A("new_messages")]) == 2
 
 
 async def test_output_that_never_fits_the_schema() -> None:

@@ -15,11 +15,16 @@ from pynode.bridge.errors import BridgeError
 from pynode.bridge.spec import (
     AGENT_SPEC_KEYS,
     RUN_OPTION_KEYS,
+    CreateOptions,
     MFHandler,
     ProcessHandler,
     parse_agent_spec,
+    parse_create_options,
     parse_run_options,
 )
+from pynode.bridge.termmap import from_json
+from pynode.etf.decode import decode
+from pynode.etf.encode import encode
 from pynode.etf.types import Atom, MapKey, Pid
 
 PID = Pid(Atom("caller@host"), 42, 0, 3)
@@ -78,6 +83,8 @@ def test_spec_tables_match_the_protocol() -> None:
         "timeout",
         "tool_handler",
         "stream_to",
+        "events",
+        "messages_as",
     } == RUN_OPTION_KEYS
 
 
@@ -355,6 +362,59 @@ async def test_all_options() -> None:
     assert options.timeout_seconds == 1.5
     assert options.tool_handler == (A("tools"), A("app@host"))
     assert options.stream_to == PID
+    assert options.events is True
+    assert options.messages_as == "json"
+
+
+async def test_history_as_terms_reads_as_the_json_does() -> None:
+    history = await earlier_messages()
+    messages = ModelMessagesTypeAdapter.validate_json(history)
+    as_terms = from_json(ModelMessagesTypeAdapter.dump_python(messages, mode="json"))
+    assert isinstance(as_terms, list) and all(isinstance(m, dict) for m in as_terms)
+    # As a BEAM node sends it back: binaries for strings, atoms for null and booleans.
+    wire = decode(encode(as_terms))
+    assert parse_run_options({A("message_history"): wire}).message_history == ModelMessagesTypeAdapter.validate_json(
+        history
+    )
+
+
+def test_events_messages_as_and_text_output() -> None:
+    options = parse_run_options({A("events"): A("false"), A("messages_as"): A("terms"), A("output_schema"): A("text")})
+    assert (options.events, options.messages_as, options.output_schema) == (False, "terms", "text")
+    options = parse_run_options({b"events": True, b"messages_as": b"json", b"output_schema": b"text"})
+    assert (options.events, options.messages_as, options.output_schema) == (True, "json", "text")
+
+
+def test_option_errors_show_terms_in_erlang_syntax() -> None:
+    assert option_error({A("events"): b"soon"}) == 'events must be true or false, got <<"soon">>'
+    assert option_error({A("messages_as"): A("Erlang")}) == "messages_as must be json or terms, got 'Erlang'"
+    with pytest.raises(BridgeError) as exc:
+        parse_create_options({A("if_exists"): (A("ok"), 1)})
+    assert exc.value.message == "if_exists must be error, replace or keep, got {ok,1}"
+
+
+def test_create_options() -> None:
+    assert parse_create_options({}) == CreateOptions(if_exists="error", owner=None)
+    for choice in ("error", "replace", "keep"):
+        assert parse_create_options({A("if_exists"): A(choice)}).if_exists == choice
+        assert parse_create_options({b"if_exists": choice.encode()}).if_exists == choice
+    assert parse_create_options({A("owner"): PID, A("if_exists"): A("nil")}) == CreateOptions(owner=PID)
+
+
+@pytest.mark.parametrize(
+    ("opts", "expected"),
+    [
+        ([], "the create options must be a map"),
+        ({A("if_exists"): A("overwrite")}, "if_exists must be error, replace or keep"),
+        ({A("owner"): b"me"}, "owner must be a pid"),
+        ({A("ownr"): PID}, "unknown key 'ownr'"),
+    ],
+)
+def test_bad_create_options(opts: Any, expected: str) -> None:
+    with pytest.raises(BridgeError) as exc:
+        parse_create_options(opts)
+    assert exc.value.kind == "bad_request"
+    assert expected in exc.value.message
 
 
 def test_tool_handler_pid_and_infinite_timeout() -> None:
@@ -371,7 +431,11 @@ def test_tool_handler_pid_and_infinite_timeout() -> None:
         ({A("timeout"): -5}, "timeout must be at least 1"),
         ({A("timeout"): True}, "timeout must be an integer"),
         ({A("timeout"): 1.5}, "timeout must be an integer"),
-        ({A("message_history"): [1, 2]}, "message_history must be the messages binary"),
+        ({A("message_history"): [1, 2]}, "message_history must be the messages of a Result"),
+        ({A("message_history"): [{b"kind": b"nonsense"}]}, "message_history is not the messages"),
+        ({A("events"): A("no")}, "events must be true or false"),
+        ({A("messages_as"): A("erlang")}, "messages_as must be json or terms"),
+        ({A("output_schema"): A("json")}, "output_schema must be a JSON Schema map or text"),
         ({A("message_history"): b"not json"}, "message_history is not the messages of an earlier Result"),
         ({A("message_history"): b'[{"kind": "nonsense"}]'}, "message_history is not the messages"),
         ({A("deps"): [1]}, "deps must be a map"),

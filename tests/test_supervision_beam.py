@@ -124,6 +124,26 @@ async def test_registry_killed_comes_back_with_its_agents_and_runs(erl: BeamNode
     assert registry is not None and registry.pid == py_node.whereis("pynode") != old
 
 
+async def test_an_owned_agent_still_goes_with_its_owner_after_the_registry_restarted(
+    erl: BeamNode, py_node: Node
+) -> None:
+    got = await term(
+        erl,
+        KILL + WAIT_BACK + "Owner = spawn(fun() -> receive stop -> ok end end),"
+        f" {{ok, owned}} = gen_server:call({REG},"
+        ' {create_agent, owned, #{model => <<"test">>}, #{owner => Owner}}),'
+        " {Old, killed} = Kill(pynode), New = WaitBack(pynode, Old, 500),"
+        " exit(Owner, kill),"
+        " Gone = fun G(0) -> still_there; G(N) ->"
+        f"   {{ok, L}} = gen_server:call({REG}, list_agents),"
+        "   case [A || A = #{name := owned} <- L] of [] -> gone; _ -> timer:sleep(20), G(N - 1) end end,"
+        " {is_pid(New), Gone(500)}",
+    )
+    assert got == (True, Atom("gone"))
+    assert py_node.whereis("owned") is None
+    assert not registry_of(py_node).limits.owners
+
+
 # -- net_kernel and the io server -----------------------------------------------------------
 
 

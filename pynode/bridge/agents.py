@@ -7,6 +7,7 @@ delays another request to the same agent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Final
@@ -18,7 +19,7 @@ from pynode.bridge.runs import TOOL_RESULT, RunProcess, RunRequest, call_key
 from pynode.bridge.spec import parse_run_options
 from pynode.bridge.termmap import text_from_prompt
 from pynode.etf.pretty import format_term
-from pynode.etf.types import Atom, Reference, Term
+from pynode.etf.types import Atom, ImproperList, Pid, Reference, Term
 from pynode.runtime.genserver import NOREPLY, From, GenServer
 
 __all__ = ["AgentProcess", "RunLimits"]
@@ -30,6 +31,7 @@ RUN: Final = Atom("run")
 START_RUN: Final = Atom("start_run")
 CANCEL: Final = Atom("cancel")
 INFO: Final = Atom("info")
+ALIAS: Final = Atom("alias")
 
 
 @dataclass(slots=True)
@@ -39,6 +41,8 @@ class RunLimits:
     max_runs: int
     in_flight: int = 0
     agents: dict[str, AgentProcess] = field(default_factory=dict)
+    owners: dict[str, Pid] = field(default_factory=dict)
+    """Owned agents' owners, by agent name: kept here so that a restarted registry watches them again."""
     accepting: bool = True
     """False once the node is shutting down: new runs are refused as cancelled."""
 
@@ -53,6 +57,10 @@ class AgentProcess(GenServer):
         self.limits = limits
         self.runs: dict[Reference, RunProcess] = {}
         self.calls: dict[str, RunProcess] = {}
+        self.waiting_calls: dict[Reference, RunProcess] = {}
+        """Synchronous runs by the monitor their ``gen_server:call`` holds on this agent."""
+        self.closing: str | None = None
+        """Why the agent is going away (deleted, replaced): new runs are refused with it."""
         self.max_concurrency = definition.max_concurrency
 
     @property
@@ -111,6 +119,8 @@ class AgentProcess(GenServer):
                 )
         if not self.limits.accepting:
             raise BridgeError("cancelled", "the node is shutting down")
+        if self.closing is not None:
+            raise BridgeError("cancelled", self.closing)
         if self.max_concurrency is not None and len(self.runs) >= self.max_concurrency:
             raise BridgeError(
                 "overloaded", f"agent {self.agent_name} already has {len(self.runs)} runs (max_concurrency)"
@@ -129,12 +139,29 @@ class AgentProcess(GenServer):
         )
         self.runs[ref] = run
         self.limits.in_flight += 1
+        call_monitor = _call_monitor(caller.tag) if synchronous else None
+        if call_monitor is not None:
+            self.waiting_calls[call_monitor] = run
         node.spawn(run)
         return NOREPLY if synchronous else (OK, ref)
 
     def run_finished(self, run: RunProcess) -> None:
         if self.runs.pop(run.ref, None) is not None:
             self.limits.in_flight -= 1
+        reply_to = run.request.reply_to
+        call_monitor = _call_monitor(reply_to.tag) if reply_to is not None else None
+        if call_monitor is not None and self.waiting_calls.get(call_monitor) is run:
+            del self.waiting_calls[call_monitor]
+
+    def demonitored(self, ref: Reference, watcher: Pid) -> None:
+        """A caller removed its monitor on this agent: a ``gen_server:call`` that stopped waiting.
+
+        ``gen:call`` monitors the server for the length of the call and demonitors on a reply or
+        a timeout; a run still going then has nobody waiting for it (PROTOCOL.md section 4).
+        """
+        run = self.waiting_calls.pop(ref, None)
+        if run is not None and run.request.caller == watcher:
+            run.abandon("the caller stopped waiting (its call timed out)")
 
     def forward_tool_result(self, call_id: Term, reply: Term) -> Term:
         key = call_key(call_id)
@@ -168,6 +195,30 @@ class AgentProcess(GenServer):
         for run in runs:
             run.cancel(reason)
         return runs
+
+    async def wind_down(self, reason: str, timeout: float) -> None:
+        """Refuse new runs, cancel those in flight and wait (up to ``timeout``) until each has answered.
+
+        Whoever ends the agent next does so after its runs' results have left: a caller monitoring
+        the agent gets its run's ``{error, {cancelled, _}}`` before the agent's ``DOWN``.
+        """
+        self.closing = reason
+        tasks = [run.task for run in self.cancel_all(reason) if run.task is not None and not run.task.done()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            if pending:
+                log.warning("agent %s: %d runs did not end within %s s", self.agent_name, len(pending), timeout)
+
+
+def _call_monitor(tag: Term) -> Reference | None:
+    """The monitor reference of a ``gen_server:call`` tag: ``[alias|Mref]`` (OTP 24 on) or ``Mref``.
+
+    The ``Ref`` of a raw ``{Pid, Ref, Request}`` envelope is a monitor only if its sender made it
+    one, and removing that monitor then means what it means for a call.
+    """
+    if type(tag) is ImproperList and type(tag.tail) is Reference and tag.elements == (ALIAS,):
+        return tag.tail
+    return tag if type(tag) is Reference else None
 
 
 def _is_tool_result(term: Term) -> bool:

@@ -13,11 +13,12 @@ from pynode.bridge.errors import BridgeError, error_term
 from pynode.bridge.loader import load_agents
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import AgentDefinition, build_agent
-from pynode.bridge.spec import parse_agent_spec
+from pynode.bridge.spec import parse_agent_spec, parse_create_options
 from pynode.bridge.supervision import registry_child, start_agent, stop_agent
 from pynode.etf.pretty import format_term
-from pynode.etf.types import Atom, Term
-from pynode.runtime.genserver import From, GenServer
+from pynode.etf.types import Atom, Reference, Term
+from pynode.runtime.genserver import DEFER, From, GenServer
+from pynode.runtime.process import DOWN
 from pynode.runtime.services import node_supervisor
 from pynode.runtime.supervisor import Supervisor
 
@@ -63,21 +64,36 @@ class Registry(GenServer):
         """Where agents are started (the node's ``pynode_sup``); None: agents run unsupervised."""
         self.models = models or ModelCache()
         self._pydantic_ai = _pydantic_ai_version()
+        self.owners: dict[Reference, str] = {}
+        """The monitor on each owned agent's owner -> the agent's name."""
+        self.wind_down_timeout = 5.0
+        """Seconds a deleted or replaced agent's runs get to answer before the agent ends anyway."""
 
     @property
     def agents(self) -> dict[str, AgentProcess]:
         return self.limits.agents
 
     def handle_call_now(self, request: Term, caller: From) -> Term:
-        # Every request is answered without waiting (a run answers later from its own process),
-        # so calls take the fast path whenever this process is idle.
+        # Requests answered without waiting take the fast path whenever this process is idle;
+        # those that may wait for an old agent's runs to answer go through the mailbox, in order.
+        if _may_wait(request):
+            return DEFER
         try:
             return self.handle_request(request)
         except BridgeError as exc:
             return error_term(exc.kind, exc.message)
 
     async def handle_call(self, request: Term, caller: From) -> Term:
-        return self.handle_call_now(request, caller)
+        try:
+            if _may_wait(request):
+                return await self.handle_waiting_request(request)
+            return self.handle_request(request)
+        except BridgeError as exc:
+            return error_term(exc.kind, exc.message)
+
+    async def handle_info(self, message: Term) -> None:
+        if type(message) is tuple and len(message) == 5 and message[0] == DOWN and message[1] in self.owners:
+            await self.owner_down(message[1], message[4])
 
     def handle_request(self, request: Term) -> Term:
         if request == Atom("ping"):
@@ -92,8 +108,6 @@ class Registry(GenServer):
                 return (OK, args[0])
             if op == Atom("create_agent") and len(args) == 2:
                 return self.create_agent(args[0], args[1])
-            if op == Atom("delete_agent") and len(args) == 1:
-                return self.delete_agent(args[0])
         raise BridgeError("bad_request", f"the pynode registry does not understand {format_term(request)}")
 
     def create_agent(self, name: Term, spec_term: Term) -> Term:
@@ -114,14 +128,71 @@ class Registry(GenServer):
         )
         return process
 
-    def delete_agent(self, name: Term) -> Term:
+    async def handle_waiting_request(self, request: Term) -> Term:
+        """``delete_agent`` and ``create_agent/4``: they may end an agent, after its runs have answered."""
+        assert type(request) is tuple
+        if request[0] == Atom("delete_agent"):
+            return await self.delete_agent(request[1])
+        return await self.create_agent_with_options(request[1], request[2], request[3])
+
+    async def create_agent_with_options(self, name: Term, spec_term: Term, opts_term: Term) -> Term:
+        """``{create_agent, Name, Spec, CreateOpts}``: ``if_exists`` and ``owner`` (PROTOCOL.md section 3)."""
+        opts = parse_create_options(opts_term)
+        if type(name) is not Atom:
+            raise BridgeError("bad_request", f"an agent name is an atom, not {format_term(name)}")
+        existing = self.agents.get(name)
+        if existing is None and self.node is not None and self.node.whereis(name) is not None:
+            raise BridgeError("already_exists", f"a process named {name} already exists on this node")
+        spec = parse_agent_spec(spec_term)
+        if existing is not None and opts.if_exists == "error":
+            raise BridgeError("already_exists", f"an agent named {name} already exists")
+        if existing is not None and opts.if_exists == "keep":
+            return (OK, name)
+        definition = build_agent(spec, self.models, name=str(name))  # a model that fails replaces nothing
+        if existing is not None:
+            await self.remove_agent(str(name), f"agent {name} was replaced")
+        self.add_agent(definition)
+        if opts.owner is not None:
+            self.limits.owners[definition.name] = opts.owner
+            self.owners[self.monitor(opts.owner)] = definition.name
+        return (OK, name)
+
+    async def delete_agent(self, name: Term) -> Term:
         key = name.decode() if isinstance(name, bytes) else str(name)
-        process = self.agents.pop(key, None) if isinstance(name, str | bytes) else None
-        if process is None:
+        if not isinstance(name, str | bytes) or key not in self.agents:
             raise BridgeError("unknown_agent", f"there is no agent named {key}")
-        process.cancel_all(f"agent {key} was deleted")
-        stop_agent(self.supervisor, process)
+        await self.remove_agent(key, f"agent {key} was deleted")
         return OK
+
+    async def remove_agent(self, name: str, reason: str) -> None:
+        """End agent ``name``: its runs' callers get ``{error, {cancelled, Reason}}`` before its ``DOWN``."""
+        timeout = self.wind_down_timeout
+        process = self.agents.pop(name)
+        self.limits.owners.pop(name, None)
+        for ref in [ref for ref, owned in self.owners.items() if owned == name]:
+            del self.owners[ref]
+            self.demonitor(ref)
+        await process.wind_down(reason, timeout)
+        stop_agent(self.supervisor, process)
+        try:
+            await process.join(timeout)
+        except TimeoutError:
+            log.warning("agent %s did not end within %s s", name, timeout)
+        log.info("agent %s removed: %s", name, reason)
+
+    def watch_owners(self) -> None:
+        """Monitor the owner of every owned agent: a restarted registry takes over what the last one watched.
+
+        An owner that exited while no registry was there is seen at once (``DOWN`` with ``noproc``).
+        """
+        for name, owner in list(self.limits.owners.items()):
+            self.owners[self.monitor(owner)] = name
+
+    async def owner_down(self, ref: Reference, reason: Term) -> None:
+        """The owner of an agent exited or its node went away: the agent goes too."""
+        name = self.owners.pop(ref)
+        if name in self.agents:
+            await self.remove_agent(name, f"agent {name} was deleted: its owner exited ({format_term(reason)})")
 
     def describe(self, agent: AgentProcess) -> dict[Atom, Term]:
         d = agent.definition
@@ -154,6 +225,14 @@ class Registry(GenServer):
             await asyncio.wait(tasks, timeout=timeout)
         if self.node is not None:
             await _flushed(self.node, deadline)
+
+
+def _may_wait(request: Term) -> bool:
+    """``delete_agent`` and ``create_agent/4`` may end an agent, which waits for its runs to answer."""
+    if type(request) is not tuple or not request:
+        return False
+    op = request[0]
+    return (op == Atom("delete_agent") and len(request) == 2) or (op == Atom("create_agent") and len(request) == 4)
 
 
 async def _flushed(node: Kernel, deadline: float) -> None:

@@ -18,31 +18,36 @@ import pydantic
 import pydantic_core
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.capabilities import AbstractCapability
-from pydantic_ai.exceptions import UserError
+from pydantic_ai.exceptions import ModelRetry, UnexpectedModelBehavior, UserError
 from pydantic_ai.messages import (
     AgentStreamEvent,
+    FinalResultEvent,
     FunctionToolCallEvent,
     FunctionToolResultEvent,
+    ModelMessage,
     ModelMessagesTypeAdapter,
     PartDeltaEvent,
     PartStartEvent,
     TextPart,
     TextPartDelta,
+    ToolCallPartDelta,
 )
 from pydantic_ai.models import Model
+from pydantic_ai.result import AgentStream
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 
 from pynode.bridge.errors import BridgeError, classify
 from pynode.bridge.models import ModelCache
 from pynode.bridge.output import schema_output
-from pynode.bridge.spec import AgentSpec, RunOptions, ToolSpec
+from pynode.bridge.spec import AgentSpec, MessagesAs, RunOptions, ToolSpec
 from pynode.bridge.termmap import JSONValue, from_json, key
 from pynode.bridge.tools import ToolDispatcher, beam_toolset
 from pynode.etf.types import Atom, Term
 
 __all__ = [
     "AgentDefinition",
+    "OutputDelta",
     "RunEvent",
     "TextDelta",
     "ToolCallFinished",
@@ -89,7 +94,14 @@ class ToolCallFinished:
     outcome: str = "success"
 
 
-RunEvent: TypeAlias = TextDelta | ToolCallStarted | ToolCallFinished
+@dataclass(frozen=True, slots=True)
+class OutputDelta:
+    """The structured output so far, as pydantic-ai validated it while it streams (``{output_delta, Partial}``)."""
+
+    partial: dict[str, JSONValue]
+
+
+RunEvent: TypeAlias = TextDelta | ToolCallStarted | ToolCallFinished | OutputDelta
 
 
 @dataclass(kw_only=True)
@@ -169,7 +181,7 @@ async def execute_run(
         result = await _run(
             defn, prompt, options, models=models, dispatch=dispatch, on_event=on_event, run_id=run_id
         )
-        return _result_term(result, run_id)
+        return _result_term(result, run_id, messages_as=options.messages_as)
     except asyncio.CancelledError:
         raise
     except BridgeError:
@@ -202,7 +214,9 @@ async def _run(
     output_type: Any = None
     capabilities: list[AbstractCapability[Any]] = []
     schema = options.output_schema or (spec.output_schema if spec is not None else None)
-    if schema is not None:
+    if schema == "text":
+        output_type = str  # the agent's schema (or a Python agent's output type) is off for this run
+    elif schema is not None:
         output = schema_output(schema, kind="bad_request")
         output_type = output.output_type
         capabilities.append(output.check)
@@ -244,12 +258,13 @@ def _adapter(deps_type: Any) -> pydantic.TypeAdapter[Any]:
     return pydantic.TypeAdapter(deps_type)
 
 
-def _result_term(result: AgentRunResult[Any], run_id: str) -> dict[Atom, Term]:
+def _result_term(result: AgentRunResult[Any], run_id: str, *, messages_as: MessagesAs = "json") -> dict[Atom, Term]:
     usage = result.usage
     everything, new = result.all_messages(), result.new_messages()
-    messages = ModelMessagesTypeAdapter.dump_json(everything)
-    # A run without history is all new: the same JSON serves both keys.
-    new_messages = messages if len(new) == len(everything) else ModelMessagesTypeAdapter.dump_json(new)
+    dump = _messages_json if messages_as == "json" else _messages_terms
+    messages = dump(everything)
+    # A run without history is all new: the same dump serves both keys.
+    new_messages = messages if len(new) == len(everything) else dump(new)
     return {
         key("output"): from_json(result.output),
         key("messages"): messages,
@@ -264,16 +279,60 @@ def _result_term(result: AgentRunResult[Any], run_id: str) -> dict[Atom, Term]:
     }
 
 
+def _messages_json(messages: list[ModelMessage]) -> Term:
+    return ModelMessagesTypeAdapter.dump_json(messages)
+
+
+def _messages_terms(messages: list[ModelMessage]) -> Term:
+    """What ``dump_json`` writes, as terms: lists of maps with binary keys (``messages_as => terms``)."""
+    return from_json(ModelMessagesTypeAdapter.dump_python(messages, mode="json"))
+
+
 def _stream_handler(
     on_event: EventSink,
 ) -> Callable[[RunContext[Any], AsyncIterable[AgentStreamEvent]], Any]:
     async def handle(ctx: RunContext[Any], events: AsyncIterable[AgentStreamEvent]) -> None:
+        # A model response's stream can validate its output so far; a tool-calling step's cannot.
+        partials = _PartialOutput(events) if isinstance(events, AgentStream) else None
         async for event in events:
             run_event = _run_event(event)
             if run_event is not None:
                 await _emit(on_event, run_event)
+            if partials is not None and (partial := await partials.after(event)) is not None:
+                await _emit(on_event, OutputDelta(partial))
 
     return handle
+
+
+class _PartialOutput:
+    """The output of one streamed model response as it grows, once the model writes to an output tool.
+
+    pydantic-ai validates it with ``allow_partial`` (an unfinished string is kept as far as it goes,
+    an unfinished key is left out); a snapshot that does not validate yet, or equals the last one,
+    gives nothing.
+    """
+
+    def __init__(self, stream: AgentStream[Any, Any]) -> None:
+        self.stream = stream
+        self.writing = False
+        self.last: JSONValue = None
+
+    async def after(self, event: AgentStreamEvent) -> dict[str, JSONValue] | None:
+        if isinstance(event, FinalResultEvent):
+            self.writing = event.tool_name is not None  # ``None``: text output, streamed as text_delta
+        elif not isinstance(event, PartDeltaEvent) or not isinstance(event.delta, ToolCallPartDelta):
+            return None
+        if not self.writing:
+            return None
+        try:
+            partial = await self.stream.validate_response_output(self.stream.response, allow_partial=True)
+        except (pydantic.ValidationError, ModelRetry, UnexpectedModelBehavior):
+            return None
+        value = _jsonable(partial)
+        if not isinstance(value, dict) or value == self.last:
+            return None
+        self.last = value
+        return value
 
 
 def _run_event(event: AgentStreamEvent) -> RunEvent | None:

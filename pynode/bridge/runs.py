@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pynode.bridge.context import ClusterContext, current_cluster
 from pynode.bridge.errors import BridgeError, classify, error_term
-from pynode.bridge.runner import RunEvent, TextDelta, ToolCallFinished, ToolCallStarted, execute_run
+from pynode.bridge.runner import (
+    OutputDelta,
+    RunEvent,
+    TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+    execute_run,
+)
 from pynode.bridge.spec import MFHandler, ProcessHandler, RunOptions, ToolSpec
 from pynode.bridge.termmap import from_json, to_json
 from pynode.bridge.tools import ToolFailed, ToolOk, ToolReply, parse_tool_reply
@@ -42,6 +49,7 @@ PYNODE_EVENT: Final = Atom("pynode_event")
 PYNODE_RESULT: Final = Atom("pynode_result")
 TEXT_DELTA: Final = Atom("text_delta")
 TOOL_CALL: Final = Atom("tool_call")
+OUTPUT_DELTA: Final = Atom("output_delta")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,8 +81,10 @@ class RunProcess(Process):
         """True once the caller has its answer (sent early by :meth:`cancel_now`)."""
         self._phase = "new"
         """``new`` until its task first runs, ``running``, then ``done`` once the outcome is known."""
+        self._nobody_waits = False
+        """Set when a synchronous caller stopped waiting: the run ends without a reply."""
         self._stream_to: Pid | None = request.options.stream_to or (
-            request.caller if request.reply_to is None else None
+            request.caller if request.reply_to is None and request.options.events else None
         )
 
     # -- the run ---------------------------------------------------------------------
@@ -97,7 +107,7 @@ class RunProcess(Process):
             self.agent.run_finished(self)
         if self._caller_monitor is not None:
             self.demonitor(self._caller_monitor)
-            if not self._answered:
+            if not self._answered and not self._nobody_waits:
                 self._deliver(outcome)
         log.info("run %s of %s ended: %s", self.run_id, self.agent.name, self.end_reason)
 
@@ -165,12 +175,22 @@ class RunProcess(Process):
         For the runs of an agent that is gone: their answers must leave before the agent's
         ``DOWN`` does, or a synchronous caller would exit with the agent's reason instead.
         """
-        if self._answered or self._phase == "done":
+        if self._answered or self._nobody_waits or self._phase == "done":
             return
         self.cancel(reason)
         self._answered = True
         self.end_reason = f"cancelled ({reason})"
         self._deliver(error_term("cancelled", reason))
+
+    def abandon(self, reason: str) -> None:
+        """The caller of a synchronous run stopped waiting (its call timed out): end it, answer nobody.
+
+        A reply now would only land in the caller's mailbox as a stray message.
+        """
+        if self._phase == "done":
+            return
+        self._nobody_waits = True
+        self.cancel(reason)
 
     def _deliver(self, outcome: Term) -> None:
         request = self.request
@@ -316,6 +336,8 @@ class RunProcess(Process):
             term = (TOOL_CALL, event.name, from_json(event.args), self.wire_call_id(event.call_id))
         elif isinstance(event, ToolCallFinished):
             term = (TOOL_RESULT, event.name, _content_term(event.content), self.wire_call_id(event.call_id))
+        elif isinstance(event, OutputDelta):
+            term = (OUTPUT_DELTA, from_json(event.partial))
         else:
             return
         self.send(target, (PYNODE_EVENT, self.ref, term))

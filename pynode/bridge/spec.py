@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 from decimal import Decimal
-from typing import Any, Final, TypeAlias, get_type_hints
+from typing import Any, Final, Literal, TypeAlias, get_type_hints
 
 import pydantic
+import pydantic_core
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import UsageLimits
@@ -20,25 +21,38 @@ from pydantic_ai.usage import UsageLimits
 from pynode.bridge.errors import BridgeError, ErrorKind
 from pynode.bridge.output import check_json_schema, schema_output
 from pynode.bridge.termmap import JSONValue, text_from_prompt, to_json
-from pynode.etf.types import Atom, MapKey, Pid, Term
+from pynode.etf.pretty import format_term
+from pynode.etf.types import Atom, Pid, Term
 
 __all__ = [
     "AGENT_SPEC_KEYS",
+    "CREATE_OPTION_KEYS",
     "RUN_OPTION_KEYS",
     "TOOL_SPEC_KEYS",
     "AgentSpec",
+    "CreateOptions",
+    "IfExists",
     "MFHandler",
+    "MessagesAs",
     "ProcessDest",
     "ProcessHandler",
     "RunOptions",
+    "TextOutput",
     "ToolHandler",
     "ToolSpec",
     "parse_agent_spec",
+    "parse_create_options",
     "parse_run_options",
 ]
 
 ProcessDest: TypeAlias = Pid | tuple[Atom, Atom]
 """Where a message goes: a pid, or ``{RegisteredName, Node}``."""
+
+TextOutput: TypeAlias = Literal["text"]
+"""``output_schema => text``: the run's output is plain text, whatever the agent's schema."""
+
+MessagesAs: TypeAlias = Literal["json", "terms"]
+"""How a Result carries its messages: the JSON binary, or lists of maps with binary keys."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,18 +117,39 @@ class RunOptions:
     model: str | None = None
     model_settings: ModelSettings | None = None
     usage_limits: UsageLimits | None = None
-    output_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | TextOutput | None = None
+    """A JSON Schema overriding the agent's; ``"text"``: plain text output for this run."""
     timeout: int | None = None
     """Milliseconds; enforcing it is the caller's job (``asyncio.timeout`` around the run)."""
     tool_handler: ProcessDest | None = None
     stream_to: Pid | None = None
+    events: bool = True
+    """``False``: a ``start_run`` caller gets only ``pynode_result`` (``stream_to`` still gets events)."""
+    messages_as: MessagesAs = "json"
+    """How the Result carries ``messages``/``new_messages``: a JSON binary, or lists of maps."""
 
     @property
     def timeout_seconds(self) -> float | None:
         return None if self.timeout is None else self.timeout / 1000
 
 
+IfExists: TypeAlias = Literal["error", "replace", "keep"]
+"""What ``create_agent`` does when an agent of that name exists."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateOptions:
+    """The ``CreateOpts`` of ``{create_agent, Name, Spec, CreateOpts}`` (PROTOCOL.md section 3)."""
+
+    if_exists: IfExists = "error"
+    """``error``: ``already_exists``; ``replace``: the old agent's runs are cancelled and it goes;
+    ``keep``: ``{ok, Name}`` and the existing agent stays as it is."""
+    owner: Pid | None = None
+    """The agent is deleted when this process exits or its node disconnects."""
+
+
 AGENT_SPEC_KEYS: Final = frozenset(f.name for f in fields(AgentSpec))
+CREATE_OPTION_KEYS: Final = frozenset(f.name for f in fields(CreateOptions))
 TOOL_SPEC_KEYS: Final = frozenset(f.name for f in fields(ToolSpec))
 RUN_OPTION_KEYS: Final = frozenset(f.name for f in fields(RunOptions))
 
@@ -149,6 +184,17 @@ def parse_agent_spec(term: Term) -> AgentSpec:
     )
 
 
+def parse_create_options(term: Term) -> CreateOptions:
+    """The ``CreateOpts`` map -> :class:`CreateOptions`, or ``BridgeError(bad_request)``."""
+    values = _fields(term, "the create options", CREATE_OPTION_KEYS, "bad_request")
+    if_exists = values.get("if_exists")
+    choices: tuple[IfExists, ...] = ("error", "replace", "keep")
+    chosen = next((c for c in choices if _is_word(if_exists, c)), None) if if_exists is not None else "error"
+    if chosen is None:
+        raise BridgeError("bad_request", f"if_exists must be error, replace or keep, got {_show(if_exists)}")
+    return CreateOptions(if_exists=chosen, owner=_pid("owner", values.get("owner")))
+
+
 def parse_run_options(term: Term) -> RunOptions:
     """The ``Opts`` map of ``run``/``start_run`` -> :class:`RunOptions`, or ``BridgeError(bad_request)``."""
     values = _fields(term, "the run options", RUN_OPTION_KEYS, "bad_request")
@@ -161,10 +207,12 @@ def parse_run_options(term: Term) -> RunOptions:
         model=None if model is None else _text("model", model, kind),
         model_settings=_model_settings(values.get("model_settings"), kind),
         usage_limits=_usage_limits(values.get("usage_limits"), kind),
-        output_schema=_output_schema(values.get("output_schema"), kind),
+        output_schema=_run_output_schema(values.get("output_schema")),
         timeout=_timeout(values.get("timeout")),
         tool_handler=_process_dest("tool_handler", values.get("tool_handler")),
         stream_to=_pid("stream_to", values.get("stream_to")),
+        events=_bool("events", values.get("events", True)),
+        messages_as=_messages_as(values.get("messages_as")),
     )
 
 
@@ -207,10 +255,8 @@ def _is_absent(value: Term) -> bool:
 
 
 def _show(term: Term) -> str:
-    if isinstance(term, MapKey):
-        term = term.term
-    shown = repr(term)
-    return shown if len(shown) <= 80 else shown[:77] + "..."
+    """A term in an error text, in Erlang syntax (PROTOCOL.md section 8), cut short."""
+    return format_term(term, limit=80)
 
 
 # --- values -----------------------------------------------------------------------------------
@@ -265,6 +311,38 @@ def _output_schema(value: Term, kind: ErrorKind) -> dict[str, Any] | None:
     if schema is not None:
         schema_output(schema, kind=kind)  # refuse now what the run could not use
     return schema
+
+
+def _run_output_schema(value: Term) -> dict[str, Any] | TextOutput | None:
+    """A run's ``output_schema``: a schema map, or ``text`` (atom or binary) for plain text."""
+    if _is_word(value, "text"):
+        return "text"
+    if value is not None and not isinstance(value, dict):
+        raise BridgeError("bad_request", f"output_schema must be a JSON Schema map or text, got {_show(value)}")
+    return _output_schema(value, "bad_request")
+
+
+def _bool(name: str, value: Term) -> bool:
+    if isinstance(value, bool):
+        return value
+    if _is_word(value, "true") or _is_word(value, "false"):
+        return _is_word(value, "true")
+    raise BridgeError("bad_request", f"{name} must be true or false, got {_show(value)}")
+
+
+def _messages_as(value: Term) -> MessagesAs:
+    if value is None or _is_word(value, "json"):
+        return "json"
+    if _is_word(value, "terms"):
+        return "terms"
+    raise BridgeError("bad_request", f"messages_as must be json or terms, got {_show(value)}")
+
+
+def _is_word(value: Term, word: str) -> bool:
+    """``value`` is the atom ``word`` (or the binary an Elixir string gives)."""
+    if isinstance(value, Atom):
+        return str(value) == word
+    return isinstance(value, (bytes, bytearray)) and bytes(value) == word.encode()
 
 
 def _model_settings(value: Term, kind: ErrorKind) -> ModelSettings | None:
@@ -386,11 +464,22 @@ def _handler(where: str, value: Term, kind: ErrorKind) -> ToolHandler | None:
 
 
 def _message_history(value: Term) -> list[ModelMessage] | None:
+    """An earlier Result's ``messages``: the JSON binary, or the list ``messages_as => terms`` gave.
+
+    The list is read back through its JSON form, so both arrive exactly as pydantic-ai wrote them
+    (timestamps, base64 content).
+    """
     if value is None:
         return None
+    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+        try:
+            value = pydantic_core.to_json(to_json(value))
+        except BridgeError as exc:
+            raise BridgeError("bad_request", f"message_history: {exc.message}") from None
     if not isinstance(value, (bytes, bytearray, str)) or isinstance(value, Atom):
         raise BridgeError(
-            "bad_request", f"message_history must be the messages binary of a Result, got {_show(value)}"
+            "bad_request",
+            f"message_history must be the messages of a Result (a binary or a list of maps), got {_show(value)}",
         )
     try:
         return ModelMessagesTypeAdapter.validate_json(value)

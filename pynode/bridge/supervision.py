@@ -31,7 +31,16 @@ def registry_child(
     make: type[Registry], *, supervisor: Supervisor, limits: RunLimits, models: ModelCache
 ) -> ChildSpec:
     """The registry ``pynode``: every process started for it shares one agent table and run count."""
-    return ChildSpec(name=REGISTRY_NAME, start=lambda: make(limits=limits, models=models, supervisor=supervisor))
+
+    def started(process: Process) -> None:
+        assert isinstance(process, make)
+        process.watch_owners()
+
+    return ChildSpec(
+        name=REGISTRY_NAME,
+        start=lambda: make(limits=limits, models=models, supervisor=supervisor),
+        started=started,
+    )
 
 
 def agent_child(definition: AgentDefinition, *, limits: RunLimits, models: ModelCache) -> ChildSpec:

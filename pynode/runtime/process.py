@@ -132,6 +132,13 @@ class Process:
             await self._exited.wait()
         return self.exit_reason
 
+    def demonitored(self, ref: Reference, watcher: Pid) -> None:
+        """``watcher`` removed its monitor ``ref`` on this process (``demonitor/1`` on its side).
+
+        A ``gen_server:call`` removes the monitor it made for the call when it stops waiting
+        (a reply or a timeout), so a server can tell when nobody waits for a reply any more.
+        """
+
     def ended(self, reason: Term) -> None:
         """Called once by the node when the process is gone."""
         self.exit_reason = reason

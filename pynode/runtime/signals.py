@@ -197,8 +197,8 @@ class Signals:
     def _drop_monitor(self, watcher: Pid, ref: Reference, target: Term) -> None:
         if type(target) is Pid and target.node == self.node_name:
             local = self.processes.pid(target)
-            if local is not None:
-                local.monitored_by.pop(ref, None)
+            if local is not None and local.monitored_by.pop(ref, None) is not None:
+                local.demonitored(ref, watcher)
             return
         node = str(target.node) if type(target) is Pid else str(target[1])
         conn = self.peers.established(node)
@@ -343,8 +343,8 @@ class Signals:
         pid = conn.signals.monitors_in.pop(msg.ref, None)
         if pid is not None:
             process = self.processes.pid(pid)
-            if process is not None:
-                process.monitored_by.pop(msg.ref, None)
+            if process is not None and process.monitored_by.pop(msg.ref, None) is not None:
+                process.demonitored(msg.ref, msg.from_pid)
 
     def on_monitor_p_exit(self, conn: PeerPort, msg: Any, payload: Term) -> None:
         reason = payload if payload is not NO_PAYLOAD else msg.reason
