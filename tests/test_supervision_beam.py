@@ -271,6 +271,23 @@ async def test_agent_killed_mid_run_its_callers_get_cancelled_and_it_comes_back(
     assert registry_of(py_node).limits.in_flight == 0
 
 
+async def test_a_replaced_agent_killed_comes_back_with_its_last_spec(erl: BeamNode, py_node: Node) -> None:
+    got = await term(
+        erl,
+        KILL + WAIT_BACK + "A = {asker, " + PY + "},"
+        f' {{ok, asker}} = gen_server:call({REG}, {{create_agent, asker, #{{model => <<"test">>}}}}),'
+        f" {{ok, asker}} = gen_server:call({REG},"
+        f" {{create_agent, asker, {ASK_HUMAN_SPEC}, #{{if_exists => replace}}}}),"
+        " {ok, #{tools := Before}} = gen_server:call(A, info),"
+        " {Old, killed} = Kill(asker), New = WaitBack(asker, Old, 500),"
+        " {ok, #{tools := After}} = gen_server:call(A, info),"
+        f" {{ok, Listed}} = gen_server:call({REG}, list_agents),"
+        " {Before, After, is_pid(New), length(Listed)}",
+    )
+    assert got == ([b"ask_human"], [b"ask_human"], True, 1)
+    assert list(node_supervisor(py_node).children()).count("asker") == 1
+
+
 async def test_agent_killed_from_elixir_during_a_call_answers_cancelled(py_node: Node, beam: BeamFactory) -> None:
     ex = await beam("ex1", kind="elixir")
     created = await ex.eval(
