@@ -21,6 +21,7 @@ from pynode.errors import (
 )
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, BitBinary, Export, ImproperList, MapKey, OpaqueFun, Pid, Port, Reference, Term
+from pynode.net.tls import TlsTransport
 from pynode.node import ErpcError, Node
 from pynode.runtime.genserver import NOREPLY, From, GenServer
 from pynode.runtime.mailbox import ReceiveTimeout
@@ -54,6 +55,7 @@ __all__ = [
     "Reference",
     "RemoteProtocolError",
     "Term",
+    "TlsTransport",
     "__version__",
     "cluster",
     "format_term",

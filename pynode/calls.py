@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, Final, Protocol
 
-from pynode.errors import CallExit, CallTimeout, ErpcError
+from pynode.errors import CallExit, CallTimeout, PynodeError
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.genserver import GEN_CALL
 from pynode.runtime.mailbox import ReceiveTimeout
@@ -25,6 +25,16 @@ _ERPC: Final = Atom("erpc")
 _EXECUTE_CALL: Final = Atom("execute_call")
 _MONITOR: Final = Atom("monitor")
 _RETURN: Final = Atom("return")
+
+
+class ErpcError(PynodeError):
+    """``erpc:call`` raised on the remote node: ``kind`` is throw, exit or error."""
+
+    def __init__(self, kind: str, reason: Term, stack: Term = None) -> None:
+        super().__init__(f"{kind}: {reason!r}")
+        self.kind = kind
+        self.reason = reason
+        self.stack = stack
 
 
 class CallHost(Protocol):

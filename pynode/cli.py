@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -15,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 from pynode import epmd
 from pynode.errors import EpmdError, PynodeError
 from pynode.etf.pretty import format_term
+from pynode.limits import DEFAULT_LIMITS, Limits
+from pynode.net.tls import TlsConfigError, TlsTransport
+from pynode.net.transport import DistTransport
 from pynode.runtime.supervisor import DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_PERIOD, RestartIntensity
 
 if TYPE_CHECKING:
@@ -59,12 +63,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=0, help="distribution port (default: any free port)")
     parser.add_argument("--epmd-port", type=int, help="EPMD port (else $ERL_EPMD_PORT, else 4369)")
     parser.add_argument("--start-epmd", action="store_true", help="start EPMD if none answers")
+    tls = parser.add_argument_group("TLS distribution (as erl -proto_dist inet_tls)")
+    tls.add_argument(
+        "--proto-dist",
+        choices=("inet_tcp", "inet_tls"),
+        default="inet_tcp",
+        help="carrier of every distribution connection, in and out (default inet_tcp; EPMD stays plain)",
+    )
+    tls.add_argument("--tls-certfile", type=Path, help="this node's certificate (PEM; may hold the key too)")
+    tls.add_argument("--tls-keyfile", type=Path, help="the certificate's private key (PEM)")
+    tls.add_argument("--tls-cacertfile", type=Path, help="the CA certificates that sign the peers (PEM)")
+    tls.add_argument(
+        "--tls-verify",
+        choices=("peer", "none"),
+        default="peer",
+        help="peer: verify every peer's certificate (default); none: encrypt without authenticating",
+    )
     parser.add_argument(
         "--connect", action="append", default=[], metavar="NODE", help="connect to NODE at start"
     )
     parser.add_argument("--agents", type=Path, help="folder of Python-defined agents (default: ./agents)")
     parser.add_argument(
         "--net-ticktime", type=float, default=60.0, help="seconds, as net_ticktime (default 60)"
+    )
+    parser.add_argument(
+        "--net-setuptime",
+        type=_positive_float,
+        default=DEFAULT_LIMITS.net_setuptime,
+        metavar="S",
+        help="seconds a connection has to finish its handshake, in and out, as the kernel's"
+        f" net_setuptime (default {DEFAULT_LIMITS.net_setuptime:g})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=DEFAULT_LIMITS.max_connections,
+        metavar="N",
+        help="connections at once, established or in their handshake; more are closed at once"
+        f" (default {DEFAULT_LIMITS.max_connections})",
     )
     parser.add_argument(
         "--max-runs", type=int, default=1000, help="agent runs in flight on the node (default 1000)"
@@ -92,6 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    return value
+
+
+def limits_from(args: argparse.Namespace) -> Limits:
+    """The node's limits as the command line sets them; the rest keep their defaults."""
+    return dataclasses.replace(
+        DEFAULT_LIMITS, net_setuptime=args.net_setuptime, max_connections=args.max_connections
+    )
+
+
 def node_name(args: argparse.Namespace) -> str:
     if args.name:
         if "@" not in args.name:
@@ -105,12 +162,51 @@ def node_name(args: argparse.Namespace) -> str:
     return f"{sname}@{socket.gethostname().split('.')[0]}"
 
 
+def dist_transport(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -> DistTransport | None:
+    """The transport ``--proto-dist`` asks for (None: the node's default, plain TCP), or exit with why not."""
+    tls_flags = [
+        flag
+        for flag, value in (
+            ("--tls-certfile", args.tls_certfile),
+            ("--tls-keyfile", args.tls_keyfile),
+            ("--tls-cacertfile", args.tls_cacertfile),
+        )
+        if value is not None
+    ]
+    if args.proto_dist != "inet_tls":
+        if tls_flags or args.tls_verify != "peer":
+            given = ", ".join(tls_flags or ["--tls-verify"])
+            raise SystemExit(f"pynode: {given} only apply with --proto-dist inet_tls")
+        return None
+    if args.tls_certfile is None:
+        raise SystemExit(
+            "pynode: --proto-dist inet_tls needs --tls-certfile (and --tls-keyfile unless it holds the key)"
+        )
+    if args.tls_verify == "peer" and args.tls_cacertfile is None:
+        raise SystemExit(
+            "pynode: --proto-dist inet_tls verifies peers: pass --tls-cacertfile (or --tls-verify none)"
+        )
+    try:
+        return TlsTransport(
+            certfile=args.tls_certfile,
+            keyfile=args.tls_keyfile,
+            cacertfile=args.tls_cacertfile,
+            verify=args.tls_verify,
+            handshake_timeout=limits.net_setuptime,
+            max_handshakes=limits.max_connections,
+        )
+    except TlsConfigError as exc:
+        raise SystemExit(f"pynode: --tls-{exc.option}: {exc}") from None
+
+
 async def serve(args: argparse.Namespace) -> int:
     from pynode.bridge.registry import start_registry
     from pynode.node import Node
     from pynode.runtime.services import node_supervisor
 
     cookie = resolve_cookie(args.cookie)
+    limits = limits_from(args)
+    transport = dist_transport(args, limits)
     epmd_port = epmd.epmd_port_from_env(args.epmd_port)
     if args.start_epmd and await epmd.ensure_epmd(epmd_port):
         log.info("started EPMD on port %d", epmd_port)
@@ -126,6 +222,8 @@ async def serve(args: argparse.Namespace) -> int:
         epmd_port=epmd_port,
         net_ticktime=args.net_ticktime,
         restart_intensity=intensity,
+        transport=transport,
+        limits=limits,
     )
     try:
         await node.start()
@@ -144,7 +242,7 @@ async def serve(args: argparse.Namespace) -> int:
             await node.connect(peer)
         except (PynodeError, OSError) as exc:
             log.error("could not connect to %s: %s", peer, exc)
-    print(f"pynode {node.name} ready (port {node.port}, epmd {epmd_port})", flush=True)
+    print(f"pynode {node.name} ready (port {node.port}, epmd {epmd_port}, {node.transport.name})", flush=True)
     status = await _until_stopped(stop, supervisor)
     log.info("stopping: cancelling runs in flight")
     # The registry process may be a later one than ``registry``; they share the agents and runs.

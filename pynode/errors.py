@@ -7,11 +7,6 @@ what it must: a bad term drops one message, a protocol breach one connection.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pynode.etf.types import Term
-
 
 class PynodeError(Exception):
     """Base of every error raised by pynode."""
@@ -61,13 +56,3 @@ class CallExit(PynodeError):
     def __init__(self, reason: object) -> None:
         super().__init__(f"callee exited: {reason!r}")
         self.reason = reason
-
-
-class ErpcError(PynodeError):
-    """``erpc:call`` raised on the remote node: ``kind`` is throw, exit or error."""
-
-    def __init__(self, kind: str, reason: Term, stack: Term = None) -> None:
-        super().__init__(f"{kind}: {reason!r}")
-        self.kind = kind
-        self.reason = reason
-        self.stack = stack

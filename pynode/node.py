@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pynode import calls, epmd
-from pynode.errors import ErpcError, PynodeError
+from pynode.calls import ErpcError
+from pynode.errors import PynodeError
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.limits import DEFAULT_LIMITS, Limits
 from pynode.net.channel import Connection
@@ -104,8 +105,8 @@ class Node:
         )
         self.signals = Signals(self.name, self.processes, self.net, self.make_ref)
         self.router = Router(self.name, self.processes, self.signals, self.net, self._system_pid)
-        # The hot path: a connection calls the router directly, a process sends through it.
-        self.dispatch_control: Callable[[Connection, c.ControlMessage, Term], None] = self.router.dispatch_control
+        # The hot path: a connection hands every control message to the router directly.
+        self.net.dispatch_control = self.router.dispatch_control
         self._tasks: set[asyncio.Task[Any]] = set()
         self._registration: epmd.Registration | None = None
         self._ids: IdMint | None = None
@@ -300,7 +301,7 @@ class Node:
     def nodes(self) -> list[str]:
         return self.net.nodes()
 
-    # What the connection manager reports (ConnectionEvents); dispatch_control is set in __init__.
+    # What the connection manager reports (ConnectionEvents).
 
     def connection_lost(self, conn: Connection) -> None:
         self.signals.connection_lost(conn)

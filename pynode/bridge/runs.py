@@ -29,7 +29,7 @@ from pynode.bridge.runner import (
 from pynode.bridge.spec import MFHandler, ProcessHandler, RunOptions, ToolSpec
 from pynode.bridge.termmap import from_json, to_json
 from pynode.bridge.tools import ToolFailed, ToolOk, ToolReply, parse_tool_reply
-from pynode.errors import ErpcError
+from pynode.calls import ErpcError
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.genserver import From, open_envelope

@@ -58,11 +58,8 @@ class ChannelOwner(Protocol):
     """What a channel reports to, and asks of, whoever keeps the node's connections."""
 
     net_ticktime: float
-
-    @property
-    def dispatch_control(self) -> Callable[[Connection, ControlMessage, Term], None]:
-        """Called for every control message, in the callback that read it."""
-        ...
+    dispatch_control: Callable[[Connection, ControlMessage, Term], None]
+    """Called for every control message, in the callback that read it."""
 
     def handshake_started(self, proto: DistProtocol) -> bool:
         """A socket is open; False closes it at once (too many connections)."""
@@ -262,7 +259,7 @@ class DistProtocol(asyncio.Protocol):
         if not self.owner.handshake_started(self):
             # Refused before a byte is read (the owner has said why): no handshake, no log here.
             self.handshake = None
-            self._settle(HandshakeError("accept", "refused: too many connections"))
+            self.established.cancel()
             self.transport.abort()
             return
         self._flush_handshake()
@@ -335,10 +332,6 @@ class DistProtocol(asyncio.Protocol):
         if self.connection is None and self.handshake is not None:
             self._fail(exc)
 
-    def _settle(self, exc: Exception) -> None:
-        if not self.established.done():
-            self.established.set_exception(exc)
-
     def _fail(self, exc: Exception) -> None:
         peer = self.peer_hint or getattr(self.handshake, "peer_name", None) or "?"
         log.warning("handshake with %s failed: %s", peer, exc)
@@ -361,12 +354,13 @@ class DistProtocol(asyncio.Protocol):
             self.connection.lost()
         elif not self.established.done():
             error: Exception = HandshakeError("connection", f"closed during the handshake ({exc or 'eof'})")
+            peer = self.peer_hint or getattr(self.handshake, "peer_name", None) or "?"
             if self.handshake is not None:
                 try:
                     self.handshake.receive_eof()
                 except HandshakeError as named:
                     error = named
-            log.warning("handshake with %s failed: %s", self.peer_hint or "?", error)
+            log.warning("handshake with %s failed: %s", peer, error)
             self.established.set_exception(error)
             self.handshake = None
             self.owner.handshake_aborted(self)

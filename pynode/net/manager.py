@@ -46,9 +46,6 @@ def split_node_name(name: str) -> tuple[str, str]:
 class ConnectionEvents(Protocol):
     """What the manager reports to the layer above it (the node's signal routing)."""
 
-    dispatch_control: Callable[[Connection, c.ControlMessage, Term], None]
-    """Every control message, called in the callback that read it."""
-
     def connection_lost(self, conn: Connection) -> None:
         """An established connection is gone."""
         ...
@@ -96,10 +93,8 @@ class ConnectionManager:
         self._setup_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
-
-    @property
-    def dispatch_control(self) -> Callable[[Connection, c.ControlMessage, Term], None]:
-        return self.events.dispatch_control
+        self.dispatch_control: Callable[[Connection, c.ControlMessage, Term], None] = _no_dispatcher
+        """Every control message read, called in the callback that read it: the owner sets it."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -128,6 +123,7 @@ class ConnectionManager:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        await self.transport.aclose()
 
     def _background(self, coro: Any, name: str) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -138,10 +134,12 @@ class ConnectionManager:
     def nodes(self) -> list[str]:
         return list(self.connections)
 
-    # -- sending ---------------------------------------------------------------------
+    @property
+    def open_connections(self) -> int:
+        """What ``max_connections`` counts: established, dialling, and accepted in their handshake."""
+        return len(self.connections) + len(self._dialling) + self._admission.handshaking
 
-    def established(self, node: str) -> Connection | None:
-        return self.connections.get(node)
+    # -- sending ---------------------------------------------------------------------
 
     def send_later(self, node: str, control: c.ControlMessage, payload: Term = NO_PAYLOAD) -> None:
         """Send to ``node``, connecting first (as the BEAM does) if there is no connection yet."""
@@ -192,26 +190,32 @@ class ConnectionManager:
     async def _dial(self, node: str, result: asyncio.Future[Connection]) -> None:
         setuptime = self.limits.net_setuptime
         try:
+            # One net_setuptime for the whole set-up, EPMD lookup included, as OTP's setup timer.
+            deadline = asyncio.get_running_loop().time() + setuptime
             alive, host = split_node_name(node)
-            address = await epmd.port_please(alive, host=host, epmd_port=self.epmd_port)
-            if address is None:
-                raise NodeDown(node, f"{alive} is not registered in EPMD on {host}")
-            handshake = HandshakeInitiator(
-                our_name=self.name,
-                cookie=self.cookie,
-                flags=self.flags,
-                creation=self.creation,
-                peer_name=node,
-                length_bytes=self.transport.handshake_length_size,
-            )
-            _, protocol = await asyncio.wait_for(
-                self.transport.dial(lambda: DistProtocol(self, handshake), host, address.port, peer_node=node),
-                setuptime,
-            )
+            async with asyncio.timeout_at(deadline):
+                address = await epmd.port_please(alive, host=host, epmd_port=self.epmd_port)
+                if address is None:
+                    raise NodeDown(node, f"{alive} is not registered in EPMD on {host}")
+                handshake = HandshakeInitiator(
+                    our_name=self.name,
+                    cookie=self.cookie,
+                    flags=self.flags,
+                    creation=self.creation,
+                    peer_name=node,
+                    length_bytes=self.transport.handshake_length_size,
+                )
+                _, protocol = await self.transport.dial(
+                    lambda: DistProtocol(self, handshake), host, address.port, peer_node=node
+                )
             assert isinstance(protocol, DistProtocol)
             self._dialling.add(protocol)
             try:
-                conn = await asyncio.wait_for(asyncio.shield(protocol.established), setuptime)
+                async with asyncio.timeout_at(deadline):
+                    conn = await asyncio.shield(protocol.established)
+            except TimeoutError:
+                protocol.give_up(_setup_over(setuptime))
+                raise
             except HandshakeError as exc:
                 if exc.step != "recv_status" or not exc.reason.startswith("nok"):
                     raise
@@ -252,13 +256,15 @@ class ConnectionManager:
         """Admit an accepted socket under ``max_connections`` and start its set-up clock."""
         if not isinstance(proto.handshake, HandshakeAcceptor):
             return True  # we dialled: connect() has its own set-up timeout
+        if self.stopping:
+            return False
         loop = asyncio.get_running_loop()
         others = len(self.connections) + len(self._dialling)
-        if self.stopping or not self._admission.open(proto, loop.time(), others=others):
+        if not self._admission.open(proto, loop.time(), others=others):
             log.warning(
                 "refused a connection from %s: %d connections open (max_connections %d)",
                 _peer_address(proto),
-                others + self._admission.handshaking,
+                self.open_connections,
                 self.limits.max_connections,
             )
             return False
@@ -275,9 +281,7 @@ class ConnectionManager:
     def _setup_expired(self) -> None:
         loop = asyncio.get_running_loop()
         for proto in self._admission.expired(loop.time()):
-            proto.give_up(
-                HandshakeError("setup", f"no complete handshake within net_setuptime ({self.limits.net_setuptime:g} s)")
-            )
+            proto.give_up(_setup_over(self.limits.net_setuptime))
         self._arm_setup_timer(loop)
 
     def accept_status(self, peer: str, proto: DistProtocol) -> Status:
@@ -323,6 +327,14 @@ class ConnectionManager:
             del self.connections[conn.peer_name]
         log.info("connection to %s closed", conn.peer_name)
         self.events.connection_lost(conn)
+
+
+def _setup_over(setuptime: float) -> HandshakeError:
+    return HandshakeError("setup", f"no complete handshake within net_setuptime ({setuptime:g} s)")
+
+
+def _no_dispatcher(conn: Connection, control: c.ControlMessage, payload: Term) -> None:
+    raise PynodeError("the connection manager was given no dispatcher")
 
 
 def _peer_address(proto: DistProtocol) -> str:

@@ -32,6 +32,10 @@ class DistTransport(Protocol):
         self, protocol_factory: Callable[[], asyncio.Protocol], host: str, port: int, *, peer_node: str
     ) -> tuple[asyncio.BaseTransport, asyncio.Protocol]: ...
 
+    async def aclose(self) -> None:
+        """End what the transport still runs on its own (TLS handshakes of accepted sockets)."""
+        ...
+
 
 class TcpTransport:
     """Plain TCP, as ``inet_tcp_dist``: nothing between the handshake and the socket."""
@@ -50,3 +54,6 @@ class TcpTransport:
     ) -> tuple[asyncio.BaseTransport, asyncio.Protocol]:
         loop = asyncio.get_running_loop()
         return await loop.create_connection(protocol_factory, host, port)
+
+    async def aclose(self) -> None:
+        """Nothing runs here once a socket is handed to its protocol."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -60,8 +60,9 @@ class PeerPort(Protocol):
 class Peers(Protocol):
     """The connections, as the table sees them."""
 
-    def established(self, node: str) -> PeerPort | None:
-        """The connection to ``node`` if it is up."""
+    @property
+    def connections(self) -> Mapping[str, PeerPort]:
+        """The established connections, by peer node name."""
         ...
 
     def send_later(self, node: str, control: c.ControlMessage, payload: Term = NO_PAYLOAD) -> None:
@@ -78,6 +79,7 @@ class Signals:
         self.node_name = node_name
         self.processes = processes
         self.peers = peers
+        self._connections = peers.connections  # one mapping for the node's life: a lookup, no call
         self.make_ref = make_ref
         self.stopping = False
         """Set when the node stops: closing connections then tell peers noconnection."""
@@ -100,7 +102,7 @@ class Signals:
             other.links.add(a)
             return
         process.links.add(b)
-        conn = self.peers.established(b.node)
+        conn = self._connections.get(b.node)
         if conn is None:
             self.peers.send_later(b.node, c.Link(a, b))
         else:
@@ -117,7 +119,7 @@ class Signals:
             if other is not None:
                 other.links.discard(a)
             return
-        conn = self.peers.established(b.node)
+        conn = self._connections.get(b.node)
         if conn is not None:
             conn.signals.links.discard((a, b))
             conn.send(c.UnlinkId(secrets.randbits(63) or 1, a, b))
@@ -131,7 +133,7 @@ class Signals:
             return
         if linked and self.stopping:
             return  # the closing connection tells the peer noconnection, as when a BEAM node halts
-        conn = self.peers.established(to.node)
+        conn = self._connections.get(to.node)
         if conn is None:
             if not linked:  # exit(Pid, Reason) connects first, as a message would
                 self.peers.send_later(to.node, c.Exit2(sender, to, reason))
@@ -174,7 +176,7 @@ class Signals:
             process.monitors[ref] = local.pid
             return ref
         process.monitors[ref] = down_target
-        conn = self.peers.established(node)
+        conn = self._connections.get(node)
         if conn is not None:
             conn.signals.monitors_out[ref] = (watcher, down_target)
             conn.send(c.MonitorP(watcher, wire_target, ref))
@@ -201,7 +203,7 @@ class Signals:
                 local.demonitored(ref, watcher)
             return
         node = str(target.node) if type(target) is Pid else str(target[1])
-        conn = self.peers.established(node)
+        conn = self._connections.get(node)
         if conn is not None and conn.signals.monitors_out.pop(ref, None) is not None:
             wire = target if type(target) is Pid else target[0]
             conn.send(c.DemonitorP(watcher, wire, ref))
@@ -213,7 +215,7 @@ class Signals:
             return
         if self.stopping:
             return  # the closing connection tells the peer noconnection, as when a BEAM node halts
-        conn = self.peers.established(watcher.node)
+        conn = self._connections.get(watcher.node)
         if conn is None:
             return
         conn.signals.monitors_in.pop(ref, None)

@@ -1,0 +1,284 @@
+defmodule Pynode do
+  @moduledoc """
+  pydantic-ai agents on a pynode Python node, run from Elixir.
+
+  A `Pynode` child owns one Python node: it starts it (or finds it), connects to it, and brings it
+  back when it goes. `Pynode.Agent` children make sure their agents exist on it. Runs are plain
+  function calls that return `{:ok, %Pynode.Result{}}` or `{:error, %Pynode.Error{}}`, never an
+  exit; tools are Elixir functions served inside your application.
+
+      children = [
+        {Pynode, name: MyApp.Py, node: :"py@127.0.0.1", start: [cmd: "pynode", args: ["--agents", "agents"]]},
+        {Pynode.Agent, pynode: MyApp.Py, name: :assistant, spec: %{model: "openai:gpt-4o"}}
+      ]
+
+      Supervisor.start_link(children, strategy: :rest_for_one)
+
+      {:ok, %Pynode.Result{output: text}} = Pynode.run(:assistant, "Summarise OTP in one line")
+
+  ## Options
+
+    * `:name` - the name of this child, used by `await_ready/2`, `subscribe/1` and `Pynode.Agent`
+      (required)
+    * `:node` - the Python node's name, such as `:"py@127.0.0.1"` (required)
+    * `:start` - start the node as an OS process: `[cmd: "pynode", args: [...], env: [{"K", "V"}],
+      cd: dir]`. `--name NODE` (or `--sname`) is added unless `args` has one, and the cookie is
+      handed over in `$PYNODE_COOKIE`. Its output goes to `Logger`; when it exits it is started
+      again after a backoff; when this child stops, it gets SIGTERM, then SIGKILL after
+      `:stop_timeout`. Without `:start`, the child connects to a node that runs already and
+      reconnects with backoff when it goes away.
+    * `:cookie` - the cookie for this node (an atom); default: this node's cookie
+    * `:client_name` - the name this node takes if it is not distributed yet (see below);
+      default `:"pynode_client_<os pid>@<the Python node's host>"`
+    * `:backoff_initial` - milliseconds before the first reconnect or restart (default 500)
+    * `:backoff_max` - the most the backoff grows to, ×1.5 each time (default 30 000)
+    * `:stop_timeout` - milliseconds between SIGTERM and SIGKILL (default 5 000)
+
+  ## Distribution
+
+  The Python node is a hidden node of an Erlang cluster, so the application's node must be
+  distributed. If it was started with `--name`/`--sname` (`elixir --name app@127.0.0.1 --cookie
+  SECRET ...`, or a release), it is used as it is. If not (`mix run`, `mix test`, `iex -S mix`),
+  the first `Pynode` child starts distribution itself as `:client_name`, which needs an epmd to
+  reach: one on port 4369 (`epmd -daemon`, or any node started with `erl -name`), or on the port
+  in `$ERL_EPMD_PORT`. The cookie is then `~/.erlang.cookie` (created if missing) unless
+  `:cookie` is given. Each `Pynode` child needs the node's cookie: the node it starts is given it.
+
+  ## Node events
+
+  `subscribe/1` sends the subscriber `{:pynode, :up, node}` when the node is connected (at once if
+  it is) and `{:pynode, :down, node}` when it goes away.
+
+  ## Run options
+
+  Every run function (`run/3`, `stream/3`, `start_run/3`) takes:
+
+    * `:timeout` - milliseconds for the whole run (default 60 000); when it passes, the run is
+      cancelled on the node and the result is `{:error, %Pynode.Error{kind: :timeout}}`
+    * `:tools` - `Pynode.Tool`s for this run only (or their keyword options); functions are called
+      in this application, `{Module, :function}` handlers on this node by the node
+    * `:output` - a keyword spec or JSON Schema for structured output (see `Pynode.Schema`), or
+      `:text` to turn the agent's output schema off for this run
+    * `:on_event` - `run/3` only: a function called with each stream event in the calling process
+    * `:messages_as` - `:json` (default) or `:terms`: `messages` and `new_messages` as lists of maps
+      (with string keys) that an application can store and pass back
+    * `:message_history` - the `messages` of an earlier result: the run continues that conversation
+    * `:deps`, `:instructions`, `:model`, `:model_settings`, `:usage_limits`, `:output_schema`,
+      `:tool_handler`, `:stream_to`, `:events` - the node's run options of the same name
+      (PROTOCOL.md section 4)
+
+  ## Errors
+
+  Every error is a `Pynode.Error` with the node's kind (PROTOCOL.md section 6), or `:nodedown`
+  when the node is not connected or went away during the run, or `:timeout`.
+  """
+
+  alias Pynode.{Error, Result, Run}
+
+  @typedoc "An agent: a name given to `Pynode.Agent`, or `{name, node}` for any agent on a node."
+  @type agent :: atom() | {atom(), node()}
+
+  @typedoc "The `:name` of a `Pynode` child."
+  @type pynode :: GenServer.server()
+
+  @typedoc "A run option (see the module doc)."
+  @type run_option ::
+          {:timeout, timeout()}
+          | {:tools, [Pynode.Tool.t() | keyword()]}
+          | {:output, Pynode.Schema.spec() | map() | :text}
+          | {:on_event, (Run.event() -> term())}
+          | {:messages_as, :json | :terms}
+          | {:message_history, String.t() | [map()]}
+          | {:deps, map()}
+          | {:instructions, String.t()}
+          | {:model, String.t()}
+          | {:model_settings, map()}
+          | {:usage_limits, map()}
+          | {:output_schema, map() | :text}
+          | {:tool_handler, pid() | {atom(), node()}}
+          | {:stream_to, pid()}
+          | {:events, boolean()}
+
+  @run_option_keys [
+    :timeout,
+    :tools,
+    :output,
+    :on_event,
+    :messages_as,
+    :message_history,
+    :deps,
+    :instructions,
+    :model,
+    :model_settings,
+    :usage_limits,
+    :output_schema,
+    :tool_handler,
+    :stream_to,
+    :events
+  ]
+
+  @doc false
+  @spec run_option_keys() :: [atom()]
+  def run_option_keys, do: @run_option_keys
+
+  @doc "A child spec for a `Pynode` (see the module doc for the options)."
+  @spec child_spec(keyword()) :: Supervisor.child_spec()
+  def child_spec(opts) do
+    %{
+      id: Keyword.get(opts, :name, __MODULE__),
+      start: {__MODULE__, :start_link, [opts]},
+      shutdown: Keyword.get(opts, :stop_timeout, 5_000) + 1_000
+    }
+  end
+
+  @doc "Starts a `Pynode` (see the module doc for the options)."
+  @spec start_link(keyword()) :: GenServer.on_start()
+  def start_link(opts) do
+    opts =
+      Keyword.validate!(opts, [
+        :name,
+        :node,
+        :start,
+        :cookie,
+        :client_name,
+        backoff_initial: 500,
+        backoff_max: 30_000,
+        stop_timeout: 5_000
+      ])
+
+    unless is_atom(opts[:node]) and opts[:node] != nil and
+             String.contains?("#{opts[:node]}", "@"),
+           do: raise(ArgumentError, ":node must be a node name such as :\"py@127.0.0.1\"")
+
+    if start = opts[:start], do: Keyword.validate!(start, [:cmd, :args, :env, :cd])
+    Pynode.Connection.start_link(opts)
+  end
+
+  @doc """
+  Waits until the node is connected: `:ok`, or `{:error, :timeout}` after `timeout` ms.
+  """
+  @spec await_ready(pynode(), timeout()) :: :ok | {:error, :timeout}
+  def await_ready(pynode, timeout \\ 30_000) do
+    GenServer.call(pynode, :await_ready, timeout)
+  catch
+    :exit, {:timeout, _} -> {:error, :timeout}
+  end
+
+  @doc """
+  Subscribes the calling process to `{:pynode, :up, node}` and `{:pynode, :down, node}`.
+  If the node is connected, `{:pynode, :up, node}` is sent at once.
+  """
+  @spec subscribe(pynode()) :: :ok
+  def subscribe(pynode), do: GenServer.call(pynode, {:subscribe, self()})
+
+  @doc "Undoes `subscribe/1`."
+  @spec unsubscribe(pynode()) :: :ok
+  def unsubscribe(pynode), do: GenServer.call(pynode, {:unsubscribe, self()})
+
+  @doc "The OS pid of the Python node this child started, or `nil` when it is not running."
+  @spec os_pid(pynode()) :: non_neg_integer() | nil
+  def os_pid(pynode), do: GenServer.call(pynode, :os_pid)
+
+  @doc "The Python node's name."
+  @spec node_name(pynode()) :: node()
+  def node_name(pynode), do: pynode |> GenServer.call(:info) |> elem(0)
+
+  @doc "Whether the node is connected now."
+  @spec connected?(pynode()) :: boolean()
+  def connected?(pynode), do: pynode |> GenServer.call(:info) |> elem(1) == :up
+
+  @doc """
+  Runs `agent` on `prompt` and waits for its result (at most `:timeout`, default 60 s).
+
+  ## Examples
+
+      {:ok, %Pynode.Result{output: output}} = Pynode.run(:assistant, "Weather in Lisbon?",
+        tools: [Pynode.Tool.new(name: "weather", parameters: [city: :string], fun: &MyApp.weather/1)])
+
+      {:error, %Pynode.Error{kind: :nodedown}} = Pynode.run(:assistant, "Hi")   # node away
+  """
+  @spec run(agent(), iodata(), [run_option()]) :: {:ok, Result.t()} | {:error, Error.t()}
+  def run(agent, prompt, opts \\ []) do
+    on_event = Keyword.get(opts, :on_event)
+    mode = if on_event, do: :events, else: :quiet
+
+    with {:ok, run} <- Run.start(agent, prompt, opts, mode) do
+      Run.await(run, on_event)
+    end
+  end
+
+  @doc "Like `run/3`, but returns the result or raises the `Pynode.Error`."
+  @spec run!(agent(), iodata(), [run_option()]) :: Result.t()
+  def run!(agent, prompt, opts \\ []) do
+    case run(agent, prompt, opts) do
+      {:ok, result} -> result
+      {:error, error} -> raise error
+    end
+  end
+
+  @doc """
+  A lazy `Stream` of the run's events, ending with `{:done, %Pynode.Result{}}` or
+  `{:error, %Pynode.Error{}}`.
+
+  The run starts when the stream is enumerated, in the enumerating process (each enumeration is a
+  run of its own). Halting early (`Enum.take/2`, a raise) cancels the run on the node.
+
+  Events: `{:text_delta, text}`, `{:output_delta, map}`, `{:tool_call, name, args, id}`,
+  `{:tool_result, name, content, id}`, `{:tool_error, name, message, id}`.
+
+  ## Examples
+
+      Pynode.stream(:assistant, "Tell me a story")
+      |> Enum.each(fn
+        {:text_delta, text} -> IO.write(text)
+        {:done, _result} -> IO.puts("")
+        _other -> :ok
+      end)
+  """
+  @spec stream(agent(), iodata(), [run_option()]) :: Enumerable.t()
+  def stream(agent, prompt, opts \\ []) do
+    Stream.resource(
+      fn -> Run.start(agent, prompt, opts, :events) end,
+      fn
+        {:ok, run} ->
+          case Run.next(run) do
+            {:event, event} -> {[event], {:ok, run}}
+            {:done, result} -> {[{:done, result}], :ended}
+            {:error, error} -> {[{:error, error}], :ended}
+          end
+
+        {:error, error} ->
+          {[{:error, error}], :ended}
+
+        :ended ->
+          {:halt, :ended}
+      end,
+      fn
+        {:ok, run} -> Run.abandon(run)
+        _ended -> :ok
+      end
+    )
+  end
+
+  @doc """
+  Starts a run and returns at once; its messages arrive in the calling process. Read them with
+  `Pynode.Run.handle_info/2` (see `Pynode.Run`). Events are sent unless `events: false`.
+  """
+  @spec start_run(agent(), iodata(), [run_option()]) :: {:ok, Run.t()} | {:error, Error.t()}
+  def start_run(agent, prompt, opts \\ []), do: Run.start(agent, prompt, opts, :start_run)
+
+  @doc "Like `start_run/3`, but returns the run or raises the `Pynode.Error`."
+  @spec start_run!(agent(), iodata(), [run_option()]) :: Run.t()
+  def start_run!(agent, prompt, opts \\ []) do
+    case start_run(agent, prompt, opts) do
+      {:ok, run} -> run
+      {:error, error} -> raise error
+    end
+  end
+
+  @doc """
+  Cancels a run started with `start_run/3` and takes its remaining messages out of the mailbox.
+  """
+  @spec cancel(Run.t()) :: :ok
+  def cancel(%Run{} = run), do: Run.abandon(run)
+end

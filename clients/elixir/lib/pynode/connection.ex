@@ -1,0 +1,281 @@
+defmodule Pynode.Connection do
+  @moduledoc false
+  # One Python node: started as an OS process through a Port (with `start:`) or found already
+  # running; connected with Node.connect/1, watched with Node.monitor/2, reconnected or restarted
+  # with backoff. Subscribers get {:pynode, :up | :down, node}.
+
+  use GenServer
+  require Logger
+
+  @connect_poll 200
+
+  @type state :: %{
+          name: GenServer.name() | nil,
+          node: node(),
+          start: keyword() | nil,
+          cookie: atom(),
+          port: port() | nil,
+          os_pid: non_neg_integer() | nil,
+          status: :up | :down,
+          subscribers: %{pid() => reference()},
+          waiters: [GenServer.from()],
+          backoff_initial: pos_integer(),
+          backoff_max: pos_integer(),
+          backoff: pos_integer(),
+          stop_timeout: pos_integer(),
+          connect_timer: reference() | nil
+        }
+
+  @spec start_link(keyword()) :: GenServer.on_start()
+  def start_link(opts) do
+    {gen_opts, opts} = Keyword.split(opts, [:name])
+    GenServer.start_link(__MODULE__, Keyword.merge(opts, gen_opts), gen_opts)
+  end
+
+  @impl true
+  def init(opts) do
+    node = Keyword.fetch!(opts, :node)
+
+    with :ok <- ensure_distributed(node, opts[:client_name]) do
+      Process.flag(:trap_exit, true)
+      if opts[:cookie], do: :erlang.set_cookie(node, opts[:cookie])
+      initial = opts[:backoff_initial]
+
+      state = %{
+        name: opts[:name],
+        node: node,
+        start: opts[:start],
+        cookie: opts[:cookie] || Node.get_cookie(),
+        port: nil,
+        os_pid: nil,
+        status: :down,
+        subscribers: %{},
+        waiters: [],
+        backoff_initial: initial,
+        backoff_max: opts[:backoff_max],
+        backoff: initial,
+        stop_timeout: opts[:stop_timeout],
+        connect_timer: nil
+      }
+
+      if state.start, do: {:ok, spawn_node(state)}, else: {:ok, schedule_connect(state, 0)}
+    end
+  end
+
+  @impl true
+  def handle_call(:await_ready, from, state) do
+    case state.status do
+      :up -> {:reply, :ok, state}
+      :down -> {:noreply, %{state | waiters: [from | state.waiters]}}
+    end
+  end
+
+  def handle_call({:subscribe, pid}, _from, state) do
+    subscribers = Map.put_new_lazy(state.subscribers, pid, fn -> Process.monitor(pid) end)
+    if state.status == :up, do: send(pid, {:pynode, :up, state.node})
+    {:reply, :ok, %{state | subscribers: subscribers}}
+  end
+
+  def handle_call({:unsubscribe, pid}, _from, state) do
+    {mon, subscribers} = Map.pop(state.subscribers, pid)
+    if mon, do: Process.demonitor(mon, [:flush])
+    {:reply, :ok, %{state | subscribers: subscribers}}
+  end
+
+  def handle_call(:os_pid, _from, state), do: {:reply, state.os_pid, state}
+  def handle_call(:info, _from, state), do: {:reply, {state.node, state.status}, state}
+
+  @impl true
+  def handle_info(:connect, %{status: :up} = state), do: {:noreply, %{state | connect_timer: nil}}
+
+  def handle_info(:connect, state) do
+    state = %{state | connect_timer: nil}
+
+    cond do
+      Node.connect(state.node) == true ->
+        {:noreply, up(state)}
+
+      state.start == nil ->
+        {:noreply, state |> schedule_connect(state.backoff) |> grow()}
+
+      state.port != nil ->
+        # The node we started is still booting (or lost its connection): ask again shortly.
+        {:noreply, schedule_connect(state, @connect_poll)}
+
+      true ->
+        {:noreply, state}
+    end
+  end
+
+  def handle_info(:restart, state) do
+    if state.port == nil, do: {:noreply, spawn_node(state)}, else: {:noreply, state}
+  end
+
+  def handle_info({:nodedown, node}, %{node: node} = state) do
+    Logger.warning("pynode: lost the connection to #{node}")
+    state = down(state)
+
+    cond do
+      state.start == nil -> {:noreply, state |> schedule_connect(state.backoff) |> grow()}
+      state.port != nil -> {:noreply, schedule_connect(state, @connect_poll)}
+      true -> {:noreply, state}
+    end
+  end
+
+  def handle_info({port, {:data, {eol, line}}}, %{port: port} = state)
+      when eol in [:eol, :noeol] do
+    Logger.info(["[", Atom.to_string(state.node), "] ", line])
+    {:noreply, state}
+  end
+
+  def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
+    Logger.warning(
+      "pynode: the Python node #{state.node} (OS pid #{state.os_pid}) exited with status #{status}; " <>
+        "restarting it in #{state.backoff} ms"
+    )
+
+    Process.send_after(self(), :restart, state.backoff)
+    {:noreply, %{state | port: nil, os_pid: nil} |> down() |> grow()}
+  end
+
+  def handle_info({:EXIT, port, _reason}, state) when is_port(port), do: {:noreply, state}
+
+  def handle_info({:DOWN, mon, :process, pid, _reason}, state) do
+    case state.subscribers do
+      %{^pid => ^mon} -> {:noreply, %{state | subscribers: Map.delete(state.subscribers, pid)}}
+      _ -> {:noreply, state}
+    end
+  end
+
+  def handle_info({:EXIT, _pid, reason}, state), do: {:stop, reason, state}
+  def handle_info(_other, state), do: {:noreply, state}
+
+  @impl true
+  def terminate(_reason, state) do
+    if state.status == :up, do: Node.monitor(state.node, false)
+    stop_node(state)
+  end
+
+  ## Connection state
+
+  defp up(state) do
+    Node.monitor(state.node, true)
+    Logger.info("pynode: connected to #{state.node}")
+    for from <- state.waiters, do: GenServer.reply(from, :ok)
+    notify(state, :up)
+    %{state | status: :up, waiters: [], backoff: state.backoff_initial}
+  end
+
+  defp down(%{status: :down} = state), do: state
+
+  defp down(state) do
+    notify(state, :down)
+    %{state | status: :down}
+  end
+
+  defp notify(state, event),
+    do: for({pid, _} <- state.subscribers, do: send(pid, {:pynode, event, state.node}))
+
+  defp schedule_connect(%{connect_timer: nil} = state, delay),
+    do: %{state | connect_timer: Process.send_after(self(), :connect, delay)}
+
+  defp schedule_connect(state, _delay), do: state
+
+  defp grow(state), do: %{state | backoff: min(round(state.backoff * 1.5), state.backoff_max)}
+
+  ## The OS process
+
+  defp spawn_node(state) do
+    opts = state.start
+    cmd = executable(Keyword.fetch!(opts, :cmd))
+    args = name_args(opts[:args] || [], state.node)
+
+    env =
+      [{"PYNODE_COOKIE", Atom.to_string(state.cookie)}, {"PYTHONUNBUFFERED", "1"}]
+      |> Keyword.merge(Enum.map(opts[:env] || [], fn {k, v} -> {to_string(k), to_string(v)} end))
+      |> Enum.map(fn {k, v} -> {String.to_charlist(k), String.to_charlist(v)} end)
+
+    port_opts =
+      [:binary, :exit_status, :stderr_to_stdout, {:line, 8192}, args: args, env: env] ++
+        if(opts[:cd], do: [cd: opts[:cd]], else: [])
+
+    port = Port.open({:spawn_executable, cmd}, port_opts)
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    Logger.info("pynode: started #{cmd} as #{state.node} (OS pid #{os_pid})")
+    schedule_connect(%{state | port: port, os_pid: os_pid}, @connect_poll)
+  end
+
+  defp executable(cmd) do
+    cmd = to_string(cmd)
+
+    cond do
+      String.contains?(cmd, "/") and File.exists?(cmd) ->
+        Path.expand(cmd)
+
+      path = System.find_executable(cmd) ->
+        path
+
+      true ->
+        raise ArgumentError, "pynode: cannot find the command #{inspect(cmd)} (start: [cmd: ...])"
+    end
+  end
+
+  defp name_args(args, node) do
+    args = Enum.map(args, &to_string/1)
+
+    if Enum.any?(args, &(&1 in ["--name", "--sname"])) do
+      args
+    else
+      flag = if longnames?(node), do: "--name", else: "--sname"
+      [flag, Atom.to_string(node) | args]
+    end
+  end
+
+  defp stop_node(%{port: nil}), do: :ok
+
+  defp stop_node(%{port: port, os_pid: os_pid, stop_timeout: timeout}) do
+    kill("-TERM", os_pid)
+
+    receive do
+      {^port, {:exit_status, _}} -> :ok
+    after
+      timeout ->
+        Logger.warning("pynode: OS pid #{os_pid} did not stop within #{timeout} ms; killing it")
+        kill("-KILL", os_pid)
+    end
+  end
+
+  defp kill(signal, os_pid) do
+    System.cmd("kill", [signal, Integer.to_string(os_pid)], stderr_to_stdout: true)
+    :ok
+  end
+
+  ## Distribution
+
+  defp ensure_distributed(node, client_name) do
+    if Node.alive?() do
+      :ok
+    else
+      [_, host] = node |> Atom.to_string() |> String.split("@", parts: 2)
+      name = client_name || :"pynode_client_#{System.pid()}@#{host}"
+      mode = if longnames?(node), do: :longnames, else: :shortnames
+
+      case :net_kernel.start([name, mode]) do
+        {:ok, _} ->
+          :ok
+
+        {:error, {:already_started, _}} ->
+          :ok
+
+        {:error, reason} ->
+          {:stop,
+           {:distribution_not_started,
+            "this node is not distributed and could not start distribution as #{name}: " <>
+              "#{inspect(reason)}; epmd must be reachable (epmd -daemon, port $ERL_EPMD_PORT " <>
+              "or 4369), or start the app with --name/--sname and --cookie"}}
+      end
+    end
+  end
+
+  defp longnames?(node), do: node |> Atom.to_string() |> String.contains?(".")
+end
