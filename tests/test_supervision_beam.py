@@ -15,14 +15,17 @@ from pathlib import Path
 import pytest
 from agent_support import ASK_HUMAN_SPEC, PY, REG, registry_of
 from beam import BeamFactory, BeamNode
-from pydantic_ai import models
+from pydantic_ai import Agent, models
 from test_node_process_beam import Launcher, pynode_command  # noqa: F401 (a fixture)
 
 from pynode.bridge.registry import current_registry, start_registry
+from pynode.bridge.runner import AgentDefinition
+from pynode.errors import CallExit
 from pynode.etf.decode import decode
 from pynode.etf.encode import encode
 from pynode.etf.types import Atom, Pid, Term
 from pynode.node import Node
+from pynode.runtime.process import KILL as KILL_SIGNAL
 from pynode.runtime.services import node_supervisor
 from pynode.runtime.supervisor import RestartIntensity
 
@@ -461,3 +464,46 @@ async def test_pynode_sup_killed_takes_the_node_processes_with_it(erl: BeamNode,
     assert await registry.join(5) == Atom("killed")
     for name in ("pynode", "net_kernel", "pynode_io"):
         assert py_node.whereis(name) is None, name
+
+
+async def test_registry_killed_while_a_deleted_agent_winds_down_still_ends_that_agent(
+    erl: BeamNode, py_node: Node
+) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+    agent: Agent[None, str] = Agent("test")
+
+    @agent.tool_plain
+    async def linger() -> str:
+        """Ends only when the test says so, even once cancelled."""
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await release.wait()
+            raise
+        return "never"
+
+    registry = registry_of(py_node)
+    registry.add_agent(AgentDefinition(name="lingering", agent=agent, spec=None, origin="python", model_name="test"))
+    process = registry.agents["lingering"]
+    # The run's caller stays alive (a dead caller would cancel the run before its tool is called).
+    caller = (
+        "spawn(fun() -> {ok, _} = gen_server:call({lingering, " + PY + "}, {start_run, <<\"go\">>, #{}}),"
+        " receive stop -> ok end end)"
+    )
+    await erl.eval(caller)
+    await asyncio.wait_for(entered.wait(), 10)
+    delete = (Atom("delete_agent"), Atom("lingering"))
+    deleting = asyncio.ensure_future(py_node.call(Atom("pynode"), delete, timeout=20))
+    await eventually(lambda: process.closing is not None, what="the agent winding down")
+    assert registry.pid is not None
+    py_node.exit(registry.pid, KILL_SIGNAL)
+    with pytest.raises(CallExit):
+        await deleting
+    assert await process.join(10) == Atom("shutdown")
+    release.set()
+    await back_under_name(py_node, "pynode", registry.pid)
+    assert py_node.whereis("lingering") is None
+    assert "lingering" not in node_supervisor(py_node).children()
+    listed = await term(erl, f"{{ok, L}} = gen_server:call({REG}, list_agents), L")
+    assert listed == []

@@ -172,8 +172,12 @@ class Registry(GenServer):
         for ref in [ref for ref, owned in self.owners.items() if owned == name]:
             del self.owners[ref]
             self.demonitor(ref)
-        await process.wind_down(reason, timeout)
-        stop_agent(self.supervisor, process)
+        try:
+            await process.wind_down(reason, timeout)
+        finally:
+            # Even when this registry is killed while the runs wind down: the agent is out of the
+            # table already, and a restarted registry would never end it.
+            stop_agent(self.supervisor, process)
         try:
             await process.join(timeout)
         except TimeoutError:
