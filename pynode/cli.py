@@ -24,7 +24,7 @@ from pynode.runtime.supervisor import DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_PERI
 if TYPE_CHECKING:
     from pynode.runtime.supervisor import Supervisor
 
-__all__ = ["main", "resolve_cookie"]
+__all__ = ["agents_folder", "main", "resolve_cookie"]
 
 log = logging.getLogger("pynode")
 
@@ -199,11 +199,30 @@ def dist_transport(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) ->
         raise SystemExit(f"pynode: --tls-{exc.option}: {exc}") from None
 
 
+def agents_folder(explicit: Path | None) -> Path | None:
+    """``--agents DIR`` (which must be a directory), else ``./agents`` when there is one.
+
+    A missing default is only warned about (a node serves agents created from the BEAM too);
+    a folder the user named and that is not there stops the command before it starts anything.
+    """
+    if explicit is not None:
+        if not explicit.is_dir():
+            what = "is not a directory" if explicit.exists() else "no such directory"
+            raise SystemExit(f"pynode: --agents {explicit}: {what} ({explicit.resolve()})")
+        return explicit
+    default = Path("agents")
+    if not default.is_dir():
+        log.warning("no Python agents: there is no folder %s (pass --agents DIR)", default.resolve())
+        return None
+    return default
+
+
 async def serve(args: argparse.Namespace) -> int:
     from pynode.bridge.registry import start_registry
     from pynode.node import Node
     from pynode.runtime.services import node_supervisor
 
+    agents_dir = agents_folder(args.agents)
     cookie = resolve_cookie(args.cookie)
     limits = limits_from(args)
     transport = dist_transport(args, limits)
@@ -235,7 +254,6 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    agents_dir = args.agents if args.agents is not None else Path("agents")
     registry = await start_registry(node, agents_dir=agents_dir, max_runs=args.max_runs)
     for peer in args.connect:
         try:

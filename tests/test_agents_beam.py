@@ -14,6 +14,7 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCall
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from pynode.node import Node
+from pynode.testing import on_otp
 
 pytestmark = pytest.mark.beam
 
@@ -28,6 +29,7 @@ async def create(erl: BeamNode, name: str, spec: str) -> str:
     return await erl.eval(f"gen_server:call({REG}, {{create_agent, {name}, {spec}}})")
 
 
+@on_otp("25", "28")
 async def test_create_run_info_list_delete(erl: BeamNode, py_node: Node) -> None:
     assert await create(erl, "helper", '#{model => <<"test">>}') == "{ok,helper}"
     assert await create(erl, "helper", '#{model => <<"test">>}') == (
@@ -222,6 +224,7 @@ async def test_raising_elixir_tool_is_told_to_the_model(py_node: Node, beam: Bea
 
 
 
+@on_otp("25", "28")
 async def test_start_run_with_caller_as_tool_handler(erl: BeamNode) -> None:
     await create(erl, "asker", PID_TOOL_SPEC)
     got = await erl.eval(
@@ -250,6 +253,7 @@ async def test_sync_run_without_handler_is_refused_and_tool_handler_works(erl: B
     assert got == '<<"{\\"ask_human\\":\\"from handler\\"}">>'
 
 
+@on_otp("25", "28")
 async def test_tool_reply_error_and_retry(erl: BeamNode) -> None:
     await create(erl, "asker", PID_TOOL_SPEC)
     got = await erl.eval(
@@ -385,6 +389,7 @@ async def test_200_concurrent_runs_from_200_processes(erl: BeamNode, py_node: No
     assert registry_of(py_node).limits.in_flight == 0
 
 
+@on_otp("25", "28")
 async def test_echo_any_term(erl: BeamNode) -> None:
     got = await erl.eval(
         "T = {[1, 1.0, #{1 => a, 1.0 => b, [x] => #{}}, <<255, 0>>, <<1:3>>, [a | b], self(), make_ref()]},"
@@ -393,6 +398,7 @@ async def test_echo_any_term(erl: BeamNode) -> None:
     assert got == "true"
 
 
+@on_otp("25", "28")
 async def test_unknown_agent_name_is_noproc_at_once(erl: BeamNode) -> None:
     with pytest.raises(BeamEvalError) as info:
         await erl.eval("gen_server:call({no_such_agent, 'py@127.0.0.1'}, {run, <<\"x\">>}, 30000)", timeout=5)

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import beam as beam_module
 import pytest
 from beam import BeamEvalError, BeamFactory, BeamNode, BeamNodeError, Epmd, epmd_answers, epmd_names
+
+import pynode.testing.beam as beam_module
 
 pytestmark = pytest.mark.beam
 
@@ -203,3 +204,24 @@ async def test_a_node_that_hangs_at_boot_is_killed_after_the_start_timeout(
             break
         await asyncio.sleep(0.05)
     assert "hang" not in epmd_names(epmd_port)
+
+
+async def test_an_otp28_node_really_runs_otp28(beam: BeamFactory, epmd_port: int) -> None:
+    e28 = await beam("e28", otp="28")
+    assert e28.otp_release == "28"
+    assert await e28.eval("erlang:system_info(otp_release)") == '"28"'
+    assert await e28.eval("code:which(pynode_ctl) =/= non_existing") == "true"  # OTP 25's erlc built it
+    e25 = await beam("e25", otp="25")
+    assert await e25.eval("erlang:system_info(otp_release)") == '"25"'
+    assert await e28.eval("net_adm:ping('e25@127.0.0.1')") == "pong"
+    assert sorted(epmd_names(epmd_port)) == ["e25", "e28"]
+
+
+async def test_a_release_that_is_not_there_fails_the_start(beam: BeamFactory, epmd_port: int) -> None:
+    with pytest.raises(BeamNodeError, match=r"e99@127\.0\.0\.1 runs OTP 25 \(.*\), not OTP 99: no OTP 99 runtime"):
+        await beam("e99", otp="99")
+    for _ in range(100):  # the node that came up on 25 was stopped: its registration goes with it
+        if "e99" not in epmd_names(epmd_port):
+            break
+        await asyncio.sleep(0.05)
+    assert "e99" not in epmd_names(epmd_port)

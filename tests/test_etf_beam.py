@@ -1,6 +1,6 @@
-"""The codec against the BEAM's own term_to_binary/binary_to_term (OTP in /usr/bin, no distribution).
+"""The codec against the BEAM's own term_to_binary/binary_to_term (OTP 25 and OTP 28, no distribution).
 
-One ``erl -noshell`` runs for the whole module. It prints, for each term of the corpus, the hex of
+One ``erl -noshell`` per release runs for the whole module. It prints, for each term of the corpus, the hex of
 ``term_to_binary(T, Opts)`` and of ``term_to_binary(T, [{minor_version, 2}])`` (UTF-8 atoms, the
 form the distribution uses); then it reads back one hex line per term, written by this codec, and
 prints whether ``binary_to_term`` of it is ``=:=`` to the original term.
@@ -8,10 +8,10 @@ prints whether ``binary_to_term`` of it is ``=:=`` to the original term.
 
 from __future__ import annotations
 
-import shutil
+import functools
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from pynode.etf import (
     decode,
     encode,
 )
+from pynode.testing import otp
 
 pytestmark = pytest.mark.beam
 
@@ -186,10 +187,12 @@ def _python_encoding(item: Item, beam_bytes: bytes) -> bytes:
         return encode(Atom("undecodable"))
 
 
-@pytest.fixture(scope="module")
-def session() -> Iterator[Session]:
-    erl = shutil.which("erl")
-    assert erl is not None, "erl is not installed"
+@functools.cache
+def run_session(release: str) -> Session:
+    """The erl of ``release`` encodes the corpus, then judges our encodings (once per release)."""
+    erl = otp.erl_executable(release)
+    if otp.release_of(erl) != release:
+        pytest.fail(f"no OTP {release} runtime in {otp.where_looked(release)} (scripts/_setup.sh fetches OTP 28)")
     script = _SCRIPT.format(",\n".join(f"{{{i.erlang}, {i.opts}}}" for i in CORPUS))
     proc = subprocess.Popen(
         [erl, "-noshell", "-eval", script],
@@ -215,12 +218,27 @@ def session() -> Iterator[Session]:
                 decoded[i.name] = decode(default[i.name])
             except Exception as exc:  # each test reports its own item
                 decoded[i.name] = exc
-        yield Session(default, canonical, decoded, dict(zip([i.name for i in CORPUS], results, strict=True)))
+        return Session(default, canonical, decoded, dict(zip([i.name for i in CORPUS], results, strict=True)))
     finally:
         watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module", params=["25", "28"], ids=["otp25", "otp28"])
+def session(request: pytest.FixtureRequest) -> Session:
+    return run_session(request.param)
+
+
+@pytest.fixture(scope="module")
+def session25() -> Session:
+    return run_session("25")
+
+
+@pytest.fixture(scope="module")
+def session28() -> Session:
+    return run_session("28")
 
 
 def same(a: Any, b: Any) -> bool:
@@ -261,13 +279,33 @@ def test_our_encoding_is_equal_on_the_beam(session: Session, name: str) -> None:
     assert session.beam_reads_ours[name] == "true"
 
 
-@pytest.mark.parametrize("name", NAMES)
+# Byte for byte against each release's encoder, except a port on OTP 28 (the next test).
+@pytest.mark.parametrize(
+    ("session", "name"),
+    [(release, name) for release in ("25", "28") for name in NAMES if (release, name) != ("28", "port")],
+    indirect=["session"],
+)
 def test_reencoding_matches_the_beam_byte_for_byte(session: Session, name: str) -> None:
     canonical = session.beam_canonical[name]
     assert encode(decode(canonical)) == canonical
 
 
-def test_otp25_default_encoding_uses_latin1_atoms(session: Session) -> None:
+def test_otp28_writes_every_port_as_v4_port_ext(session25: Session, session28: Session) -> None:
+    # OTP 25 writes NEW_PORT_EXT (89) when the id fits in 32 bits, as this codec does; OTP 28
+    # writes V4_PORT_EXT (120) always. Each release reads both forms (test_our_encoding_is_equal_on_the_beam).
+    assert session25.beam_canonical["port"][1] == 89
+    ours, theirs = encode(decode(session28.beam_canonical["port"])), session28.beam_canonical["port"]
+    assert (ours[1], theirs[1]) == (89, 120)
+    assert decode(ours) == decode(theirs)
+    assert session28.beam_reads_ours["port"] == "true"
+
+
+def test_otp25_default_encoding_uses_latin1_atoms(session25: Session) -> None:
     # Why the byte comparison above uses minor_version 2: OTP 25's default is ATOM_EXT (100).
-    assert session.beam_default["atom"] == b"\x83d\x00\x02ok"
-    assert session.beam_canonical["atom"] == b"\x83w\x02ok"
+    assert session25.beam_default["atom"] == b"\x83d\x00\x02ok"
+    assert session25.beam_canonical["atom"] == b"\x83w\x02ok"
+
+
+def test_otp28_default_encoding_uses_utf8_atoms(session28: Session) -> None:
+    # OTP 26 made minor_version 2 the default: both encodings are SMALL_ATOM_UTF8_EXT (119).
+    assert session28.beam_default["atom"] == session28.beam_canonical["atom"] == b"\x83w\x02ok"

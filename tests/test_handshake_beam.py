@@ -1,4 +1,4 @@
-"""The handshake against a real BEAM (OTP 25): a private epmd and one erl node, killed by pid."""
+"""The handshake against real BEAMs (OTP 25 and OTP 28): a private epmd and one erl node each, killed by pid."""
 
 import asyncio
 import os
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from pynode.errors import HandshakeError
+from pynode.testing import otp
 from pynode.wire.flags import DEFAULT_FLAGS, MANDATORY_OTP25, DFlag
 from pynode.wire.handshake import NEED_DATA, AliveQuery, HandshakeComplete, HandshakeInitiator
 
@@ -51,8 +52,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def beam() -> Iterator[Beam]:
+@pytest.fixture(scope="module", params=["25", "28"], ids=["otp25", "otp28"])
+def beam(request: pytest.FixtureRequest) -> Iterator[Beam]:
+    release: str = request.param
+    erl_command = otp.erl_executable(release)
+    if otp.release_of(erl_command) != release:
+        pytest.fail(f"no OTP {release} runtime in {otp.where_looked(release)} (scripts/_setup.sh fetches OTP 28)")
     epmd_port, dist_port = _free_port(), _free_port()
     env = {**os.environ, "ERL_EPMD_PORT": str(epmd_port)}
     epmd = subprocess.Popen(
@@ -67,7 +72,7 @@ def beam() -> Iterator[Beam]:
         node = f"hs{os.getpid()}@127.0.0.1"
         ports = ["-kernel", "inet_dist_listen_min", str(dist_port), "inet_dist_listen_max", str(dist_port)]
         erl = subprocess.Popen(
-            ["erl", "-noshell", "-start_epmd", "false", "-name", node, "-setcookie", COOKIE, *ports],
+            [erl_command, "-noshell", "-start_epmd", "false", "-name", node, "-setcookie", COOKIE, *ports],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -19,6 +19,7 @@ from pynode.etf import Atom, Pid, Term, decode, encode
 from pynode.node import Node
 from pynode.runtime.genserver import From, GenServer
 from pynode.runtime.process import Process, ProcessExit
+from pynode.testing import on_otp
 
 pytestmark = pytest.mark.beam
 
@@ -96,6 +97,7 @@ class Counter(GenServer):
 # -- handshakes and cookies --------------------------------------------------------------------
 
 
+@on_otp("25", "28")
 async def test_erl_pings_and_calls_the_registry(py_node: Node, beam: BeamFactory) -> None:
     erl = await beam("e1")
     assert await erl.eval(f"net_adm:ping({PY})") == "pong"
@@ -104,6 +106,7 @@ async def test_erl_pings_and_calls_the_registry(py_node: Node, beam: BeamFactory
     assert await erl.eval(f"lists:member({PY}, nodes())") == "false"
 
 
+@on_otp("25", "28")
 async def test_we_dial_the_beam_and_call_its_gen_server(py_node: Node, beam: BeamFactory) -> None:
     erl = await beam("e1")
     conn = await py_node.connect(E1)
@@ -157,6 +160,7 @@ async def test_connect_to_a_node_nobody_registered_raises(py_node: Node, beam: B
 # -- GenServer calls and casts -----------------------------------------------------------------
 
 
+@on_otp("25", "28")
 async def test_erl_calls_a_python_genserver_by_name_and_by_pid(py_node: Node, beam: BeamFactory) -> None:
     counter = py_node.spawn(Counter(), name="counter")
     erl = await beam("e1")
@@ -180,6 +184,7 @@ async def test_elixir_genserver_call_by_name_and_by_pid(py_node: Node, beam: Bea
     assert await ex.eval(by_pid) == "{:ok, 5}"
 
 
+@on_otp("25", "28")
 async def test_raw_pid_ref_request_envelope_gets_ref_reply(py_node: Node, beam: BeamFactory) -> None:
     py_node.spawn(Counter(), name="counter")
     erl = await beam("e1")
@@ -206,6 +211,7 @@ async def test_gen_server_cast_arrives(py_node: Node, beam: BeamFactory) -> None
     await eventually(lambda: counter.casts[-1:] == [Atom("again")], what="the Elixir cast")
 
 
+@on_otp("25", "28")
 async def test_call_to_a_missing_name_exits_noproc_at_once(py_node: Node, beam: BeamFactory) -> None:
     erl = await beam("e1")
     assert await erl.eval(f"net_adm:ping({PY})") == "pong"
@@ -233,6 +239,7 @@ async def test_elixir_call_to_a_missing_name_exits_noproc(py_node: Node, beam: B
 # -- links -------------------------------------------------------------------------------------
 
 
+@on_otp("25", "28")
 async def test_beam_linked_to_a_python_process_gets_its_exit_reason(py_node: Node, beam: BeamFactory) -> None:
     proc = py_node.spawn(exit_on_go)
     erl = await beam("e1")
@@ -246,6 +253,7 @@ async def test_beam_linked_to_a_python_process_gets_its_exit_reason(py_node: Nod
     assert not py_node.connections[E1].signals.links
 
 
+@on_otp("25", "28")
 async def test_python_linked_to_a_beam_pid_gets_exit(py_node: Node, beam: BeamFactory) -> None:
     erl = await beam("e1")
     remote = await beam_term(erl, "spawn(fun() -> receive {die, R} -> exit(R) end end)")
@@ -286,6 +294,7 @@ async def test_exit_kill_from_the_beam_kills_a_trapping_python_process(py_node: 
     assert trapper.alive
 
 
+@on_otp("25", "28")
 async def test_unlink_from_the_beam_cuts_the_link(py_node: Node, beam: BeamFactory) -> None:
     proc = py_node.spawn(exit_on_go)
     erl = await beam("e1")
@@ -340,6 +349,7 @@ async def test_python_link_to_a_dead_beam_pid_gets_noproc(py_node: Node, beam: B
 # -- monitors ----------------------------------------------------------------------------------
 
 
+@on_otp("25", "28")
 async def test_beam_monitors_a_python_process_by_pid_and_by_name(py_node: Node, beam: BeamFactory) -> None:
     by_pid = py_node.spawn(exit_on_go)
     py_node.spawn(exit_on_go, name="watched")
@@ -358,6 +368,7 @@ async def test_beam_monitors_a_python_process_by_pid_and_by_name(py_node: Node, 
     assert not conn.signals.monitors_in
 
 
+@on_otp("25", "28")
 async def test_python_monitors_beam_processes(py_node: Node, beam: BeamFactory) -> None:
     erl = await beam("e1")
     remote = await beam_term(erl, "spawn(fun() -> receive {die, R} -> exit(R) end end)")
@@ -377,6 +388,7 @@ async def test_python_monitors_beam_processes(py_node: Node, beam: BeamFactory) 
     assert not py_node.connections[E1].signals.monitors_out
 
 
+@on_otp("25", "28")
 async def test_demonitor_leaves_nothing_behind(py_node: Node, beam: BeamFactory) -> None:
     target = idle_process(py_node, name="target")
     erl = await beam("e1")
@@ -423,6 +435,7 @@ async def evals_to(result: Awaitable[str], expected: str) -> bool:
 # -- more signals --------------------------------------------------------------------------------
 
 
+@on_otp("25", "28")
 async def test_exit_signals_from_the_beam_follow_erlang_rules(py_node: Node, beam: BeamFactory) -> None:
     survivor = idle_process(py_node)
     victim = idle_process(py_node)

@@ -9,8 +9,8 @@ import pytest
 from beam import BeamFactory
 from pydantic_ai import models
 
-from pynode.bridge.registry import start_registry
 from pynode.node import Node
+from pynode.testing import running_pynode
 
 pytestmark = pytest.mark.beam
 models.ALLOW_MODEL_REQUESTS = False
@@ -31,13 +31,8 @@ end
 async def shipped(epmd_port: int, cookie: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Node]:
     monkeypatch.delenv("PYNODE_MODEL", raising=False)
     monkeypatch.delenv("PYNODE_SEARCH_URL", raising=False)
-    node = Node("py@127.0.0.1", cookie, epmd_port=epmd_port)
-    await node.start()
-    await start_registry(node, agents_dir=AGENTS)
-    try:
-        yield node
-    finally:
-        await node.stop()
+    async with running_pynode("py@127.0.0.1", cookie=cookie, epmd_port=epmd_port, agents_dir=AGENTS) as running:
+        yield running.node
 
 
 async def test_shipped_agents_are_registered(shipped: Node, beam: BeamFactory) -> None:

@@ -1,8 +1,13 @@
 """The README's Python examples are valid code that uses names pynode really exports."""
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import pynode
 
@@ -28,3 +33,31 @@ def test_readme_names_the_two_commands() -> None:
     text = README.read_text()
     assert "scripts/demo" in text and "scripts/test" in text
     assert Path(README.parent / ".ci" / "run").read_text().count("scripts/test") == 1
+
+
+def example_files() -> dict[str, str]:
+    """The README's example project: each block marked ``<!-- pynode-example: PATH -->``."""
+    found = re.findall(r"<!-- pynode-example: (\S+) -->\n```\w+\n(.*?)```", README.read_text(), flags=re.S)
+    return dict(found)
+
+
+@pytest.mark.beam
+def test_the_testing_example_passes_as_written(tmp_path: Path) -> None:
+    files = example_files()
+    assert sorted(files) == ["agents/greeter.py", "pyproject.toml", "tests/test_greeter.py"]
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    done = run_pytest(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+    assert "no Python agents" not in done.stdout  # the node served agents/greeter.py
+
+
+def run_pytest(project: Path) -> subprocess.CompletedProcess[str]:
+    """pytest in a project of its own, as its user runs it: the plugin comes from the entry point."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST_", "ERL_EPMD"))}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip

@@ -52,6 +52,7 @@ def scan_agents(directory: Path) -> AgentScan:
     """Import every ``NAME.py`` of ``directory`` (sorted, ``_*`` skipped); report each failure."""
     scan = AgentScan()
     if not directory.is_dir():
+        logger.warning("no Python agents from %s: not a directory", directory.resolve())
         scan.errors.append(LoadError(directory, "not a directory"))
         return scan
     for path in sorted(directory.glob("*.py")):
@@ -61,8 +62,11 @@ def scan_agents(directory: Path) -> AgentScan:
             scan.agents.append(_load(path))
         except (Exception, SystemExit) as exc:
             message = f"{type(exc).__name__}: {exc}"
-            logger.error("no agent from %s: %s", path, message, exc_info=not isinstance(exc, _NotAnAgent))
+            logger.error("no agent from %s: %s", path.resolve(), message, exc_info=not isinstance(exc, _NotAnAgent))
             scan.errors.append(LoadError(path, message))
+    names = ", ".join(definition.name for definition in scan.agents) or "none"
+    failed = f" ({len(scan.errors)} file(s) failed)" if scan.errors else ""
+    logger.info("Python agents from %s: %s%s", directory.resolve(), names, failed)
     return scan
 
 

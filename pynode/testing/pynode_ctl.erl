@@ -1,4 +1,4 @@
-%% Control loop that the test suite starts inside every BEAM node it runs.
+%% Control loop that pynode's test fixtures start inside every BEAM node they run.
 %%
 %% The test process (Python) writes one request per line on the node's stdin
 %% and reads one answer per line on its stdout. Payloads are base64, and every
@@ -7,17 +7,28 @@
 %%
 %% Requests:   Id p Base64(Source)   evaluate, answer the printed result
 %%             Id t Base64(Source)   evaluate, answer term_to_binary(Result)
+%%             Id c Base64(Etf)      the test process calls: {Dest, Request, TimeoutMs}
+%%             Id m Base64(Etf)      the test process sends: {Dest, Message}
+%%             Id r Base64(Etf)      the test process receives within TimeoutMs
 %%             Id k -                kill the evaluation Id (the caller gave up)
 %%             Id s -                stop the node (init:stop / System.stop)
-%% Answers:    MARK 0 ready OsPid
+%% Answers:    MARK 0 ready OsPid OtpRelease Base64(term_to_binary(TestPid))
+%%             MARK 0 test Base64(term_to_binary(TestPid))    (a new test process)
 %%             MARK Id ok Base64(Payload)
-%%             MARK Id err Class Base64(Reason) Base64(Stacktrace)
+%%             MARK Id err Class Base64(Reason) Base64(Stacktrace) Base64(term_to_binary(Reason))
 %%
 %% Each evaluation runs in its own monitored process, so an expression that
 %% crashes or exits cannot take the loop with it, and several run at once.
 %% Those processes get a group leader that copies their output to stderr,
 %% which keeps stdout for answers. When stdin closes, the node halts: a test
 %% run that dies never leaves a node behind.
+%%
+%% The test process (registered as pynode_test) is the one long-lived process
+%% a test drives: it calls, sends and receives one request at a time, in order,
+%% like the process of an ExUnit test. Its mailbox holds what others send it
+%% (replies to self(), run events); requests reach it tagged with a reference
+%% nobody else has, so no message can pass for one. If it dies (a link), the
+%% requests it had fail with its exit reason and a fresh one takes the name.
 -module(pynode_ctl).
 -export([start/1]).
 
@@ -27,54 +38,116 @@
 start(Kind) when Kind =:= erl; Kind =:= elixir ->
     spawn(fun() -> init(Kind) end).
 
+-record(ctl, {
+    kind :: erl | elixir,
+    evals = #{} :: #{pid() => {string(), reference()}},
+    key :: reference(),
+    test :: pid(),
+    test_mref :: reference(),
+    asked = [] :: [string()]
+}).
+
 init(Kind) ->
     Sink = spawn_link(fun sink/0),
     true = group_leader(Sink, self()),
     Loop = self(),
     spawn_link(fun() -> read_lines(Loop) end),
-    answer(["0 ready ", os:getpid()]),
-    loop(Kind, #{}).
+    State = start_test_process(#ctl{kind = Kind, key = make_ref()}),
+    answer(["0 ready ", os:getpid(), " ", erlang:system_info(otp_release), " ", pid_text(State)]),
+    loop(State).
 
-%% Evals: worker pid => {Id, MonitorRef}.
-loop(Kind, Evals) ->
+loop(#ctl{evals = Evals} = State) ->
     receive
         {line, Line} ->
-            loop(Kind, request(Kind, string:lexemes(Line, [$\s, $\n, $\r, [$\r, $\n]]), Evals));
+            loop(request(string:lexemes(Line, [$\s, $\n, $\r, [$\r, $\n]]), State));
         {result, Pid, Reply} ->
             case maps:take(Pid, Evals) of
                 {{Id, Mref}, Rest} ->
                     erlang:demonitor(Mref, [flush]),
                     reply(Id, Reply),
-                    loop(Kind, Rest);
+                    loop(State#ctl{evals = Rest});
                 error ->
-                    loop(Kind, Evals)
+                    loop(State)
             end;
+        {test_result, Id, Reply} ->
+            reply(Id, Reply),
+            loop(State#ctl{asked = lists:delete(Id, State#ctl.asked)});
+        {'DOWN', Mref, process, _Pid, Reason} when Mref =:= State#ctl.test_mref ->
+            [reply(Id, exited(Reason)) || Id <- lists:reverse(State#ctl.asked)],
+            Next = start_test_process(State#ctl{asked = []}),
+            answer(["0 test ", pid_text(Next)]),
+            loop(Next);
         {'DOWN', _Mref, process, Pid, Reason} ->
             case maps:take(Pid, Evals) of
                 {{Id, _}, Rest} ->
-                    reply(Id, {err, exit, fmt("~0tp", [Reason]), <<>>}),
-                    loop(Kind, Rest);
+                    reply(Id, exited(Reason)),
+                    loop(State#ctl{evals = Rest});
                 error ->
-                    loop(Kind, Evals)
+                    loop(State)
             end
     end.
 
-request(Kind, [Id, Op, Src], Evals) when Op =:= "p"; Op =:= "t" ->
+request([Id, Op, Src], #ctl{kind = Kind, evals = Evals} = State) when Op =:= "p"; Op =:= "t" ->
     Loop = self(),
     Source = base64:decode(Src),
     {Pid, Mref} = spawn_monitor(fun() -> Loop ! {result, self(), run(Kind, Op, Source)} end),
-    Evals#{Pid => {Id, Mref}};
-request(_Kind, [Id, "k", _], Evals) ->
+    State#ctl{evals = Evals#{Pid => {Id, Mref}}};
+request([Id, Op, Arg], #ctl{key = Key, test = Test, asked = Asked} = State)
+        when Op =:= "c"; Op =:= "m"; Op =:= "r" ->
+    Test ! {Key, Id, Op, base64:decode(Arg)},
+    State#ctl{asked = [Id | Asked]};
+request([Id, "k", _], #ctl{evals = Evals} = State) ->
     [exit(Pid, kill) || {Pid, {I, _}} <- maps:to_list(Evals), I =:= Id],
-    Evals;
-request(erl, [_Id, "s", _], Evals) ->
+    State;
+request([_Id, "s", _], #ctl{kind = erl} = State) ->
     init:stop(),
-    Evals;
-request(elixir, [_Id, "s", _], Evals) ->
+    State;
+request([_Id, "s", _], #ctl{kind = elixir} = State) ->
     'Elixir.System':stop(),
-    Evals;
-request(_Kind, _Other, Evals) ->
-    Evals.
+    State;
+request(_Other, State) ->
+    State.
+
+exited(Reason) ->
+    {err, exit, print(Reason), <<>>, Reason}.
+
+pid_text(#ctl{test = Test}) ->
+    base64:encode(term_to_binary(Test)).
+
+%% The test process: one request at a time, in the order they came.
+start_test_process(#ctl{key = Key} = State) ->
+    Loop = self(),
+    {Pid, Mref} = spawn_monitor(fun() -> test_loop(Loop, Key) end),
+    true = register(pynode_test, Pid),
+    State#ctl{test = Pid, test_mref = Mref}.
+
+test_loop(Loop, Key) ->
+    receive
+        {Key, Id, Op, Arg} ->
+            Loop ! {test_result, Id, test_request(Key, Op, Arg)},
+            test_loop(Loop, Key)
+    end.
+
+test_request(Key, Op, Arg) ->
+    try
+        {ok, term_to_binary(test_do(Key, Op, binary_to_term(Arg)))}
+    catch
+        Class:Reason:Stack ->
+            {err, Class, print(Reason), print(Stack), Reason}
+    end.
+
+test_do(_Key, "c", {Dest, Request, Timeout}) ->
+    gen_server:call(Dest, Request, Timeout);
+test_do(_Key, "m", {Dest, Message}) ->
+    erlang:send(Dest, Message);
+test_do(Key, "r", Timeout) ->
+    receive
+        Message when not (is_tuple(Message) andalso tuple_size(Message) =:= 4
+                          andalso element(1, Message) =:= Key) ->
+            {message, Message}
+    after Timeout ->
+        timeout
+    end.
 
 run(Kind, Op, Source) ->
     try
@@ -82,7 +155,7 @@ run(Kind, Op, Source) ->
         {ok, render(Kind, Op, Value)}
     catch
         Class:Reason:Stack ->
-            {err, Class, reason_text(Kind, Class, Reason, Stack), fmt("~0tp", [Stack])}
+            {err, Class, reason_text(Kind, Class, Reason, Stack), print(Stack), Reason}
     end.
 
 eval(erl, Source) ->
@@ -117,22 +190,33 @@ terminated(Text) ->
 render(_Kind, "t", Value) ->
     term_to_binary(Value);
 render(erl, "p", Value) ->
-    fmt("~0tp", [Value]);
+    print(Value);
 render(elixir, "p", Value) ->
     'Elixir.Kernel':inspect(Value, [{limit, infinity}, {printable_limit, infinity}]).
 
 reason_text(erl, _Class, Reason, _Stack) ->
-    fmt("~0tp", [Reason]);
+    print(Reason);
 reason_text(elixir, Class, Reason, Stack) ->
     'Elixir.Exception':format_banner(Class, Reason, Stack).
+
+%% Terms as `~0tp` prints them on OTP 25: OTP 26 and later print map keys in no
+%% particular order unless asked for term order (the `k` modifier, which OTP 25 lacks).
+print(Term) ->
+    Format =
+        case list_to_integer(erlang:system_info(otp_release)) >= 26 of
+            true -> "~0tkp";
+            false -> "~0tp"
+        end,
+    fmt(Format, [Term]).
 
 fmt(Format, Args) ->
     unicode:characters_to_binary(io_lib:format(Format, Args)).
 
 reply(Id, {ok, Payload}) ->
     answer([Id, " ok ", base64:encode(Payload)]);
-reply(Id, {err, Class, Reason, Stack}) ->
-    answer([Id, " err ", atom_to_list(Class), " ", base64:encode(Reason), " ", base64:encode(Stack)]).
+reply(Id, {err, Class, Reason, Stack, Term}) ->
+    answer([Id, " err ", atom_to_list(Class), " ", base64:encode(Reason), " ", base64:encode(Stack),
+            " ", base64:encode(term_to_binary(Term))]).
 
 %% One io request per answer line, so no other output lands inside it.
 answer(Line) ->
