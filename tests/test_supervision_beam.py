@@ -28,6 +28,7 @@ from pynode.node import Node
 from pynode.runtime.process import KILL as KILL_SIGNAL
 from pynode.runtime.services import node_supervisor
 from pynode.runtime.supervisor import RestartIntensity
+from pynode.testing import on_otp
 
 pytestmark = pytest.mark.beam
 
@@ -89,6 +90,7 @@ def is_cancelled(reply: Term) -> bool:
 # -- the registry ---------------------------------------------------------------------------
 
 
+@on_otp("25", "28")
 async def test_registry_killed_comes_back_with_its_agents_and_runs(erl: BeamNode, py_node: Node) -> None:
     created = await erl.eval(f"gen_server:call({REG}, {{create_agent, asker, {ASK_HUMAN_SPEC}}})")
     assert created == "{ok,asker}"
@@ -150,6 +152,7 @@ async def test_an_owned_agent_still_goes_with_its_owner_after_the_registry_resta
 # -- net_kernel and the io server -----------------------------------------------------------
 
 
+@on_otp("25", "28")
 async def test_net_kernel_killed_ping_still_pongs_old_and_new_connections(
     erl: BeamNode, py_node: Node, beam: BeamFactory
 ) -> None:
@@ -216,6 +219,7 @@ ASK_HUMAN_ELIXIR = """%{model: "test", tools: [%{name: "ask_human", description:
 """agent_support.ASK_HUMAN_SPEC in Elixir: one tool with no handler."""
 
 
+@on_otp("25", "28")
 async def test_agent_killed_mid_run_its_callers_get_cancelled_and_it_comes_back(
     erl: BeamNode, py_node: Node
 ) -> None:
