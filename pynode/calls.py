@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any, Final, Protocol
 
 from pynode.errors import CallExit, CallTimeout, PynodeError
+from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.genserver import GEN_CALL
 from pynode.runtime.mailbox import ReceiveTimeout
@@ -31,7 +32,7 @@ class ErpcError(PynodeError):
     """``erpc:call`` raised on the remote node: ``kind`` is throw, exit or error."""
 
     def __init__(self, kind: str, reason: Term, stack: Term = None) -> None:
-        super().__init__(f"{kind}: {reason!r}")
+        super().__init__(f"{kind}: {format_term(reason, limit=500)}")
         self.kind = kind
         self.reason = reason
         self.stack = stack

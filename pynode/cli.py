@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="event loop (uvloop: the 'fast' extra; default asyncio, or $PYNODE_LOOP)",
     )
     parser.add_argument("--log-level", default=os.environ.get("PYNODE_LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--stop-on-eof",
+        action="store_true",
+        default=os.environ.get("PYNODE_STOP_ON_EOF") == "1",
+        help="stop, as on SIGTERM, when standard input closes: the BEAM that started this node"
+        " through a Port went away (or $PYNODE_STOP_ON_EOF=1)",
+    )
     return parser
 
 
@@ -254,6 +261,7 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    stdin_watch = await _watch_stdin(stop) if args.stop_on_eof else None
     registry = await start_registry(node, agents_dir=agents_dir, max_runs=args.max_runs)
     for peer in args.connect:
         try:
@@ -263,6 +271,8 @@ async def serve(args: argparse.Namespace) -> int:
     print(f"pynode {node.name} ready (port {node.port}, epmd {epmd_port}, {node.transport.name})", flush=True)
     status = await _until_stopped(stop, supervisor)
     log.info("stopping: cancelling runs in flight")
+    if stdin_watch is not None:
+        stdin_watch.close()
     # The registry process may be a later one than ``registry``; they share the agents and runs.
     await registry.shutdown()
     await node.stop()
@@ -289,6 +299,28 @@ async def _until_stopped(stop: asyncio.Event, supervisor: Supervisor) -> int:
     log.error("the node's supervisor %s ended (%s); stopping the node", supervisor.label, reason)
     print(f"pynode: the node's supervisor ended ({reason}); stopping", file=sys.stderr, flush=True)
     return 1
+
+
+class _StdinWatch(asyncio.Protocol):
+    """Sets ``stop`` when standard input reaches its end; what is read is ignored."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop = stop
+
+    def eof_received(self) -> bool:
+        log.info("standard input closed: the process that started this node is gone; stopping")
+        self.stop.set()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop.set()
+
+
+async def _watch_stdin(stop: asyncio.Event) -> asyncio.BaseTransport:
+    """A Port's owner that dies closes the pipe of the node's stdin: stop with it instead of staying."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_read_pipe(lambda: _StdinWatch(stop), sys.stdin)
+    return transport
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from pynode.bridge.runner import AgentDefinition
 from pynode.bridge.runs import TOOL_RESULT, RunProcess, RunRequest, call_key
 from pynode.bridge.spec import parse_run_options
 from pynode.bridge.termmap import text_from_prompt
+from pynode.bridge.tools import check_run_tools
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, ImproperList, Pid, Reference, Term
 from pynode.runtime.genserver import NOREPLY, From, GenServer
@@ -86,7 +87,8 @@ class AgentProcess(GenServer):
         if _is_tool_result(message):
             self.forward_tool_result(message[1], message[2])
         else:
-            log.debug("agent %s ignores %r", self.agent_name, message)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("agent %s ignores %s", self.agent_name, format_term(message, limit=500))
 
     def handle_request(self, request: Term, caller: From) -> Term:
         if request == INFO:
@@ -109,14 +111,8 @@ class AgentProcess(GenServer):
     def start(self, prompt: Term, opts: Term, caller: From, *, synchronous: bool) -> Term:
         text = text_from_prompt(prompt)
         options = parse_run_options(opts)
-        if synchronous and options.tool_handler is None:
-            orphans = [t.name for t in self.definition.tools if t.handler is None]
-            if orphans:
-                raise BridgeError(
-                    "bad_request",
-                    f"tool(s) {', '.join(orphans)} have no handler and the run has no tool_handler: "
-                    "a synchronous run could never answer them; use start_run or pass tool_handler",
-                )
+        defn = self.definition
+        check_run_tools(defn.tools, defn.tool_names(), options, caller.pid, synchronous=synchronous)
         if not self.limits.accepting:
             raise BridgeError("cancelled", "the node is shutting down")
         if self.closing is not None:

@@ -79,15 +79,15 @@ class Registry(GenServer):
         if _may_wait(request):
             return DEFER
         try:
-            return self.handle_request(request)
+            return self.handle_request(request, caller)
         except BridgeError as exc:
             return error_term(exc.kind, exc.message)
 
     async def handle_call(self, request: Term, caller: From) -> Term:
         try:
             if _may_wait(request):
-                return await self.handle_waiting_request(request)
-            return self.handle_request(request)
+                return await self.handle_waiting_request(request, caller)
+            return self.handle_request(request, caller)
         except BridgeError as exc:
             return error_term(exc.kind, exc.message)
 
@@ -95,7 +95,8 @@ class Registry(GenServer):
         if type(message) is tuple and len(message) == 5 and message[0] == DOWN and message[1] in self.owners:
             await self.owner_down(message[1], message[4])
 
-    def handle_request(self, request: Term) -> Term:
+    def handle_request(self, request: Term, caller: From | None = None) -> Term:
+        """One request; ``caller`` (absent for a cast) is the creator of an agent it creates."""
         if request == Atom("ping"):
             return PONG
         if request == Atom("info"):
@@ -107,16 +108,17 @@ class Registry(GenServer):
             if op == Atom("echo") and len(args) == 1:
                 return (OK, args[0])
             if op == Atom("create_agent") and len(args) == 2:
-                return self.create_agent(args[0], args[1])
+                return self.create_agent(args[0], args[1], home=_home(caller))
         raise BridgeError("bad_request", f"the pynode registry does not understand {format_term(request)}")
 
-    def create_agent(self, name: Term, spec_term: Term) -> Term:
+    def create_agent(self, name: Term, spec_term: Term, *, home: Atom | None = None) -> Term:
+        """``home``: the creator's node, where the agent's ``{M, F}`` tools and instructions run."""
         if type(name) is not Atom:
             raise BridgeError("bad_request", f"an agent name is an atom, not {format_term(name)}")
         if name in self.agents or (self.node is not None and self.node.whereis(name) is not None):
             raise BridgeError("already_exists", f"a process named {name} already exists on this node")
         spec = parse_agent_spec(spec_term)
-        definition = build_agent(spec, self.models, name=str(name))
+        definition = build_agent(spec, self.models, name=str(name), home=home)
         self.add_agent(definition)
         return (OK, name)
 
@@ -128,15 +130,20 @@ class Registry(GenServer):
         )
         return process
 
-    async def handle_waiting_request(self, request: Term) -> Term:
+    async def handle_waiting_request(self, request: Term, caller: From | None = None) -> Term:
         """``delete_agent`` and ``create_agent/4``: they may end an agent, after its runs have answered."""
         assert type(request) is tuple
         if request[0] == Atom("delete_agent"):
             return await self.delete_agent(request[1])
-        return await self.create_agent_with_options(request[1], request[2], request[3])
+        return await self.create_agent_with_options(request[1], request[2], request[3], home=_home(caller))
 
-    async def create_agent_with_options(self, name: Term, spec_term: Term, opts_term: Term) -> Term:
-        """``{create_agent, Name, Spec, CreateOpts}``: ``if_exists`` and ``owner`` (PROTOCOL.md section 3)."""
+    async def create_agent_with_options(
+        self, name: Term, spec_term: Term, opts_term: Term, *, home: Atom | None = None
+    ) -> Term:
+        """``{create_agent, Name, Spec, CreateOpts}``: ``if_exists`` and ``owner`` (PROTOCOL.md section 3).
+
+        ``home``: the creator's node, where the agent's ``{M, F}`` tools and instructions run.
+        """
         opts = parse_create_options(opts_term)
         if type(name) is not Atom:
             raise BridgeError("bad_request", f"an agent name is an atom, not {format_term(name)}")
@@ -148,7 +155,8 @@ class Registry(GenServer):
             raise BridgeError("already_exists", f"an agent named {name} already exists")
         if existing is not None and opts.if_exists == "keep":
             return (OK, name)
-        definition = build_agent(spec, self.models, name=str(name))  # a model that fails replaces nothing
+        # A model that fails replaces nothing.
+        definition = build_agent(spec, self.models, name=str(name), home=home)
         if existing is not None:
             await self.remove_agent(str(name), f"agent {name} was replaced")
         self.add_agent(definition)
@@ -229,6 +237,11 @@ class Registry(GenServer):
             await asyncio.wait(tasks, timeout=timeout)
         if self.node is not None:
             await _flushed(self.node, deadline)
+
+
+def _home(caller: From | None) -> Atom | None:
+    """The node of the process that sent ``create_agent`` (none for a cast)."""
+    return None if caller is None else caller.pid.node
 
 
 def _may_wait(request: Term) -> bool:

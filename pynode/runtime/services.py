@@ -16,6 +16,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Final, Protocol
 
+from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, ImproperList, Pid, Term
 from pynode.runtime.genserver import From, GenServer
 from pynode.runtime.process import Process
@@ -71,7 +72,7 @@ def render_chars(chars: Term) -> str:
         return "".join(render_chars(part) for part in chars)
     if isinstance(chars, ImproperList):
         return "".join(render_chars(part) for part in chars.elements) + render_chars(chars.tail)
-    return repr(chars)
+    return format_term(chars)
 
 
 # ~[Width][.Precision[.Pad]][Modifiers]Control, as io:format reads a control sequence.
@@ -130,7 +131,7 @@ def show_term(term: Term) -> str:
         return "{" + ",".join(map(show_term, term)) + "}"
     if isinstance(term, dict):
         return "#{" + ",".join(f"{show_term(k)} => {show_term(v)}" for k, v in term.items()) + "}"
-    return repr(term)
+    return format_term(term)
 
 
 def _byte_list(data: bytes) -> str:
@@ -158,7 +159,7 @@ class IoServer(Process):
                 self.emit(sender, render_chars(request[2]))
                 return _OK
             if len(request) == 5:
-                self.emit(sender, _render_format(*request[4]) if len(request[4]) == 2 else repr(request))
+                self.emit(sender, _render_format(*request[4]) if len(request[4]) == 2 else format_term(request))
                 return _OK
         if op == _REQUESTS and len(request) == 2 and isinstance(request[1], list):
             reply: Term = _OK

@@ -190,8 +190,14 @@ defmodule Pynode.Connection do
     cmd = executable(Keyword.fetch!(opts, :cmd))
     args = name_args(opts[:args] || [], state.node)
 
+    # PYNODE_STOP_ON_EOF: the node stops when the Port's pipe closes, so it goes with this VM
+    # even when the VM is killed and no terminate/2 runs.
     env =
-      [{"PYNODE_COOKIE", Atom.to_string(state.cookie)}, {"PYTHONUNBUFFERED", "1"}]
+      [
+        {"PYNODE_COOKIE", Atom.to_string(state.cookie)},
+        {"PYTHONUNBUFFERED", "1"},
+        {"PYNODE_STOP_ON_EOF", "1"}
+      ]
       |> Keyword.merge(Enum.map(opts[:env] || [], fn {k, v} -> {to_string(k), to_string(v)} end))
       |> Enum.map(fn {k, v} -> {String.to_charlist(k), String.to_charlist(v)} end)
 
