@@ -42,6 +42,8 @@ class RunLimits:
     max_runs: int
     in_flight: int = 0
     agents: dict[str, AgentProcess] = field(default_factory=dict)
+    owners: dict[str, Pid] = field(default_factory=dict)
+    """Owned agents' owners, by agent name: kept here so that a restarted registry watches them again."""
     accepting: bool = True
     """False once the node is shutting down: new runs are refused as cancelled."""
 
@@ -171,6 +173,18 @@ class AgentProcess(GenServer):
             Atom("tools"): self.definition.tool_names(),
             Atom("runs"): len(self.runs),
         }
+
+    def ended(self, reason: Term) -> None:
+        """The agent process is gone (killed, crashed, deleted): so are its runs.
+
+        Called before the agent's links and monitors fire, so each run's caller gets
+        ``{error, {cancelled, _}}`` before it can see the agent's ``DOWN``.
+        """
+        super().ended(reason)
+        if self.runs:
+            why = f"agent {self.agent_name} exited ({format_term(reason, limit=200)})"
+            for run in list(self.runs.values()):
+                run.cancel_now(why)
 
     def cancel_all(self, reason: str) -> list[RunProcess]:
         runs = list(self.runs.values())

@@ -79,6 +79,8 @@ class RunProcess(Process):
         self._waits: dict[str, asyncio.Future[ToolReply]] = {}
         self._handler_monitors: dict[Reference, str] = {}
         self._caller_monitor: Reference | None = None
+        self._answered = False
+        """True once the caller has its answer (sent early by :meth:`cancel_now`)."""
         self._phase = "new"
         """``new`` until its task first runs, ``running``, then ``done`` once the outcome is known."""
         self._nobody_waits = False
@@ -107,7 +109,7 @@ class RunProcess(Process):
             self.agent.run_finished(self)
         if self._caller_monitor is not None:
             self.demonitor(self._caller_monitor)
-            if not self._nobody_waits:
+            if not self._answered and not self._nobody_waits:
                 self._deliver(outcome)
         log.info("run %s of %s ended: %s", self.run_id, self.agent.name, self.end_reason)
 
@@ -169,6 +171,19 @@ class RunProcess(Process):
         self.cancel_reason = reason
         if self._phase == "running" and self.task is not None and not self.task.done():
             self.task.cancel()
+
+    def cancel_now(self, reason: str) -> None:
+        """Cancel, and answer the caller ``{error, {cancelled, Reason}}`` before this returns.
+
+        For the runs of an agent that is gone: their answers must leave before the agent's
+        ``DOWN`` does, or a synchronous caller would exit with the agent's reason instead.
+        """
+        if self._answered or self._nobody_waits or self._phase == "done":
+            return
+        self.cancel(reason)
+        self._answered = True
+        self.end_reason = f"cancelled ({reason})"
+        self._deliver(error_term("cancelled", reason))
 
     def abandon(self, reason: str) -> None:
         """The caller of a synchronous run stopped waiting (its call timed out): end it, answer nobody.
