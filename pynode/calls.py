@@ -32,7 +32,7 @@ class ErpcError(PynodeError):
     """``erpc:call`` raised on the remote node: ``kind`` is throw, exit or error."""
 
     def __init__(self, kind: str, reason: Term, stack: Term = None) -> None:
-        super().__init__(f"{kind}: {format_term(reason, limit=1000)}")
+        super().__init__(f"{kind}: {format_term(reason, limit=500)}")
         self.kind = kind
         self.reason = reason
         self.stack = stack

@@ -11,13 +11,18 @@ import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pynode import epmd
 from pynode.errors import EpmdError, PynodeError
+from pynode.etf.pretty import format_term
 from pynode.limits import DEFAULT_LIMITS, Limits
 from pynode.net.tls import TlsConfigError, TlsTransport
 from pynode.net.transport import DistTransport
+from pynode.runtime.supervisor import DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_PERIOD, RestartIntensity
+
+if TYPE_CHECKING:
+    from pynode.runtime.supervisor import Supervisor
 
 __all__ = ["agents_folder", "limits_from", "main", "parse_size", "resolve_cookie"]
 
@@ -153,6 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-runs", type=int, default=1000, help="agent runs in flight on the node (default 1000)"
     )
     parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=DEFAULT_MAX_RESTARTS,
+        help="restarts of the node's own processes and agents allowed within --restart-period"
+        f" before the node gives up and stops with exit status 1 (default {DEFAULT_MAX_RESTARTS})",
+    )
+    parser.add_argument(
+        "--restart-period",
+        type=float,
+        default=DEFAULT_RESTART_PERIOD,
+        help=f"seconds over which --max-restarts counts (default {DEFAULT_RESTART_PERIOD:g})",
+    )
+    parser.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
         default=os.environ.get("PYNODE_LOOP", "asyncio"),
@@ -268,6 +286,7 @@ def agents_folder(explicit: Path | None) -> Path | None:
 async def serve(args: argparse.Namespace) -> int:
     from pynode.bridge.registry import start_registry
     from pynode.node import Node
+    from pynode.runtime.services import node_supervisor
 
     agents_dir = agents_folder(args.agents)
     cookie = resolve_cookie(args.cookie)
@@ -276,6 +295,10 @@ async def serve(args: argparse.Namespace) -> int:
     epmd_port = epmd.epmd_port_from_env(args.epmd_port)
     if args.start_epmd and await epmd.ensure_epmd(epmd_port):
         log.info("started EPMD on port %d", epmd_port)
+    try:
+        intensity = RestartIntensity(args.max_restarts, args.restart_period)
+    except ValueError as exc:
+        raise SystemExit(f"pynode: --max-restarts/--restart-period: {exc}") from None
     node = Node(
         node_name(args),
         cookie,
@@ -283,6 +306,7 @@ async def serve(args: argparse.Namespace) -> int:
         listen_port=args.port,
         epmd_port=epmd_port,
         net_ticktime=args.net_ticktime,
+        restart_intensity=intensity,
         transport=transport,
         limits=limits,
     )
@@ -291,6 +315,7 @@ async def serve(args: argparse.Namespace) -> int:
     except EpmdError as exc:
         print(f"pynode: {exc}", file=sys.stderr)
         return 2
+    supervisor = node_supervisor(node)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -303,13 +328,36 @@ async def serve(args: argparse.Namespace) -> int:
         except (PynodeError, OSError) as exc:
             log.error("could not connect to %s: %s", peer, exc)
     print(f"pynode {node.name} ready (port {node.port}, epmd {epmd_port}, {node.transport.name})", flush=True)
-    await stop.wait()
+    status = await _until_stopped(stop, supervisor)
     log.info("stopping: cancelling runs in flight")
     if stdin_watch is not None:
         stdin_watch.close()
+    # The registry process may be a later one than ``registry``; they share the agents and runs.
     await registry.shutdown()
     await node.stop()
-    return 0
+    return status
+
+
+async def _until_stopped(stop: asyncio.Event, supervisor: Supervisor) -> int:
+    """0 after SIGINT/SIGTERM; 1 when the node's supervisor has ended (it gave up, or was killed).
+
+    Without its supervisor the node has lost its own processes for good, as a BEAM node whose
+    kernel supervisor ends halts: better stopped, and restarted from outside, than half alive.
+    """
+    signalled = asyncio.ensure_future(stop.wait())
+    supervised = asyncio.ensure_future(supervisor.join())
+    try:
+        await asyncio.wait({signalled, supervised}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (signalled, supervised):
+            task.cancel()
+        await asyncio.gather(signalled, supervised, return_exceptions=True)
+    if stop.is_set():
+        return 0
+    reason = format_term(supervisor.exit_reason, limit=200)
+    log.error("the node's supervisor %s ended (%s); stopping the node", supervisor.label, reason)
+    print(f"pynode: the node's supervisor ended ({reason}); stopping", file=sys.stderr, flush=True)
+    return 1
 
 
 class _StdinWatch(asyncio.Protocol):

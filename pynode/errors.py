@@ -54,7 +54,12 @@ class CallExit(PynodeError):
     """A call ended because the callee exited (``noproc``, ``noconnection``, ...)."""
 
     def __init__(self, reason: object) -> None:
-        from pynode.etf.pretty import format_term  # errors sit below the codec
-
-        super().__init__(f"callee exited: {format_term(reason, limit=1000)}")
+        super().__init__(f"callee exited: {_shown(reason)}")
         self.reason = reason
+
+
+def _shown(term: object) -> str:
+    """A term in an error text, in Erlang syntax (imported late: the codec imports this module)."""
+    from pynode.etf.pretty import format_term
+
+    return format_term(term, limit=500)

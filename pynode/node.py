@@ -41,6 +41,7 @@ from pynode.runtime.process import (
 )
 from pynode.runtime.services import start_services
 from pynode.runtime.signals import Signals
+from pynode.runtime.supervisor import RestartIntensity
 from pynode.runtime.table import ProcessTable
 from pynode.wire import control as c
 from pynode.wire.flags import DEFAULT_FLAGS, DFlag
@@ -76,6 +77,7 @@ class Node:
         flags: DFlag = NODE_FLAGS,
         transport: DistTransport | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        restart_intensity: RestartIntensity | None = None,
     ) -> None:
         if "@" not in name:
             name = f"{name}@{_short_host()}"
@@ -90,6 +92,8 @@ class Node:
         self.net_ticktime = net_ticktime
         self.flags = flags
         self.limits = limits
+        self.restart_intensity = restart_intensity
+        """How often ``pynode_sup`` restarts the node's processes before giving up (default 10 in 10 s)."""
         self.processes = ProcessTable()
         self.net = ConnectionManager(
             self.name,
@@ -138,7 +142,7 @@ class Node:
             self.creation = secrets.randbits(32) or 1
         self.net.creation = self.creation
         self._ids = IdMint(self.name, self.creation)
-        self._system = start_services(self)
+        self._system = start_services(self, self.restart_intensity)
         log.info("node %s up on port %d (epmd port %d)", self.name, self.port, self.epmd_port)
 
     async def stop(self) -> None:

@@ -456,7 +456,8 @@ async def test_mf_tool_process_killed_mid_call(py_node: Node, beam: BeamFactory)
         "receive do {:run, r} -> r after 10_000 -> :hung end",
     )
     assert isinstance(got, tuple) and got[0] == Atom("ok"), got
-    assert b"Elixir.SlowTool:wait raised exit" in got[1][Atom("messages")]
+    # The model is told which function, where, and how it ended (module in Erlang syntax, section 8).
+    assert b"'Elixir.SlowTool':wait/1 on node ex1@127.0.0.1 exited: " in got[1][Atom("messages")]
     await assert_clean(py_node, tasks)
 
 
@@ -528,7 +529,9 @@ async def test_node_wide_max_runs_refuses_with_overloaded(erl: BeamNode, py_node
         "   receive {pynode_tool_call, Ref, #{call_id := Id}} -> {A, Ref, Id} after 5000 -> exit(no_call) end end,"
         " {A1, Ref1, Id1} = Start(a1), _ = Start(a2),"
         " {error, {Kind, Msg}} = gen_server:call({a1, 'py@127.0.0.1'}, {start_run, <<\"x\">>, #{}}),"
-        " Sync = gen_server:call({a2, 'py@127.0.0.1'}, {run, <<\"x\">>, #{tool_handler => self()}}),"
+        # A tool_handler other than the caller itself (that one is a bad_request: it could never answer).
+        " Handler = spawn(fun() -> receive stop -> ok after 10000 -> ok end end),"
+        " Sync = gen_server:call({a2, 'py@127.0.0.1'}, {run, <<\"x\">>, #{tool_handler => Handler}}),"
         " {A1, 'py@127.0.0.1'} ! {tool_result, Id1, {ok, 1}},"
         " {ok, _} = receive {pynode_result, Ref1, R} -> R after 5000 -> timeout end,"
         # One run ended: there is room for one more.

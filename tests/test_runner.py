@@ -42,6 +42,7 @@ from pynode.bridge.runner import (
     OutputDelta,
     RunEvent,
     TextDelta,
+    ToolCallFailed,
     ToolCallFinished,
     ToolCallStarted,
     build_agent,
@@ -412,7 +413,7 @@ async def test_streamed_tool_calls_results_and_text_in_order() -> None:
     await run(defn, models=models, dispatch=Dispatch(ToolOk({"temp": 21})), on_event=events.append)
     call_id = "pyd_ai_tool_call_id__echo"
     assert events[0] == ToolCallStarted("echo", {}, call_id)
-    assert events[1] == ToolCallFinished("echo", {"temp": 21}, call_id, "success")
+    assert events[1] == ToolCallFinished("echo", {"temp": 21}, call_id)
     assert all(isinstance(e, TextDelta) for e in events[2:])
     assert "".join(e.text for e in events[2:] if isinstance(e, TextDelta)) == '{"echo":{"temp":21}}'
 
@@ -422,7 +423,9 @@ async def test_streamed_tool_failure() -> None:
     models = ModelCache()
     defn = remote(models, model="test", tools=(ECHO,))
     await run(defn, models=models, dispatch=Dispatch(ToolFailed("broken")), on_event=events.append)
-    assert ToolCallFinished("echo", "broken", "pyd_ai_tool_call_id__echo", "failed") in events
+    # A failed tool is a tool_error event (PROTOCOL.md section 5), never a tool_result.
+    assert ToolCallFailed("echo", "broken", "pyd_ai_tool_call_id__echo") in events
+    assert not any(isinstance(event, ToolCallFinished) for event in events)
 
 
 async def chunks(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
@@ -441,7 +444,7 @@ async def test_streamed_text_includes_the_first_chunk() -> None:
     result = await run(defn, models=models, on_event=events.append)
     assert events == [
         ToolCallStarted("echo", {"x": 1}, "c1"),
-        ToolCallFinished("echo", "done", "c1", "success"),
+        ToolCallFinished("echo", "done", "c1"),
         TextDelta("Hel"),
         TextDelta("lo, "),
         TextDelta("world"),

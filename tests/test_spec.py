@@ -81,6 +81,7 @@ def test_spec_tables_match_the_protocol() -> None:
         "usage_limits",
         "output_schema",
         "timeout",
+        "tools",
         "tool_handler",
         "stream_to",
         "events",

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from pynode.bridge.errors import BridgeError
 from pynode.bridge.termmap import ENVELOPE_KEYS, from_json, key, text_from_prompt, to_json
+from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, ImproperList, MapKey, Pid, Reference
 
 PID = Pid(Atom("a@host"), 1, 0, 1)
@@ -71,7 +72,7 @@ def test_other_map_keys_are_bad_request_naming_the_key(bad_key: Any) -> None:
         to_json({Atom("outer"): {bad_key: 1}})
     message = bad_request(exc)
     shown = bad_key.term if isinstance(bad_key, MapKey) else bad_key
-    assert repr(shown) in message
+    assert format_term(shown) in message  # Erlang syntax (section 8), never a Python repr
     assert "$.outer" in message
 
 

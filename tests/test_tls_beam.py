@@ -184,9 +184,11 @@ async def test_an_elixir_node_over_tls(py_tls: Node, beam: BeamFactory, pki: Pki
 
 async def test_the_cli_connects_to_a_tls_node(epmd_port: int, cookie: str, beam: BeamFactory, pki: Pki) -> None:
     e1 = await beam("e1", extra_args=tls_args(pki, "e1", pki.e1))
+    agents = pki.directory / "no-agents"
+    agents.mkdir(exist_ok=True)  # an empty folder: no Python agents (a missing one stops the command)
     argv = [
         sys.executable, "-m", "pynode", "--name", "py7@127.0.0.1", "--cookie", cookie,
-        "--epmd-port", str(epmd_port), "--agents", str(pki.directory / "no-agents"),
+        "--epmd-port", str(epmd_port), "--agents", str(agents),
         "--proto-dist", "inet_tls", "--tls-certfile", str(pki.py.certfile),
         "--tls-keyfile", str(pki.py.keyfile), "--tls-cacertfile", str(pki.ca.certfile),
         "--connect", "e1@127.0.0.1",

@@ -5,7 +5,10 @@
 - ``spec``: agent specs and run options, checked once, with messages that name the key.
 - ``models``: one pydantic-ai model object per model name.
 - ``output``: ``output_schema`` as an output type plus a jsonschema check that asks the model to retry.
-- ``tools``: BEAM-implemented tools as a pydantic-ai toolset over a dispatch seam the node fills.
+- ``structs``: Elixir's calendar and Decimal structs as the strings Elixir's JSON libraries write.
+- ``tools``: BEAM-implemented tools as a pydantic-ai toolset over a dispatch seam the node fills,
+  what an ``{M, F}`` tool's return means, and the runs refused because nobody could answer a tool.
+- ``functions``: ``{M, F}`` tools and instructions called on their node, failures told in words.
 - ``runner``: agent definitions and one run, from prompt and options to the Result term.
 - ``loader``: agents defined in Python files.
 """
@@ -16,8 +19,10 @@ from pynode.bridge.models import ModelCache
 from pynode.bridge.output import SchemaCheck, SchemaOutput, schema_output
 from pynode.bridge.runner import (
     AgentDefinition,
+    InstructionResolver,
     RunEvent,
     TextDelta,
+    ToolCallFailed,
     ToolCallFinished,
     ToolCallStarted,
     build_agent,
@@ -25,6 +30,7 @@ from pynode.bridge.runner import (
 )
 from pynode.bridge.spec import (
     AgentSpec,
+    Instruction,
     MFHandler,
     ProcessHandler,
     RunOptions,
@@ -40,6 +46,8 @@ from pynode.bridge.tools import (
     ToolReply,
     ToolRetry,
     beam_toolset,
+    check_run_tools,
+    function_reply,
     parse_tool_reply,
 )
 
@@ -50,6 +58,8 @@ __all__ = [
     "AgentSpec",
     "BridgeError",
     "ErrorKind",
+    "Instruction",
+    "InstructionResolver",
     "JSONValue",
     "LoadError",
     "MFHandler",
@@ -60,6 +70,7 @@ __all__ = [
     "SchemaCheck",
     "SchemaOutput",
     "TextDelta",
+    "ToolCallFailed",
     "ToolCallFinished",
     "ToolCallStarted",
     "ToolDispatcher",
@@ -70,10 +81,12 @@ __all__ = [
     "ToolSpec",
     "beam_toolset",
     "build_agent",
+    "check_run_tools",
     "classify",
     "error_term",
     "execute_run",
     "from_json",
+    "function_reply",
     "key",
     "load_agents",
     "parse_agent_spec",

@@ -18,7 +18,8 @@ from pynode.bridge.runner import AgentDefinition
 from pynode.bridge.runs import TOOL_RESULT, RunProcess, RunRequest, call_key
 from pynode.bridge.spec import parse_run_options
 from pynode.bridge.termmap import text_from_prompt
-from pynode.etf.pretty import TermText, format_term
+from pynode.bridge.tools import check_run_tools
+from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, ImproperList, Pid, Reference, Term
 from pynode.runtime.genserver import NOREPLY, From, GenServer
 
@@ -41,6 +42,8 @@ class RunLimits:
     max_runs: int
     in_flight: int = 0
     agents: dict[str, AgentProcess] = field(default_factory=dict)
+    owners: dict[str, Pid] = field(default_factory=dict)
+    """Owned agents' owners, by agent name: kept here so that a restarted registry watches them again."""
     accepting: bool = True
     """False once the node is shutting down: new runs are refused as cancelled."""
 
@@ -84,7 +87,8 @@ class AgentProcess(GenServer):
         if _is_tool_result(message):
             self.forward_tool_result(message[1], message[2])
         else:
-            log.debug("agent %s ignores %s", self.agent_name, TermText(message))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("agent %s ignores %s", self.agent_name, format_term(message, limit=500))
 
     def handle_request(self, request: Term, caller: From) -> Term:
         if request == INFO:
@@ -107,14 +111,8 @@ class AgentProcess(GenServer):
     def start(self, prompt: Term, opts: Term, caller: From, *, synchronous: bool) -> Term:
         text = text_from_prompt(prompt)
         options = parse_run_options(opts)
-        if synchronous and options.tool_handler is None:
-            orphans = [t.name for t in self.definition.tools if t.handler is None]
-            if orphans:
-                raise BridgeError(
-                    "bad_request",
-                    f"tool(s) {', '.join(orphans)} have no handler and the run has no tool_handler: "
-                    "a synchronous run could never answer them; use start_run or pass tool_handler",
-                )
+        defn = self.definition
+        check_run_tools(defn.tools, defn.tool_names(), options, caller.pid, synchronous=synchronous)
         if not self.limits.accepting:
             raise BridgeError("cancelled", "the node is shutting down")
         if self.closing is not None:
@@ -175,6 +173,18 @@ class AgentProcess(GenServer):
             Atom("tools"): self.definition.tool_names(),
             Atom("runs"): len(self.runs),
         }
+
+    def ended(self, reason: Term) -> None:
+        """The agent process is gone (killed, crashed, deleted): so are its runs.
+
+        Called before the agent's links and monitors fire, so each run's caller gets
+        ``{error, {cancelled, _}}`` before it can see the agent's ``DOWN``.
+        """
+        super().ended(reason)
+        if self.runs:
+            why = f"agent {self.agent_name} exited ({format_term(reason, limit=200)})"
+            for run in list(self.runs.values()):
+                run.cancel_now(why)
 
     def cancel_all(self, reason: str) -> list[RunProcess]:
         runs = list(self.runs.values())

@@ -13,7 +13,7 @@ from pydantic_ai import exceptions as pai
 
 from pynode.etf.types import Atom
 
-__all__ = ["ERROR_KINDS", "BridgeError", "ErrorKind", "classify", "error_term"]
+__all__ = ["ERROR_KINDS", "BridgeError", "ErrorKind", "classify", "error_term", "quoted"]
 
 ErrorKind: TypeAlias = Literal[
     "bad_request",
@@ -71,6 +71,11 @@ def error_term(kind: ErrorKind, message: str) -> tuple[Atom, tuple[Atom, str]]:
     if kind not in ERROR_KINDS:
         raise ValueError(f"unknown error kind {kind!r}")
     return (ERROR, (Atom(kind), message))
+
+
+def quoted(name: str) -> str:
+    """A name (a key, a tool) in a message, in single quotes as Erlang quotes an atom: ``'colour'``."""
+    return "'" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def classify(exc: BaseException) -> tuple[ErrorKind, str]:

@@ -14,16 +14,19 @@ from pynode.bridge.loader import load_agents
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import AgentDefinition, build_agent
 from pynode.bridge.spec import parse_agent_spec, parse_create_options
+from pynode.bridge.supervision import registry_child, start_agent, stop_agent
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Reference, Term
 from pynode.runtime.genserver import DEFER, From, GenServer
-from pynode.runtime.process import DOWN, SHUTDOWN
+from pynode.runtime.process import DOWN
+from pynode.runtime.services import node_supervisor
+from pynode.runtime.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from pynode.node import Node
     from pynode.runtime.kernel import Kernel
 
-__all__ = ["Registry", "start_registry"]
+__all__ = ["Registry", "current_registry", "start_registry", "start_supervised_registry"]
 
 log = logging.getLogger("pynode.registry")
 
@@ -45,9 +48,20 @@ def _pydantic_ai_version() -> str:
 class Registry(GenServer):
     """Answers ``ping``, ``info``, ``{echo, Term}``; creates, lists and deletes agents."""
 
-    def __init__(self, *, max_runs: int = 1000, models: ModelCache | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_runs: int = 1000,
+        models: ModelCache | None = None,
+        limits: RunLimits | None = None,
+        supervisor: Supervisor | None = None,
+    ) -> None:
         super().__init__()
-        self.limits = RunLimits(max_runs=max_runs)
+        # Given by the supervisor's child spec, the table outlives this process: a restarted
+        # registry knows every agent and every run in flight.
+        self.limits = limits or RunLimits(max_runs=max_runs)
+        self.supervisor = supervisor
+        """Where agents are started (the node's ``pynode_sup``); None: agents run unsupervised."""
         self.models = models or ModelCache()
         self._pydantic_ai = _pydantic_ai_version()
         self.owners: dict[Reference, str] = {}
@@ -65,15 +79,15 @@ class Registry(GenServer):
         if _may_wait(request):
             return DEFER
         try:
-            return self.handle_request(request)
+            return self.handle_request(request, caller)
         except BridgeError as exc:
             return error_term(exc.kind, exc.message)
 
     async def handle_call(self, request: Term, caller: From) -> Term:
         try:
             if _may_wait(request):
-                return await self.handle_waiting_request(request)
-            return self.handle_request(request)
+                return await self.handle_waiting_request(request, caller)
+            return self.handle_request(request, caller)
         except BridgeError as exc:
             return error_term(exc.kind, exc.message)
 
@@ -81,7 +95,8 @@ class Registry(GenServer):
         if type(message) is tuple and len(message) == 5 and message[0] == DOWN and message[1] in self.owners:
             await self.owner_down(message[1], message[4])
 
-    def handle_request(self, request: Term) -> Term:
+    def handle_request(self, request: Term, caller: From | None = None) -> Term:
+        """One request; ``caller`` (absent for a cast) is the creator of an agent it creates."""
         if request == Atom("ping"):
             return PONG
         if request == Atom("info"):
@@ -93,38 +108,42 @@ class Registry(GenServer):
             if op == Atom("echo") and len(args) == 1:
                 return (OK, args[0])
             if op == Atom("create_agent") and len(args) == 2:
-                return self.create_agent(args[0], args[1])
+                return self.create_agent(args[0], args[1], home=_home(caller))
         raise BridgeError("bad_request", f"the pynode registry does not understand {format_term(request)}")
 
-    def create_agent(self, name: Term, spec_term: Term) -> Term:
+    def create_agent(self, name: Term, spec_term: Term, *, home: Atom | None = None) -> Term:
+        """``home``: the creator's node, where the agent's ``{M, F}`` tools and instructions run."""
         if type(name) is not Atom:
             raise BridgeError("bad_request", f"an agent name is an atom, not {format_term(name)}")
         if name in self.agents or (self.node is not None and self.node.whereis(name) is not None):
             raise BridgeError("already_exists", f"a process named {name} already exists on this node")
         spec = parse_agent_spec(spec_term)
-        definition = build_agent(spec, self.models, name=str(name))
+        definition = build_agent(spec, self.models, name=str(name), home=home)
         self.add_agent(definition)
         return (OK, name)
 
     def add_agent(self, definition: AgentDefinition) -> AgentProcess:
         assert self.node is not None
-        process = AgentProcess(definition, models=self.models, limits=self.limits)
-        self.node.spawn(process, name=definition.name)
-        self.agents[definition.name] = process
+        process = start_agent(self.node, self.supervisor, definition, limits=self.limits, models=self.models)
         log.info(
             "agent %s registered (model %s, %s)", definition.name, definition.model_name, definition.origin
         )
         return process
 
-    async def handle_waiting_request(self, request: Term) -> Term:
+    async def handle_waiting_request(self, request: Term, caller: From | None = None) -> Term:
         """``delete_agent`` and ``create_agent/4``: they may end an agent, after its runs have answered."""
         assert type(request) is tuple
         if request[0] == Atom("delete_agent"):
             return await self.delete_agent(request[1])
-        return await self.create_agent_with_options(request[1], request[2], request[3])
+        return await self.create_agent_with_options(request[1], request[2], request[3], home=_home(caller))
 
-    async def create_agent_with_options(self, name: Term, spec_term: Term, opts_term: Term) -> Term:
-        """``{create_agent, Name, Spec, CreateOpts}``: ``if_exists`` and ``owner`` (PROTOCOL.md section 3)."""
+    async def create_agent_with_options(
+        self, name: Term, spec_term: Term, opts_term: Term, *, home: Atom | None = None
+    ) -> Term:
+        """``{create_agent, Name, Spec, CreateOpts}``: ``if_exists`` and ``owner`` (PROTOCOL.md section 3).
+
+        ``home``: the creator's node, where the agent's ``{M, F}`` tools and instructions run.
+        """
         opts = parse_create_options(opts_term)
         if type(name) is not Atom:
             raise BridgeError("bad_request", f"an agent name is an atom, not {format_term(name)}")
@@ -136,11 +155,13 @@ class Registry(GenServer):
             raise BridgeError("already_exists", f"an agent named {name} already exists")
         if existing is not None and opts.if_exists == "keep":
             return (OK, name)
-        definition = build_agent(spec, self.models, name=str(name))  # a model that fails replaces nothing
+        # A model that fails replaces nothing.
+        definition = build_agent(spec, self.models, name=str(name), home=home)
         if existing is not None:
             await self.remove_agent(str(name), f"agent {name} was replaced")
         self.add_agent(definition)
         if opts.owner is not None:
+            self.limits.owners[definition.name] = opts.owner
             self.owners[self.monitor(opts.owner)] = definition.name
         return (OK, name)
 
@@ -155,16 +176,29 @@ class Registry(GenServer):
         """End agent ``name``: its runs' callers get ``{error, {cancelled, Reason}}`` before its ``DOWN``."""
         timeout = self.wind_down_timeout
         process = self.agents.pop(name)
+        self.limits.owners.pop(name, None)
         for ref in [ref for ref, owned in self.owners.items() if owned == name]:
             del self.owners[ref]
             self.demonitor(ref)
-        await process.wind_down(reason, timeout)
-        process.exit(SHUTDOWN)
+        try:
+            await process.wind_down(reason, timeout)
+        finally:
+            # Even when this registry is killed while the runs wind down: the agent is out of the
+            # table already, and a restarted registry would never end it.
+            stop_agent(self.supervisor, process)
         try:
             await process.join(timeout)
         except TimeoutError:
             log.warning("agent %s did not end within %s s", name, timeout)
         log.info("agent %s removed: %s", name, reason)
+
+    def watch_owners(self) -> None:
+        """Monitor the owner of every owned agent: a restarted registry takes over what the last one watched.
+
+        An owner that exited while no registry was there is seen at once (``DOWN`` with ``noproc``).
+        """
+        for name, owner in list(self.limits.owners.items()):
+            self.owners[self.monitor(owner)] = name
 
     async def owner_down(self, ref: Reference, reason: Term) -> None:
         """The owner of an agent exited or its node went away: the agent goes too."""
@@ -205,6 +239,11 @@ class Registry(GenServer):
             await _flushed(self.node, deadline)
 
 
+def _home(caller: From | None) -> Atom | None:
+    """The node of the process that sent ``create_agent`` (none for a cast)."""
+    return None if caller is None else caller.pid.node
+
+
 def _may_wait(request: Term) -> bool:
     """``delete_agent`` and ``create_agent/4`` may end an agent, which waits for its runs to answer."""
     if type(request) is not tuple or not request:
@@ -232,8 +271,7 @@ async def _flushed(node: Kernel, deadline: float) -> None:
 
 async def start_registry(node: Node, *, agents_dir: Path | None = None, max_runs: int = 1000) -> Registry:
     """Register ``pynode`` and the Python-defined agents found in ``agents_dir``."""
-    registry = Registry(max_runs=max_runs)
-    node.spawn(registry, name="pynode")
+    registry = start_supervised_registry(node, max_runs=max_runs)
     if agents_dir is not None:
         for definition in load_agents(agents_dir):
             if node.whereis(definition.name) is not None:
@@ -241,3 +279,18 @@ async def start_registry(node: Node, *, agents_dir: Path | None = None, max_runs
                 continue
             registry.add_agent(definition)
     return registry
+
+
+def start_supervised_registry(node: Node, *, max_runs: int = 1000) -> Registry:
+    """``pynode`` as a child of the node's supervisor, with a table that outlives each registry process."""
+    supervisor = node_supervisor(node)
+    child = registry_child(Registry, supervisor=supervisor, limits=RunLimits(max_runs=max_runs), models=ModelCache())
+    registry = supervisor.start_child(child)
+    assert isinstance(registry, Registry)
+    return registry
+
+
+def current_registry(node: Node) -> Registry | None:
+    """The registry process now registered as ``pynode`` (a new one after each restart)."""
+    process = node.processes.name("pynode")
+    return process if isinstance(process, Registry) else None

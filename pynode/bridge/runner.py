@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 import pydantic
 import pydantic_core
@@ -40,16 +41,18 @@ from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 from pynode.bridge.errors import BridgeError, classify
 from pynode.bridge.models import ModelCache
 from pynode.bridge.output import schema_output
-from pynode.bridge.spec import AgentSpec, MessagesAs, RunOptions, ToolSpec
+from pynode.bridge.spec import AgentSpec, Instruction, MessagesAs, MFHandler, RunOptions, ToolSpec
 from pynode.bridge.termmap import JSONValue, from_json, key
 from pynode.bridge.tools import ToolDispatcher, beam_toolset
 from pynode.etf.types import Atom, Term
 
 __all__ = [
     "AgentDefinition",
+    "InstructionResolver",
     "OutputDelta",
     "RunEvent",
     "TextDelta",
+    "ToolCallFailed",
     "ToolCallFinished",
     "ToolCallStarted",
     "build_agent",
@@ -62,6 +65,10 @@ logger = logging.getLogger(__name__)
 
 EventSink: TypeAlias = Callable[["RunEvent"], Awaitable[None] | None]
 """Receives a run's events; an awaitable result is awaited, which is how a slow reader slows the run."""
+
+InstructionResolver: TypeAlias = Callable[[MFHandler, dict[str, JSONValue]], Awaitable[str]]
+"""Calls an ``{M, F}`` instruction with the run's deps and returns its text (the node's side of the seam);
+a failure is a ``BridgeError``, which fails the run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +89,25 @@ class ToolCallStarted:
 
 @dataclass(frozen=True, slots=True)
 class ToolCallFinished:
-    """A tool call settled (``{tool_result, Name, Content, CallId}``).
-
-    ``outcome`` is pydantic-ai's: ``success``, ``failed`` (the model was told it failed) or
-    ``retried`` (the model was asked to call again); ``content`` is then the message.
-    """
+    """A tool call returned (``{tool_result, Name, Content, CallId}``)."""
 
     name: str
     content: JSONValue
     call_id: str
-    outcome: str = "success"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallFailed:
+    """A tool call failed and the model was told (``{tool_error, Name, Message, CallId}``).
+
+    ``retried`` when the model was asked to call again (``{retry, Msg}``, arguments that broke the
+    tool's schema) rather than told the tool failed for good.
+    """
+
+    name: str
+    message: str
+    call_id: str
+    retried: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +117,9 @@ class OutputDelta:
     partial: dict[str, JSONValue]
 
 
-RunEvent: TypeAlias = TextDelta | ToolCallStarted | ToolCallFinished | OutputDelta
+RunEvent: TypeAlias = TextDelta | ToolCallStarted | ToolCallFinished | ToolCallFailed | OutputDelta
+
+_FAILED_OUTCOMES: Final = frozenset({"failed", "retried"})
 
 
 @dataclass(kw_only=True)
@@ -118,6 +136,12 @@ class AgentDefinition:
     """The model name reported by ``info``/``list_agents``."""
     tools: list[ToolSpec] = field(default_factory=list)
     """Its BEAM-implemented tools (a Python agent's own tools live in its ``Agent``)."""
+    home: Atom | None = None
+    """The node of the process that created it: where ``{M, F}`` tools and instructions run.
+    ``None`` (an agent defined in Python): the node of each run's caller."""
+    instructions: tuple[Instruction, ...] = ()
+    """Instructions with ``{M, F}`` entries, resolved before each run (in order, with the run's deps);
+    empty when every instruction is a fixed text (those live in its ``Agent``)."""
     max_concurrency: int | None = None
     """Runs at once; ``None``: the node's default."""
 
@@ -145,11 +169,19 @@ def model_label(model: Model | str | None) -> str:
     return f"{model.system}:{model.model_name}"
 
 
-def build_agent(spec: AgentSpec, models: ModelCache, *, name: str) -> AgentDefinition:
-    """The agent for a ``create_agent`` spec; ``BridgeError(model_unavailable)`` if its model is."""
+def build_agent(
+    spec: AgentSpec, models: ModelCache, *, name: str, home: Atom | None = None
+) -> AgentDefinition:
+    """The agent for a ``create_agent`` spec; ``BridgeError(model_unavailable)`` if its model is.
+
+    ``home`` is the creator's node. Fixed instructions go to the ``Agent``; a list with an ``{M, F}``
+    entry is kept whole, to be resolved in order before each run.
+    """
+    dynamic = any(isinstance(entry, MFHandler) for entry in spec.instructions)
+    static = [entry for entry in spec.instructions if isinstance(entry, str)]
     agent: Agent[Any, Any] = Agent(
         models.get(spec.model),
-        instructions=list(spec.instructions) or None,
+        instructions=None if dynamic else static or None,
         system_prompt=spec.system_prompt,
         model_settings=spec.model_settings,
         retries=spec.retries,
@@ -162,6 +194,8 @@ def build_agent(spec: AgentSpec, models: ModelCache, *, name: str) -> AgentDefin
         origin="remote",
         model_name=spec.model,
         tools=list(spec.tools),
+        home=home,
+        instructions=spec.instructions if dynamic else (),
         max_concurrency=spec.max_concurrency,
     )
 
@@ -175,11 +209,19 @@ async def execute_run(
     dispatch: ToolDispatcher,
     on_event: EventSink | None,
     run_id: str,
+    resolve: InstructionResolver | None = None,
 ) -> dict[Atom, Term]:
     """Run ``defn`` once and return the Result map; every failure is a :class:`BridgeError`."""
     try:
         result = await _run(
-            defn, prompt, options, models=models, dispatch=dispatch, on_event=on_event, run_id=run_id
+            defn,
+            prompt,
+            options,
+            models=models,
+            dispatch=dispatch,
+            on_event=on_event,
+            run_id=run_id,
+            resolve=resolve,
         )
         return _result_term(result, run_id, messages_as=options.messages_as)
     except asyncio.CancelledError:
@@ -206,6 +248,7 @@ async def _run(
     dispatch: ToolDispatcher,
     on_event: EventSink | None,
     run_id: str,
+    resolve: InstructionResolver | None,
 ) -> AgentRunResult[Any]:
     spec = defn.spec
     model = models.get(options.model) if options.model is not None else None
@@ -220,15 +263,17 @@ async def _run(
         output = schema_output(schema, kind="bad_request")
         output_type = output.output_type
         capabilities.append(output.check)
-    toolsets: list[AbstractToolset[Any]] = [beam_toolset(defn.tools, dispatch)] if defn.tools else []
+    beam_tools = [*defn.tools, *options.tools]
+    toolsets: list[AbstractToolset[Any]] = [beam_toolset(beam_tools, dispatch)] if beam_tools else []
     usage_limits = options.usage_limits or (spec.usage_limits if spec is not None else None)
+    instructions = [*await _agent_instructions(defn, options, resolve), *options.instructions]
     return await defn.agent.run(
         prompt,
         output_type=output_type,
         message_history=options.message_history,
         run_id=run_id,
         model=model,
-        instructions=list(options.instructions) or None,
+        instructions=instructions or None,
         deps=_deps(defn, options.deps),
         model_settings=options.model_settings,
         usage_limits=usage_limits,
@@ -237,6 +282,18 @@ async def _run(
         event_stream_handler=_stream_handler(on_event) if on_event is not None else None,
         capabilities=capabilities or None,
     )
+
+
+async def _agent_instructions(
+    defn: AgentDefinition, options: RunOptions, resolve: InstructionResolver | None
+) -> list[str]:
+    """The agent's instructions for this run, ``{M, F}`` entries called in order with its deps."""
+    if not defn.instructions:
+        return []
+    if resolve is None:
+        raise BridgeError("internal_error", f"agent {defn.name} has {{M, F}} instructions and no way to call them")
+    deps = options.deps or {}
+    return [entry if isinstance(entry, str) else await resolve(entry, deps) for entry in defn.instructions]
 
 
 def _deps(defn: AgentDefinition, deps: dict[str, JSONValue] | None) -> Any:
@@ -347,8 +404,19 @@ def _run_event(event: AgentStreamEvent) -> RunEvent | None:
         return ToolCallStarted(call.tool_name, args if isinstance(args, dict) else {}, call.tool_call_id)
     if isinstance(event, FunctionToolResultEvent):
         done = event.part
-        return ToolCallFinished(done.tool_name, _jsonable(done.content), done.tool_call_id, done.outcome)
+        if done.outcome in _FAILED_OUTCOMES:
+            return ToolCallFailed(
+                done.tool_name, _message(done.content), done.tool_call_id, retried=done.outcome == "retried"
+            )
+        return ToolCallFinished(done.tool_name, _jsonable(done.content), done.tool_call_id)
     return None
+
+
+def _message(content: Any) -> str:
+    """A failed call's content (the message the model was told) as text."""
+    if isinstance(content, str):
+        return content
+    return json.dumps(_jsonable(content), ensure_ascii=False)
 
 
 def _jsonable(value: Any) -> Any:
@@ -362,4 +430,4 @@ async def _emit(on_event: EventSink, event: RunEvent) -> None:
         if pending is not None:
             await pending
     except Exception:
-        logger.warning("stream listener failed on %r", event, exc_info=True)
+        logger.warning("stream listener failed on a %s event", type(event).__name__, exc_info=True)

@@ -18,19 +18,20 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pynode.bridge.context import ClusterContext, current_cluster
 from pynode.bridge.errors import BridgeError, classify, error_term
+from pynode.bridge.functions import call_function, function_node
 from pynode.bridge.runner import (
     OutputDelta,
     RunEvent,
     TextDelta,
+    ToolCallFailed,
     ToolCallFinished,
     ToolCallStarted,
     execute_run,
 )
 from pynode.bridge.spec import MFHandler, ProcessHandler, RunOptions, ToolSpec
-from pynode.bridge.termmap import from_json, to_json
-from pynode.bridge.tools import ToolFailed, ToolOk, ToolReply, parse_tool_reply
-from pynode.calls import ErpcError
-from pynode.etf.pretty import TermText, format_term
+from pynode.bridge.termmap import JSONValue, from_json, text_from_prompt
+from pynode.bridge.tools import ToolFailed, ToolReply, function_reply, parse_tool_reply
+from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.genserver import From, open_envelope
 from pynode.runtime.process import DOWN, Process
@@ -49,6 +50,7 @@ PYNODE_EVENT: Final = Atom("pynode_event")
 PYNODE_RESULT: Final = Atom("pynode_result")
 TEXT_DELTA: Final = Atom("text_delta")
 TOOL_CALL: Final = Atom("tool_call")
+TOOL_ERROR: Final = Atom("tool_error")
 OUTPUT_DELTA: Final = Atom("output_delta")
 
 
@@ -77,6 +79,8 @@ class RunProcess(Process):
         self._waits: dict[str, asyncio.Future[ToolReply]] = {}
         self._handler_monitors: dict[Reference, str] = {}
         self._caller_monitor: Reference | None = None
+        self._answered = False
+        """True once the caller has its answer (sent early by :meth:`cancel_now`)."""
         self._phase = "new"
         """``new`` until its task first runs, ``running``, then ``done`` once the outcome is known."""
         self._nobody_waits = False
@@ -105,7 +109,7 @@ class RunProcess(Process):
             self.agent.run_finished(self)
         if self._caller_monitor is not None:
             self.demonitor(self._caller_monitor)
-            if not self._nobody_waits:
+            if not self._answered and not self._nobody_waits:
                 self._deliver(outcome)
         log.info("run %s of %s ended: %s", self.run_id, self.agent.name, self.end_reason)
 
@@ -129,6 +133,7 @@ class RunProcess(Process):
                     dispatch=self._dispatch,
                     on_event=self._on_event if self._stream_to is not None else None,
                     run_id=self.run_id,
+                    resolve=self._instructions,
                 )
             self.end_reason = "ok"
             return (OK, result)
@@ -167,6 +172,19 @@ class RunProcess(Process):
         if self._phase == "running" and self.task is not None and not self.task.done():
             self.task.cancel()
 
+    def cancel_now(self, reason: str) -> None:
+        """Cancel, and answer the caller ``{error, {cancelled, Reason}}`` before this returns.
+
+        For the runs of an agent that is gone: their answers must leave before the agent's
+        ``DOWN`` does, or a synchronous caller would exit with the agent's reason instead.
+        """
+        if self._answered or self._nobody_waits or self._phase == "done":
+            return
+        self.cancel(reason)
+        self._answered = True
+        self.end_reason = f"cancelled ({reason})"
+        self._deliver(error_term("cancelled", reason))
+
     def abandon(self, reason: str) -> None:
         """The caller of a synchronous run stopped waiting (its call timed out): end it, answer nobody.
 
@@ -191,7 +209,7 @@ class RunProcess(Process):
         try:
             self.handle_message(message)
         except Exception:  # one bad message must not stop the routing of tool results
-            log.exception("run %s could not handle %s", self.run_id, TermText(message))
+            log.exception("run %s could not handle %s", self.run_id, format_term(message, limit=500))
 
     def handle_message(self, message: Term) -> None:
         if type(message) is tuple and len(message) == 5 and message[0] == DOWN:
@@ -204,7 +222,8 @@ class RunProcess(Process):
             if envelope.reply_to is not None:
                 self.send(envelope.reply_to.pid, (envelope.reply_to.tag, reply))
             return
-        log.debug("run %s ignores %s", self.run_id, TermText(message))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("run %s ignores %s", self.run_id, format_term(message, limit=500))
 
     def tool_result(self, call_id: Term, reply: Term) -> Term:
         key = call_key(call_id)
@@ -254,26 +273,34 @@ class RunProcess(Process):
             dest = self.request.caller
         return await self._call_process(dest, tool, call_id, args)
 
-    async def _call_mf(self, handler: MFHandler, args: dict[str, Any]) -> ToolReply:
-        node = self.node
-        assert node is not None
+    def _function_node(self, handler: MFHandler) -> str:
+        return function_node(handler, self.agent.definition.home, self.request.caller.node)
 
+    async def _call_mf(self, handler: MFHandler, args: dict[str, Any]) -> ToolReply:
+        """An ``{M, F}`` tool: its return read as Elixir means it; any failure told to the model."""
+        assert self.node is not None
         try:
-            value = await node.erpc(
-                str(self.request.caller.node),
-                str(handler.module),
-                str(handler.function),
-                [from_json(args)],
-                timeout=None,
-            )
-        except ErpcError as exc:
-            return ToolFailed(f"{handler.module}:{handler.function} raised {exc.kind}: {format_term(exc.reason)}")
-        try:
-            return ToolOk(to_json(value))
+            value = await call_function(self.node, self._function_node(handler), handler, from_json(args))
         except BridgeError as exc:
-            return ToolFailed(
-                f"{handler.module}:{handler.function} returned a value with no JSON form: {exc}"
-            )
+            return ToolFailed(exc.message)
+        return function_reply(value)
+
+    async def _instructions(self, handler: MFHandler, deps: dict[str, JSONValue]) -> str:
+        """An ``{M, F}`` instruction: ``M:F(Deps)`` must give a binary or iolist; else the run fails."""
+        assert self.node is not None
+        where = self._function_node(handler)
+        try:
+            value = await call_function(self.node, where, handler, from_json(deps))
+        except BridgeError as exc:
+            raise BridgeError(exc.kind, f"instructions {exc.message}") from None
+        try:
+            return text_from_prompt(value)
+        except BridgeError:
+            raise BridgeError(
+                "tool_error",
+                f"instructions {handler} on node {where} returned {format_term(value, limit=200)},"
+                " not a binary or an iolist",
+            ) from None
 
     async def _call_process(
         self, dest: Term, tool: ToolSpec, call_id: str, args: dict[str, Any]
@@ -321,6 +348,8 @@ class RunProcess(Process):
             term = (TOOL_CALL, event.name, from_json(event.args), self.wire_call_id(event.call_id))
         elif isinstance(event, ToolCallFinished):
             term = (TOOL_RESULT, event.name, _content_term(event.content), self.wire_call_id(event.call_id))
+        elif isinstance(event, ToolCallFailed):
+            term = (TOOL_ERROR, event.name, event.message, self.wire_call_id(event.call_id))
         elif isinstance(event, OutputDelta):
             term = (OUTPUT_DELTA, from_json(event.partial))
         else:

@@ -7,6 +7,7 @@ for run options. A value of ``nil`` (or ``undefined``) for an optional key means
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, fields
 from decimal import Decimal
@@ -18,7 +19,7 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import UsageLimits
 
-from pynode.bridge.errors import BridgeError, ErrorKind
+from pynode.bridge.errors import BridgeError, ErrorKind, quoted
 from pynode.bridge.output import check_json_schema, schema_output
 from pynode.bridge.termmap import JSONValue, text_from_prompt, to_json
 from pynode.etf.pretty import format_term
@@ -32,6 +33,7 @@ __all__ = [
     "AgentSpec",
     "CreateOptions",
     "IfExists",
+    "Instruction",
     "MFHandler",
     "MessagesAs",
     "ProcessDest",
@@ -57,10 +59,18 @@ MessagesAs: TypeAlias = Literal["json", "terms"]
 
 @dataclass(frozen=True, slots=True)
 class MFHandler:
-    """A tool run as ``Module:Function(Args)`` on the node of the run's caller."""
+    """``Module:Function(Arg)`` called on a BEAM node: a tool (``Arg``: its arguments) or instructions (the deps).
+
+    ``{M, F}`` runs on the agent's home node (its creator's); ``{M, F, Node}`` on ``Node``.
+    """
 
     module: Atom
     function: Atom
+    node: Atom | None = None
+    """Where it runs; ``None``: the agent's home node."""
+
+    def __str__(self) -> str:
+        return f"{format_term(self.module)}:{format_term(self.function)}/1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +81,9 @@ class ProcessHandler:
 
 
 ToolHandler: TypeAlias = MFHandler | ProcessHandler
+
+Instruction: TypeAlias = str | MFHandler
+"""A fixed text, or a function of the run's deps that returns the text (a dynamic system prompt)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,7 +106,8 @@ class AgentSpec:
 
     model: str
     """A pydantic-ai model name such as ``openai:gpt-4o``, or ``test``."""
-    instructions: tuple[str, ...] = ()
+    instructions: tuple[Instruction, ...] = ()
+    """In order; ``{M, F}`` entries are called with the run's deps before each run."""
     system_prompt: tuple[str, ...] = ()
     output_schema: dict[str, Any] | None = None
     """A JSON Schema (root: object) for the run's output; ``None`` for text."""
@@ -121,6 +135,8 @@ class RunOptions:
     """A JSON Schema overriding the agent's; ``"text"``: plain text output for this run."""
     timeout: int | None = None
     """Milliseconds; enforcing it is the caller's job (``asyncio.timeout`` around the run)."""
+    tools: tuple[ToolSpec, ...] = ()
+    """Tool specs added to the agent's tools for this run only."""
     tool_handler: ProcessDest | None = None
     stream_to: Pid | None = None
     events: bool = True
@@ -173,7 +189,7 @@ def parse_agent_spec(term: Term) -> AgentSpec:
     kind: ErrorKind = "bad_spec"
     return AgentSpec(
         model=_text("model", values["model"], kind),
-        instructions=_texts("instructions", values.get("instructions"), kind),
+        instructions=_instructions(values.get("instructions"), kind),
         system_prompt=_texts("system_prompt", values.get("system_prompt"), kind),
         output_schema=_output_schema(values.get("output_schema"), kind),
         tools=_tools(values.get("tools"), kind),
@@ -209,6 +225,7 @@ def parse_run_options(term: Term) -> RunOptions:
         usage_limits=_usage_limits(values.get("usage_limits"), kind),
         output_schema=_run_output_schema(values.get("output_schema")),
         timeout=_timeout(values.get("timeout")),
+        tools=_tools(values.get("tools"), kind),
         tool_handler=_process_dest("tool_handler", values.get("tool_handler")),
         stream_to=_pid("stream_to", values.get("stream_to")),
         events=_bool("events", values.get("events", True)),
@@ -230,10 +247,10 @@ def _fields(term: Term, what: str, allowed: frozenset[str], kind: ErrorKind) -> 
             raise BridgeError(kind, f"{what} has a key that is not an atom or a binary: {_show(raw_key)}")
         if name not in allowed:
             raise BridgeError(
-                kind, f"{what} has an unknown key {name!r}; known keys: {', '.join(sorted(allowed))}"
+                kind, f"{what} has an unknown key {quoted(name)}; known keys: {', '.join(sorted(allowed))}"
             )
         if name in values:
-            raise BridgeError(kind, f"{what} has the key {name!r} twice")
+            raise BridgeError(kind, f"{what} has the key {quoted(name)} twice")
         if not _is_absent(value):
             values[name] = value
     return values
@@ -252,6 +269,12 @@ def _key_name(raw_key: Term) -> str | None:
 
 def _is_absent(value: Term) -> bool:
     return value is None or (isinstance(value, Atom) and str(value) in _ABSENT_ATOMS)
+
+
+def _show_json(value: JSONValue) -> str:
+    """A value already read as JSON, in a message."""
+    shown = json.dumps(value, ensure_ascii=False)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def _show(term: Term) -> str:
@@ -353,7 +376,7 @@ def _model_settings(value: Term, kind: ErrorKind) -> ModelSettings | None:
     for k in settings.keys() - common.keys():
         if not k.startswith(_PROVIDER_SETTING_PREFIXES):
             known = ", ".join(sorted(_MODEL_SETTING_TYPES))
-            raise BridgeError(kind, f"model_settings has an unknown setting {k!r}; known settings: {known}")
+            raise BridgeError(kind, f"model_settings has an unknown setting {quoted(k)}; known settings: {known}")
     try:
         checked = _MODEL_SETTINGS_ADAPTER.validate_python(common)
     except pydantic.ValidationError as exc:
@@ -377,7 +400,7 @@ def _usage_limits(value: Term, kind: ErrorKind) -> UsageLimits | None:
     for k, v in limits.items():
         if k not in _USAGE_LIMIT_KEYS:
             known = ", ".join(sorted(_USAGE_LIMIT_KEYS))
-            raise BridgeError(kind, f"usage_limits has an unknown limit {k!r}; known limits: {known}")
+            raise BridgeError(kind, f"usage_limits has an unknown limit {quoted(k)}; known limits: {known}")
         kwargs[k] = _limit_value(k, v, kind)
     return UsageLimits(**kwargs)
 
@@ -385,14 +408,14 @@ def _usage_limits(value: Term, kind: ErrorKind) -> UsageLimits | None:
 def _limit_value(k: str, v: JSONValue, kind: ErrorKind) -> Any:
     if k == "count_tokens_before_request":
         if not isinstance(v, bool):
-            raise BridgeError(kind, f"usage_limits.{k} must be true or false, got {v!r}")
+            raise BridgeError(kind, f"usage_limits.{k} must be true or false, got {_show_json(v)}")
         return v
     if v is None:
         return None
     if k == "cost_limit" and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0:
         return Decimal(str(v))
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise BridgeError(kind, f"usage_limits.{k} must be a non-negative integer, got {v!r}")
+        raise BridgeError(kind, f"usage_limits.{k} must be a non-negative integer, got {_show_json(v)}")
     return v
 
 
@@ -405,7 +428,7 @@ def _tools(value: Term, kind: ErrorKind) -> tuple[ToolSpec, ...]:
     seen: set[str] = set()
     for tool in tools:
         if tool.name in seen:
-            raise BridgeError(kind, f"two tools are named {tool.name!r}")
+            raise BridgeError(kind, f"two tools are named {quoted(tool.name)}")
         seen.add(tool.name)
     return tools
 
@@ -417,8 +440,8 @@ def _tool(index: int, term: Term, kind: ErrorKind) -> ToolSpec:
         raise BridgeError(kind, f"{where} needs a name")
     name = _text(f"{where}.name", values["name"], kind)
     if not _TOOL_NAME.fullmatch(name):
-        raise BridgeError(kind, f"{where}.name {name!r} must be 1 to 64 letters, digits, '_' or '-'")
-    where = f"tool {name!r}"
+        raise BridgeError(kind, f"{where}.name {_show(name)} must be 1 to 64 letters, digits, '_' or '-'")
+    where = f"tool {quoted(name)}"
     description = (
         _text(f"{where} description", values["description"], kind) if "description" in values else ""
     )
@@ -444,7 +467,7 @@ def _parameters(where: str, value: Term, kind: ErrorKind) -> dict[str, Any]:
 
 
 def _handler(where: str, value: Term, kind: ErrorKind) -> ToolHandler | None:
-    """``{M, F}`` (atoms), a pid, or ``{Name, Node}``.
+    """``{M, F}`` or ``{M, F, Node}`` (atoms), a pid, or ``{Name, Node}``.
 
     ``{M, F}`` and ``{Name, Node}`` are both pairs of atoms: the pair is a process when its second
     atom is a node name, which always holds an ``@``; no function name does.
@@ -453,14 +476,54 @@ def _handler(where: str, value: Term, kind: ErrorKind) -> ToolHandler | None:
         return None
     if isinstance(value, Pid):
         return ProcessHandler(value)
-    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, Atom) for v in value):
-        first, second = value
-        if "@" in second:
-            return ProcessHandler((first, second))
-        return MFHandler(first, second)
-    raise BridgeError(
-        kind, f"{where} handler must be {{Module, Function}}, a pid or {{Name, Node}}, got {_show(value)}"
-    )
+    if _atoms(value, 2) and "@" in value[1]:
+        return ProcessHandler((value[0], value[1]))
+    handler = _mf(value)
+    if handler is None:
+        raise BridgeError(
+            kind,
+            f"{where} handler must be {{Module, Function}}, {{Module, Function, Node}}, a pid or"
+            f" {{Name, Node}}, got {_show(value)}",
+        )
+    return handler
+
+
+def _atoms(value: Term, size: int) -> bool:
+    return type(value) is tuple and len(value) == size and all(type(v) is Atom for v in value)
+
+
+def _mf(value: Term) -> MFHandler | None:
+    """``{M, F}`` or ``{M, F, Node}`` (a node name holds an ``@``), else ``None``."""
+    if _atoms(value, 2) and "@" not in value[1]:
+        return MFHandler(value[0], value[1])
+    if _atoms(value, 3) and "@" in value[2]:
+        return MFHandler(value[0], value[1], value[2])
+    return None
+
+
+def _instructions(value: Term, kind: ErrorKind) -> tuple[Instruction, ...]:
+    """A binary, ``{M, F}``/``{M, F, Node}``, or a list mixing them (a list of integers is one charlist)."""
+    if value is None:
+        return ()
+    handler = _mf(value)
+    if handler is not None:
+        return (handler,)
+    if type(value) is tuple:
+        raise BridgeError(
+            kind, f"instructions must be a binary, {{Module, Function}} or a list of those, got {_show(value)}"
+        )
+    if isinstance(value, list) and any(type(v) is tuple for v in value):
+        return tuple(_instruction(f"instructions[{i}]", v, kind) for i, v in enumerate(value))
+    return _texts("instructions", value, kind)
+
+
+def _instruction(where: str, value: Term, kind: ErrorKind) -> Instruction:
+    handler = _mf(value)
+    if handler is not None:
+        return handler
+    if type(value) is tuple:
+        raise BridgeError(kind, f"{where} must be a binary or {{Module, Function}}, got {_show(value)}")
+    return _text(where, value, kind)
 
 
 def _message_history(value: Term) -> list[ModelMessage] | None:

@@ -9,14 +9,16 @@ an atom from data: only :func:`key` makes atoms, and only for the fixed envelope
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final, TypeAlias
 
 import pydantic
 import pydantic_core
 
-from pynode.bridge.errors import BridgeError
-from pynode.etf.types import Atom, ImproperList, MapKey, Term
+from pynode.bridge.errors import BridgeError, quoted
+from pynode.bridge.structs import struct_string
+from pynode.etf.pretty import format_term
+from pynode.etf.types import Atom, BitBinary, Export, ImproperList, MapKey, OpaqueFun, Pid, Port, Reference, Term
 
 __all__ = ["ENVELOPE_KEYS", "JSONValue", "from_json", "key", "text_from_prompt", "to_json"]
 
@@ -35,6 +37,9 @@ ENVELOPE_KEYS: Final[frozenset[str]] = frozenset(
 )  # fmt: skip
 
 _NULL_ATOMS: Final = frozenset({"nil", "undefined"})
+_STRUCT: Final = Atom("__struct__")
+_MAPSET: Final = "Elixir.MapSet"
+_SHOWN_LIMIT: Final = 80
 _MAX_CODE_POINT: Final = 0x10FFFF
 _SURROGATES: Final = range(0xD800, 0xE000)
 _ATOMS: Final[dict[str, Atom]] = {name: Atom(name) for name in ENVELOPE_KEYS}
@@ -49,7 +54,12 @@ def key(name: str) -> Atom:
 
 
 def to_json(term: Term) -> JSONValue:
-    """A decoded term meant as JSON -> a JSON value; ``BridgeError(bad_request)`` if it has no JSON form."""
+    """A decoded term meant as JSON -> a JSON value; ``BridgeError(bad_request)`` if it has no JSON form.
+
+    Elixir values become what Elixir's JSON libraries write for them (section 8): calendar structs
+    -> ISO 8601 strings, ``Decimal`` -> its decimal string, ``MapSet`` -> a list, any other struct
+    -> its fields without ``__struct__``, a keyword list -> an object.
+    """
     try:
         return _to_json(term, "$")
     except RecursionError:
@@ -65,19 +75,63 @@ def _to_json(term: Term, path: str) -> JSONValue:
         return term
     if isinstance(term, (bytes, bytearray, memoryview)):
         return _utf8(bytes(term), path)
-    if isinstance(term, (list, tuple)):
+    if isinstance(term, list):
+        if _is_keyword_list(term):
+            return _keyword_to_json(term, path)
+        return [_to_json(item, f"{path}[{i}]") for i, item in enumerate(term)]
+    if isinstance(term, tuple):
         return [_to_json(item, f"{path}[{i}]") for i, item in enumerate(term)]
     if isinstance(term, dict):
-        result: dict[str, JSONValue] = {}
-        for k, v in term.items():
-            name = _json_key(k, path)
-            if name in result:
-                raise BridgeError(
-                    "bad_request", f"map at {path} has the key {name!r} twice (atom and binary)"
-                )
-            result[name] = _to_json(v, f"{path}.{name}")
-        return result
+        module = term.get(_STRUCT)
+        if isinstance(module, Atom):
+            return _struct_to_json(module, term, path)
+        return _map_to_json(term.items(), path)
     raise BridgeError("bad_request", f"{_describe(term)} at {path} has no JSON form")
+
+
+def _map_to_json(items: Iterable[tuple[Term, Term]], path: str) -> dict[str, JSONValue]:
+    result: dict[str, JSONValue] = {}
+    for k, v in items:
+        name = _json_key(k, path)
+        if name in result:
+            raise BridgeError("bad_request", f"map at {path} has the key {quoted(name)} twice (atom and binary)")
+        result[name] = _to_json(v, f"{path}.{name}")
+    return result
+
+
+def _struct_to_json(module: Atom, fields: dict[Term, Term], path: str) -> JSONValue:
+    text = struct_string(module, fields, path)
+    if text is not None:
+        return text
+    if module == _MAPSET:
+        members = fields.get(Atom("map"))
+        if not isinstance(members, dict):
+            raise BridgeError("bad_request", f"the MapSet struct at {path} has no map of members")
+        return [
+            _to_json(m.term if isinstance(m, MapKey) else m, f"{path}[{i}]") for i, m in enumerate(members)
+        ]
+    return _map_to_json(((k, v) for k, v in fields.items() if k != _STRUCT), path)
+
+
+def _is_keyword_list(term: list[Term]) -> bool:
+    """``[{atom, Value}, ...]``, not empty: what ``Keyword.keyword?/1`` accepts."""
+    return bool(term) and all(
+        type(item) is tuple and len(item) == 2 and isinstance(item[0], (Atom, bool)) for item in term
+    )
+
+
+def _keyword_to_json(pairs: list[Term], path: str) -> dict[str, JSONValue]:
+    """A keyword list as an object; a key given twice is refused (an object holds each key once)."""
+    result: dict[str, JSONValue] = {}
+    for k, v in pairs:
+        name = _json_key(k, path)
+        if name in result:
+            raise BridgeError(
+                "bad_request",
+                f"the keyword list at {path} has the key {quoted(name)} twice, which a JSON object cannot hold",
+            )
+        result[name] = _to_json(v, f"{path}.{name}")
+    return result
 
 
 def _atom_to_json(atom: Atom) -> JSONValue:
@@ -92,12 +146,16 @@ def _atom_to_json(atom: Atom) -> JSONValue:
 def _json_key(k: Term, path: str) -> str:
     if isinstance(k, MapKey) and isinstance(k.term, bool):
         return "true" if k.term else "false"
+    if isinstance(k, bool):  # a keyword list's true/false key
+        return "true" if k else "false"
     if isinstance(k, str):  # Atom or str
         return str(k)
     if isinstance(k, (bytes, bytearray)):
         return _utf8(bytes(k), path)
     shown = k.term if isinstance(k, MapKey) else k
-    raise BridgeError("bad_request", f"map key {shown!r} at {path} is not an atom or a binary")
+    raise BridgeError(
+        "bad_request", f"map key {format_term(shown, limit=_SHOWN_LIMIT)} at {path} is not an atom or a binary"
+    )
 
 
 def _utf8(data: bytes, path: str) -> str:
@@ -108,9 +166,23 @@ def _utf8(data: bytes, path: str) -> str:
 
 
 def _describe(term: Term) -> str:
+    """What a term is, in words and Erlang syntax: ``the pid <0.90.0>``, ``an improper list``."""
+    shown = format_term(term, limit=_SHOWN_LIMIT)
+    if isinstance(term, Pid):
+        return f"the pid {shown}"
+    if isinstance(term, Reference):
+        return f"the reference {shown}"
+    if isinstance(term, Port):
+        return f"the port {shown}"
+    if isinstance(term, (Export, OpaqueFun)):
+        return f"the fun {shown}"
     if isinstance(term, ImproperList):
-        return "an improper list"
-    return f"a {type(term).__name__}"
+        return f"the improper list {shown}"
+    if isinstance(term, BitBinary):
+        return f"the bitstring {shown}"
+    if isinstance(term, MapKey):
+        return _describe(term.term)
+    return f"the term {shown}"
 
 
 def from_json(value: Any) -> Term:

@@ -25,11 +25,12 @@ from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.toolsets.abstract import ToolsetTool
 from pydantic_core import SchemaValidator, core_schema
 
-from pynode.bridge.errors import BridgeError
+from pynode.bridge.errors import BridgeError, quoted
 from pynode.bridge.output import schema_error_message
-from pynode.bridge.spec import ToolSpec
+from pynode.bridge.spec import ProcessHandler, RunOptions, ToolSpec
 from pynode.bridge.termmap import JSONValue, text_from_prompt, to_json
-from pynode.etf.types import Atom, Term
+from pynode.etf.pretty import format_term
+from pynode.etf.types import Atom, Pid, Term
 
 __all__ = [
     "BeamToolset",
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 _ARGS_OBJECT: Final = SchemaValidator(
     core_schema.dict_schema(core_schema.str_schema(), core_schema.any_schema())
 )
+_SHOWN_LIMIT: Final = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +82,31 @@ def parse_tool_reply(term: Term) -> ToolReply:
     The message of ``{error, _}`` and ``{retry, _}`` is best a binary, but an atom or any other
     term (``{error, not_found}``) is accepted and shown to the model as text.
     """
-    if isinstance(term, tuple) and len(term) == 2 and isinstance(term[0], Atom):
+    reply = _tagged_reply(term)
+    if reply is None:
+        raise BridgeError(
+            "bad_request",
+            f"a tool reply must be {{ok, Value}}, {{error, Message}} or {{retry, Message}},"
+            f" got {format_term(term, limit=_SHOWN_LIMIT)}",
+        )
+    return reply
+
+
+def function_reply(term: Term) -> ToolReply:
+    """What an ``{M, F}`` tool returned, read as Elixir code means it.
+
+    ``{ok, V}`` gives ``V`` to the model, ``{error, Msg}`` is a failure the model is told about,
+    ``{retry, Msg}`` asks it to call again, and any other term is itself the value. A value with no
+    JSON form (a pid, a reference, a fun) is a tool failure naming it.
+    """
+    try:
+        return _tagged_reply(term) or ToolOk(to_json(term))
+    except BridgeError as exc:
+        return ToolFailed(f"the tool returned a value with no JSON form: {exc.message}")
+
+
+def _tagged_reply(term: Term) -> ToolReply | None:
+    if type(term) is tuple and len(term) == 2 and type(term[0]) is Atom:
         tag, value = str(term[0]), term[1]
         if tag == "ok":
             return ToolOk(to_json(value))
@@ -88,10 +114,12 @@ def parse_tool_reply(term: Term) -> ToolReply:
             return ToolFailed(_message_text(value))
         if tag == "retry":
             return ToolRetry(_message_text(value))
-    raise BridgeError("bad_request", "a tool reply must be {ok, Value}, {error, Message} or {retry, Message}")
+    return None
 
 
 def _message_text(term: Term) -> str:
+    """A failure message as the model reads it: text as text, an atom by its name, a map as JSON,
+    anything else in Erlang syntax."""
     if isinstance(term, Atom):
         return str(term)
     if isinstance(term, (bytes, bytearray, str, list)):
@@ -99,10 +127,12 @@ def _message_text(term: Term) -> str:
             return text_from_prompt(term)
         except BridgeError:
             pass
-    try:
-        return json.dumps(to_json(term), ensure_ascii=False)
-    except BridgeError:
-        return repr(term)
+    if isinstance(term, dict):
+        try:
+            return json.dumps(to_json(term), ensure_ascii=False)
+        except BridgeError:
+            pass
+    return format_term(term)
 
 
 class ToolDispatcher(Protocol):
@@ -159,10 +189,10 @@ class BeamToolset(AbstractToolset[Any]):
         except asyncio.CancelledError:
             raise
         except BridgeError as exc:
-            raise pai.ToolFailed(f"tool {name!r} failed: {exc.message}") from None
+            raise pai.ToolFailed(f"tool {quoted(name)} failed: {exc.message}") from None
         except Exception as exc:
             logger.warning("tool %s (call %s) could not be dispatched", name, call_id, exc_info=True)
-            raise pai.ToolFailed(f"tool {name!r} failed: {type(exc).__name__}: {exc}") from None
+            raise pai.ToolFailed(f"tool {quoted(name)} failed: {type(exc).__name__}: {exc}") from None
         return _to_model(reply)
 
 
@@ -179,3 +209,49 @@ def _to_model(reply: ToolReply) -> Any:
 def beam_toolset(tools: Sequence[ToolSpec], dispatch: ToolDispatcher) -> AbstractToolset[Any]:
     """A toolset exposing ``tools`` to the model, each call going through ``dispatch``."""
     return BeamToolset(tools, dispatch)
+
+
+def check_run_tools(
+    agent_tools: Sequence[ToolSpec],
+    agent_tool_names: Sequence[str],
+    options: RunOptions,
+    caller: Pid,
+    *,
+    synchronous: bool,
+) -> None:
+    """Refuse, before it starts, a run whose tool calls could never be answered (``bad_request``).
+
+    The run's own ``tools`` must not reuse a name the agent's tools have. A synchronous run's
+    caller is blocked in its call until the run ends, so a tool call sent to it would wait for
+    ever: refuse tools with no handler when there is no ``tool_handler``, and any tool whose
+    calls would go to the caller itself.
+    """
+    taken = set(agent_tool_names)
+    for tool in options.tools:
+        if tool.name in taken:
+            raise BridgeError(
+                "bad_request", f"the run's tool {quoted(tool.name)} has the name of one of the agent's tools"
+            )
+    if not synchronous:
+        return
+    tools = [*agent_tools, *options.tools]
+    if options.tool_handler == caller:
+        raise BridgeError(
+            "bad_request",
+            "the run's tool_handler is the calling process, which waits for this run's reply and"
+            " could never answer a tool call; use start_run, or another process as tool_handler",
+        )
+    orphans = [tool.name for tool in tools if tool.handler is None]
+    if orphans and options.tool_handler is None:
+        raise BridgeError(
+            "bad_request",
+            f"tool(s) {', '.join(orphans)} have no handler and the run has no tool_handler: "
+            "a synchronous run could never answer them; use start_run or pass tool_handler",
+        )
+    selves = [tool.name for tool in tools if isinstance(tool.handler, ProcessHandler) and tool.handler.dest == caller]
+    if selves:
+        raise BridgeError(
+            "bad_request",
+            f"the handler of tool(s) {', '.join(selves)} is the calling process, which waits for this"
+            " run's reply and could never answer them; use start_run, or another process as handler",
+        )

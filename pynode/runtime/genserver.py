@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
-from pynode.etf.pretty import TermText, format_term
+from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.process import Process
 
@@ -25,8 +25,6 @@ GEN_CALL: Final = Atom("$gen_call")
 GEN_CAST: Final = Atom("$gen_cast")
 ERROR: Final = Atom("error")
 INTERNAL_ERROR: Final = Atom("internal_error")
-BAD_REQUEST_CHARS: Final = 500
-"""How much of a request a ``bad_request`` text shows: the request may be as big as a message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +88,7 @@ class GenServer(Process):
 
     async def handle_call(self, request: Term, caller: From) -> Term:
         """Return the reply, or ``NOREPLY`` and answer later with ``self.reply``."""
-        return (ERROR, (Atom("bad_request"), f"unknown call: {format_term(request, limit=BAD_REQUEST_CHARS)}"))
+        return (ERROR, (Atom("bad_request"), f"unknown call: {format_term(request, limit=500)}"))
 
     def handle_call_now(self, request: Term, caller: From) -> Term:
         """Answer a call synchronously, as it arrives, or return ``DEFER``.
@@ -109,7 +107,7 @@ class GenServer(Process):
                 try:
                     result = self.handle_call_now(envelope.request, envelope.reply_to)
                 except Exception as exc:
-                    log.exception("%s: handle_call_now(%s) raised", self.pid, TermText(envelope.request))
+                    log.exception("%s: handle_call_now(%s) raised", self.pid, format_term(envelope.request, limit=500))
                     result = self.error_reply(envelope.request, exc)
                 if result is not DEFER:
                     if result is not NOREPLY:
@@ -118,10 +116,12 @@ class GenServer(Process):
         self.mailbox.put(message)
 
     async def handle_cast(self, request: Term) -> None:
-        log.debug("%s ignores cast %s", self.pid, TermText(request))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s ignores cast %s", self.pid, format_term(request, limit=500))
 
     async def handle_info(self, message: Term) -> None:
-        log.debug("%s ignores message %s", self.pid, TermText(message))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s ignores message %s", self.pid, format_term(message, limit=500))
 
     def error_reply(self, request: Term, exc: Exception) -> Term:
         """The reply a call gets when its handler raised."""
@@ -152,7 +152,7 @@ class GenServer(Process):
                 try:
                     result = await self.handle_call(envelope.request, envelope.reply_to)
                 except Exception as exc:
-                    log.exception("%s: handle_call(%s) raised", self.pid, TermText(envelope.request))
+                    log.exception("%s: handle_call(%s) raised", self.pid, format_term(envelope.request, limit=500))
                     result = self.error_reply(envelope.request, exc)
                 if result is not NOREPLY:
                     self.reply(envelope.reply_to, result)

@@ -158,6 +158,10 @@ class Process:
             self.links.discard(sender)
         if not linked and reason == KILL:
             self.terminate(KILLED)
+            # Untrappable: gone for the cluster now (links, monitors, its name), even while its
+            # task, cancelled, is still on its way out, or refuses to go.
+            if self.node is not None and self.exit_reason is None:
+                self.node.process_ended(self, KILLED)
         elif self.trap_exit:
             self.mailbox.put((EXIT, sender, reason))
         elif reason != NORMAL:

@@ -1,26 +1,40 @@
-"""The node's own processes: ``net_kernel`` (for ``net_adm:ping``) and an io server.
+"""The node's own processes: ``net_kernel`` (for ``net_adm:ping``), an io server, and their supervisor.
 
 The io server is the group leader of functions this node runs on BEAM nodes
 with ``erpc``: it answers io requests as a group leader would, so that
 ``io:format`` or ``IO.puts`` there neither hangs nor fails, and it writes
 what they print to this node's log.
+
+Both run under the node's supervisor ``pynode_sup`` (PROTOCOL.md section 1):
+killed, they come back under their names. The registry and the agents are
+added to the same supervisor when the bridge starts.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, ImproperList, Pid, Term
 from pynode.runtime.genserver import From, GenServer
 from pynode.runtime.process import Process
+from pynode.runtime.supervisor import ChildSpec, RestartIntensity, Supervisor
+from pynode.runtime.table import ProcessTable
 
 if TYPE_CHECKING:
     from pynode.runtime.kernel import Kernel
 
-__all__ = ["IoServer", "NetKernel", "render_chars", "show_term", "start_services"]
+__all__ = [
+    "SUPERVISOR_NAME",
+    "IoServer",
+    "NetKernel",
+    "node_supervisor",
+    "render_chars",
+    "show_term",
+    "start_services",
+]
 
 log = logging.getLogger("pynode.io")
 
@@ -32,6 +46,8 @@ _OK: Final = Atom("ok")
 _ERROR: Final = Atom("error")
 _ENOTSUP: Final = Atom("enotsup")
 _EOF: Final = Atom("eof")
+SUPERVISOR_NAME: Final = "pynode_sup"
+"""The registered name of the supervisor of the node's own processes."""
 _GETS: Final = frozenset(map(Atom, ("get_chars", "get_line", "get_until", "get_password")))
 
 
@@ -138,8 +154,28 @@ class IoServer(Process):
             log.info("[%s] %s", origin, line)
 
 
-def start_services(node: Kernel) -> Process:
-    """Start the node's own processes; return the one that sends on the node's behalf."""
-    node.spawn(NetKernel(), name="net_kernel")
-    node.spawn(IoServer(), name="pynode_io")
+def start_services(node: Kernel, intensity: RestartIntensity | None = None) -> Process:
+    """Start the node's own processes under its supervisor; return the one that sends on the node's behalf."""
+    supervisor = Supervisor(intensity=intensity, label=SUPERVISOR_NAME)
+    node.spawn(supervisor, name=SUPERVISOR_NAME)
+    supervisor.start_child(ChildSpec(name="net_kernel", start=NetKernel))
+    supervisor.start_child(ChildSpec(name="pynode_io", start=IoServer))
     return node.spawn(Process())
+
+
+class _ProcessOwner(Protocol):
+    """What :func:`node_supervisor` looks in: the node's process table."""
+
+    @property
+    def name(self) -> Atom: ...
+
+    @property
+    def processes(self) -> ProcessTable: ...
+
+
+def node_supervisor(node: _ProcessOwner) -> Supervisor:
+    """The supervisor of ``node``'s own processes (an error once it has ended)."""
+    supervisor = node.processes.name(SUPERVISOR_NAME)
+    if not isinstance(supervisor, Supervisor):
+        raise LookupError(f"{node.name} has no running {SUPERVISOR_NAME}")
+    return supervisor
