@@ -64,14 +64,21 @@ async def test_a_node_started_through_a_port_goes_when_its_beam_is_killed(
 ) -> None:
     """The case the Elixir library meets: the BEAM that owns the Port is SIGKILLed, the node follows."""
     owner = await beam("owner")
+    # The Port belongs to a process that lives on (an eval's own process ends when it returns, and
+    # its Port, and so the node's stdin, would close with it).
     started = await owner.eval(
-        f"P = open_port({{spawn_executable, \"{PYNODE}\"}},"
-        f' [{{args, ["--name", "port@127.0.0.1", "--cookie", "{cookie}"]}},'
-        f' {{cd, "{tmp_path}"}}, {{env, [{{"PYNODE_STOP_ON_EOF", "1"}}]}}, exit_status, {{line, 4096}}]),'
-        " {os_pid, OsPid} = erlang:port_info(P, os_pid),"
-        " Ready = fun Wait() -> receive {P, {data, {eol, L}}} -> case string:find(L, \" ready \") of"
-        " nomatch -> Wait(); _ -> ok end after 60000 -> timeout end end,"
-        " {Ready(), OsPid}",
+        "Self = self(),"
+        " spawn(fun() ->"
+        f"   P = open_port({{spawn_executable, \"{PYNODE}\"}},"
+        f'     [{{args, ["--name", "port@127.0.0.1", "--cookie", "{cookie}"]}},'
+        f'      {{cd, "{tmp_path}"}}, {{env, [{{"PYNODE_STOP_ON_EOF", "1"}}]}}, exit_status, {{line, 4096}}]),'
+        "   {os_pid, OsPid} = erlang:port_info(P, os_pid),"
+        "   Wait = fun W() -> receive {P, {data, {eol, L}}} -> case string:find(L, \" ready \") of"
+        "     nomatch -> W(); _ -> ok end after 60000 -> timeout end end,"
+        "   Self ! {port_node, Wait(), OsPid},"
+        "   Drain = fun D() -> receive _ -> D() end end, Drain()"
+        " end),"
+        " receive {port_node, Status, OsPid} -> {Status, OsPid} after 65000 -> {no_answer, 0} end",
         timeout=70,
     )
     status, os_pid_text = started.strip("{}").split(",")
