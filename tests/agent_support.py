@@ -1,8 +1,19 @@
-"""What the agent tests share: the node's name as erl writes it, a tool spec, the registry process."""
+"""What the agent tests share: the node's name as erl writes it, a tool spec, the registry process,
+and the small helpers the BEAM tests use (bounded polls, evaluating on a BEAM node, the run log).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
+
+import pytest
+from beam import BeamNode
+
 from pynode.bridge.registry import Registry
+from pynode.etf.decode import decode
+from pynode.etf.types import Term
 from pynode.node import Node
 
 PY = "'py@127.0.0.1'"
@@ -22,3 +33,36 @@ def registry_of(node: Node) -> Registry:
     process = node.processes.name("pynode")
     assert isinstance(process, Registry)
     return process
+
+
+async def eventually(check: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
+    """Poll ``check`` until it holds; fail after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            pytest.fail(f"{what} did not hold within {within} s")
+        await asyncio.sleep(0.02)
+
+
+async def term(beam_node: BeamNode, expr: str, timeout: float = 20) -> Term:
+    """Evaluate ``expr`` on a BEAM node; its value, decoded by pynode's own codec."""
+    return decode(await beam_node.eval_term(expr, timeout=timeout))
+
+
+async def create(erl: BeamNode, name: str, spec: str, node: str = PY) -> None:
+    """Create agent ``name`` from an erl node through the registry of ``node``; it must succeed."""
+    got = await erl.eval(f"gen_server:call({{pynode, {node}}}, {{create_agent, {name}, {spec}}})")
+    assert got == f"{{ok,{name}}}"
+
+
+@pytest.fixture
+def run_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """``caplog`` with the ``pynode.run`` log at INFO, where runs say why they ended."""
+    caplog.set_level(logging.INFO, logger="pynode.run")
+    return caplog
+
+
+def ended(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Why each run ended, as the node logged it."""
+    return [r.getMessage().split(" ended: ", 1)[1] for r in caplog.records if " ended: " in r.getMessage()]

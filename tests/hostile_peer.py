@@ -4,7 +4,7 @@ It uses pynode's own sans-IO cores to get through the handshake and to read
 frames, but nothing of the node: what it writes after the handshake is up to
 the test (a second name packet, garbage, half-finished fragments, compressed
 bombs). ``python -m pynode`` runs as a child (:class:`PynodeChild`) so that its
-RSS can be read from ``/proc`` and its log counted.
+RSS can be read from ``/proc`` and its log counted; the fault tests kill that child by pid.
 """
 
 from __future__ import annotations

@@ -8,63 +8,23 @@ monitors left behind on either side of a connection, no stray asyncio tasks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import signal
-import sys
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from agent_support import ASK_HUMAN_SPEC as TOOL_SPEC
-from agent_support import PY, REG, registry_of
+from agent_support import PY, REG, create, ended, eventually, registry_of, term
 from beam import BeamFactory, BeamNode
+from hostile_peer import PynodeChild
 from pydantic_ai import models
 
 from pynode.bridge.runs import RunProcess
-from pynode.etf.decode import decode
-from pynode.etf.types import Atom, Term
+from pynode.etf.types import Atom
 from pynode.node import Node
 
 pytestmark = pytest.mark.beam
 
 models.ALLOW_MODEL_REQUESTS = False
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-
-
-
-
-@pytest.fixture
-def run_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="pynode.run")
-    return caplog
-
-
-def ended(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """Why each run ended, as the node logged it."""
-    return [r.getMessage().split(" ended: ", 1)[1] for r in caplog.records if " ended: " in r.getMessage()]
-
-
-async def create(erl: BeamNode, name: str, spec: str, node: str = PY) -> None:
-    got = await erl.eval(f"gen_server:call({{pynode, {node}}}, {{create_agent, {name}, {spec}}})")
-    assert got == f"{{ok,{name}}}"
-
-
-async def term(beam_node: BeamNode, expr: str, timeout: float = 20) -> Term:
-    return decode(await beam_node.eval_term(expr, timeout=timeout))
-
-
-async def eventually(check: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
-    """Poll ``check`` until it holds; fail after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        if loop.time() > deadline:
-            pytest.fail(f"{what} did not hold within {within} s")
-        await asyncio.sleep(0.02)
 
 
 def leftovers(node: Node) -> list[str]:
@@ -604,56 +564,6 @@ async def nap() -> str:
 '''
 
 
-class PynodeProcess:
-    """``python -m pynode`` as a child of the test; its log is kept; ended by pid."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.log: list[str] = []
-        self._reader: asyncio.Task[None] | None = None
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def running(
-        cls, name: str, cookie: str, epmd_port: int, agents: Path, *extra: str
-    ) -> AsyncIterator[PynodeProcess]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pynode", "--name", name, "--cookie", cookie,
-            "--epmd-port", str(epmd_port), "--agents", str(agents), *extra,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=ROOT,
-        )  # fmt: skip
-        node = cls(proc)
-        try:
-            await node._wait_ready()
-            node._reader = asyncio.create_task(node._read())
-            yield node
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-            await asyncio.wait_for(proc.wait(), 10)
-            if node._reader is not None:
-                await asyncio.wait_for(node._reader, 5)
-
-    async def _wait_ready(self) -> None:
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(30):
-            while True:
-                line = (await self.proc.stdout.readline()).decode()
-                if not line:
-                    pytest.fail("pynode exited before it was ready:\n" + "".join(self.log))
-                self.log.append(line)
-                if " ready (port " in line:
-                    return
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            self.log.append(line.decode())
-
-
 async def test_python_node_killed_mid_call_gives_noconnection_quickly(
     epmd_port: int, cookie: str, beam: BeamFactory, tmp_path: Path
 ) -> None:
@@ -663,7 +573,7 @@ async def test_python_node_killed_mid_call_gives_noconnection_quickly(
     with ``{nodedown, Node}`` (OTP's gen.erl does so for every call to a remote process).
     """
     (tmp_path / "slow.py").write_text(SLOW_AGENT)
-    async with PynodeProcess.running("py9@127.0.0.1", cookie, epmd_port, tmp_path) as py9:
+    async with PynodeChild.running("py9@127.0.0.1", cookie, epmd_port, tmp_path) as py9:
         ex = await beam("ex1", kind="elixir")
         got = await term(
             ex,
@@ -696,7 +606,7 @@ async def test_python_node_killed_mid_call_gives_noconnection_quickly(
 async def test_sigterm_cancels_runs_and_callers_hear_before_the_connection_closes(
     epmd_port: int, cookie: str, beam: BeamFactory, tmp_path: Path
 ) -> None:
-    async with PynodeProcess.running("py9@127.0.0.1", cookie, epmd_port, tmp_path) as py9:
+    async with PynodeChild.running("py9@127.0.0.1", cookie, epmd_port, tmp_path) as py9:
         e1 = await beam("e1")
         await create(e1, "asker", TOOL_SPEC, node="'py9@127.0.0.1'")
         # Three start_run callers with a tool wait pending each; they report what they hear, in order.
@@ -739,7 +649,7 @@ async def test_sigterm_cancels_runs_and_callers_hear_before_the_connection_close
 
 
 async def test_max_runs_option_of_the_command(epmd_port: int, cookie: str, beam: BeamFactory, tmp_path: Path) -> None:
-    async with PynodeProcess.running("py9@127.0.0.1", cookie, epmd_port, tmp_path, "--max-runs", "2") as py9:
+    async with PynodeChild.running("py9@127.0.0.1", cookie, epmd_port, tmp_path, "--max-runs", "2") as py9:
         e1 = await beam("e1")
         await create(e1, "asker", TOOL_SPEC, node="'py9@127.0.0.1'")
         got = await e1.eval(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from agent_support import PY, REG, registry_of
+from agent_support import PY, REG, registry_of, term
 from beam import BeamFactory, BeamNode
 from pydantic_ai import models
 from pydantic_ai.messages import (
@@ -18,7 +18,6 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from pynode.etf.decode import decode
 from pynode.etf.types import Atom, Term
 from pynode.node import Node
 
@@ -51,10 +50,6 @@ class Recorder:
             for part in message.parts
             if isinstance(part, UserPromptPart) and isinstance(part.content, str)
         ]
-
-
-async def term(node: BeamNode, expr: str, timeout: float = 20) -> Term:
-    return decode(await node.eval_term(expr, timeout=timeout))
 
 
 def is_message_list(value: Term) -> bool:

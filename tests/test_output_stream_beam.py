@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from agent_support import PY, REG, registry_of
+from agent_support import PY, REG, registry_of, term
 from beam import BeamFactory, BeamNode
 from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
-from pynode.etf.decode import decode
 from pynode.etf.types import Atom, Term
 from pynode.node import Node
 
@@ -50,10 +49,6 @@ def piecewise_output(pieces: list[str]) -> FunctionModel:
             yield {0: call}
 
     return FunctionModel(stream_function=stream)
-
-
-async def term(node: BeamNode, expr: str, timeout: float = 20) -> Term:
-    return decode(await node.eval_term(expr, timeout=timeout))
 
 
 def of_kind(events: Term, kind: str) -> list[Term]:

@@ -10,19 +10,17 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
-from agent_support import PY, REG, registry_of
+from agent_support import PY, REG, create, ended, eventually, registry_of, term
 from beam import BeamFactory, BeamNode
 from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from pynode.errors import CallTimeout
-from pynode.etf.decode import decode
-from pynode.etf.types import Atom, Term
+from pynode.etf.types import Atom
 from pynode.node import Node
 
 pytestmark = pytest.mark.beam
@@ -65,35 +63,6 @@ def blocking(py_node: Node) -> Blocking:
     model = Blocking()
     registry_of(py_node).models.register("blocking", model.model())
     return model
-
-
-@pytest.fixture
-def run_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="pynode.run")
-    return caplog
-
-
-def ended(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """Why each run ended, as the node logged it."""
-    return [r.getMessage().split(" ended: ", 1)[1] for r in caplog.records if " ended: " in r.getMessage()]
-
-
-async def eventually(check: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
-    """Poll ``check`` until it holds; fail after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        if loop.time() > deadline:
-            pytest.fail(f"{what} did not hold within {within} s")
-        await asyncio.sleep(0.02)
-
-
-async def term(node: BeamNode, expr: str, timeout: float = 20) -> Term:
-    return decode(await node.eval_term(expr, timeout=timeout))
-
-
-async def create(erl: BeamNode, name: str, spec: str) -> None:
-    assert await erl.eval(f"gen_server:call({REG}, {{create_agent, {name}, {spec}}})") == f"{{ok,{name}}}"
 
 
 # Polls an agent's info until it counts no runs (bounded): ok, or the last info seen.

@@ -9,20 +9,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 from agent_support import ASK_HUMAN_SPEC as TOOL_SPEC
-from agent_support import REG, registry_of
+from agent_support import create, registry_of, term
 from beam import BeamFactory, BeamNode
 from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from pynode.etf.decode import decode
 from pynode.etf.types import Atom, Term
 from pynode.node import Node
 
 pytestmark = pytest.mark.beam
 
 models.ALLOW_MODEL_REQUESTS = False
-
 
 
 # Collects a run's stream: {Events in arrival order, Result}; the receive is bounded.
@@ -32,17 +30,6 @@ COLLECT = (
     " {pynode_result, Ref, R} -> {lists:reverse(Acc), R}"
     " after 15000 -> {lists:reverse(Acc), timeout} end end,"
 )
-
-
-
-
-
-async def create(erl: BeamNode, name: str, spec: str) -> None:
-    assert await erl.eval(f"gen_server:call({REG}, {{create_agent, {name}, {spec}}})") == f"{{ok,{name}}}"
-
-
-async def term(erl: BeamNode, expr: str, timeout: float = 20) -> Term:
-    return decode(await erl.eval_term(expr, timeout=timeout))
 
 
 def deltas(events: list[Term]) -> list[bytes]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from agent_support import ASK_HUMAN_SPEC, PY, REG, registry_of
+from agent_support import ASK_HUMAN_SPEC, PY, REG, eventually, registry_of, term
 from beam import BeamFactory, BeamNode
 from pydantic_ai import Agent, models
 from test_node_process_beam import Launcher, pynode_command  # noqa: F401 (a fixture)
@@ -21,7 +21,6 @@ from test_node_process_beam import Launcher, pynode_command  # noqa: F401 (a fix
 from pynode.bridge.registry import current_registry, start_registry
 from pynode.bridge.runner import AgentDefinition
 from pynode.errors import CallExit
-from pynode.etf.decode import decode
 from pynode.etf.encode import encode
 from pynode.etf.types import Atom, Pid, Term
 from pynode.node import Node
@@ -60,19 +59,6 @@ WAIT_BACK = (
 def term_expr(term: Term) -> str:
     """Erlang source for ``term`` (a pid): decoded on the BEAM from its external format."""
     return f'binary_to_term(base64:decode(<<"{base64.b64encode(encode(term)).decode()}">>))'
-
-
-async def term(beam_node: BeamNode, expr: str, timeout: float = 30) -> Term:
-    return decode(await beam_node.eval_term(expr, timeout=timeout))
-
-
-async def eventually(check: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        if loop.time() > deadline:
-            pytest.fail(f"{what} did not hold within {within} s")
-        await asyncio.sleep(0.02)
 
 
 async def back_under_name(node: Node, name: str, old: Pid | None) -> Pid:
@@ -114,6 +100,7 @@ async def test_registry_killed_comes_back_with_its_agents_and_runs(erl: BeamNode
         " {Old, Down, is_pid(New) andalso New =/= Old, Pong, maps:with([agents, runs], Info),"
         "  [maps:get(name, L) || L <- Listed], Result, maps:with([agents, runs], After), Created,"
         "  lists:sort([maps:get(name, L) || L <- Listed2])}",
+        timeout=30,
     )
     assert isinstance(got, tuple)
     killed_pid, down, new_pid, pong, info, listed, result, after, created, listed2 = got
@@ -143,6 +130,7 @@ async def test_an_owned_agent_still_goes_with_its_owner_after_the_registry_resta
         f"   {{ok, L}} = gen_server:call({REG}, list_agents),"
         "   case [A || A = #{name := owned} <- L] of [] -> gone; _ -> timer:sleep(20), G(N - 1) end end,"
         " {is_pid(New), Gone(500)}",
+        timeout=30,
     )
     assert got == (True, Atom("gone"))
     assert py_node.whereis("owned") is None
@@ -158,7 +146,7 @@ async def test_net_kernel_killed_ping_still_pongs_old_and_new_connections(
 ) -> None:
     connection = py_node.connections["e1@127.0.0.1"]
     old = py_node.whereis("net_kernel")
-    got = await term(erl, KILL + "Kill(net_kernel)")
+    got = await term(erl, KILL + "Kill(net_kernel)", timeout=30)
     assert got == (old, Atom("killed"))
     await back_under_name(py_node, "net_kernel", old)
     # net_adm:ping disconnects on pang: pong on the same connection shows it never failed.
@@ -261,6 +249,7 @@ async def test_agent_killed_mid_run_its_callers_get_cancelled_and_it_comes_back(
         " exit(Handler, kill),"
         " {Old, Down, Sync, Async, is_pid(New) andalso New =/= Old, Info, Again,"
         "  maps:with([agents, runs], RegInfo), [L || L = #{name := asker} <- Listed], Other}",
+        timeout=30,
     )
     assert isinstance(got, tuple)
     killed_pid, down, sync, async_result, new_pid, info, again, reg_info, listed, other = got
@@ -290,6 +279,7 @@ async def test_a_replaced_agent_killed_comes_back_with_its_last_spec(erl: BeamNo
         " {ok, #{tools := After}} = gen_server:call(A, info),"
         f" {{ok, Listed}} = gen_server:call({REG}, list_agents),"
         " {Before, After, is_pid(New), length(Listed)}",
+        timeout=30,
     )
     assert got == ([b"ask_human"], [b"ask_human"], True, 1)
     assert list(node_supervisor(py_node).children()).count("asker") == 1
@@ -329,6 +319,7 @@ async def test_deleted_or_shut_down_agents_are_not_restarted(erl: BeamNode, py_n
         erl,
         f"ok = gen_server:call({REG}, {{delete_agent, kept}}),"
         f' gen_server:call({REG}, {{create_agent, kept, #{{model => <<"test">>}}}})',
+        timeout=30,
     )
     assert recreated == (Atom("ok"), Atom("kept"))
     # exit(Pid, shutdown) is a normal end for an agent (a transient child): it stays gone too.
@@ -336,17 +327,20 @@ async def test_deleted_or_shut_down_agents_are_not_restarted(erl: BeamNode, py_n
         erl,
         CHILD_PID + "P = ChildPid(stopped), M = monitor(process, P), exit(P, shutdown),"
         " receive {'DOWN', M, process, P, R} -> R after 5000 -> no_down end",
+        timeout=30,
     )
     assert got == Atom("shutdown")
     # count_children answers after the supervisor has handled the exits that came before.
-    counts = await term(erl, f"gen_server:call({SUP}, count_children)")
+    counts = await term(erl, f"gen_server:call({SUP}, count_children)", timeout=30)
     assert isinstance(counts, list)
-    listed = await term(erl, f"{{ok, L}} = gen_server:call({REG}, list_agents), [maps:get(name, A) || A <- L]")
+    listed = await term(
+        erl, f"{{ok, L}} = gen_server:call({REG}, list_agents), [maps:get(name, A) || A <- L]", timeout=30
+    )
     assert listed == [Atom("kept")]
     assert py_node.whereis("gone") is None and py_node.whereis("stopped") is None
     children = node_supervisor(py_node).children()
     assert "gone" not in children and "stopped" not in children and "kept" in children
-    info = await term(erl, f"gen_server:call({REG}, info)")
+    info = await term(erl, f"gen_server:call({REG}, info)", timeout=30)
     assert isinstance(info, tuple) and info[1][Atom("agents")] == 1
 
 
@@ -420,9 +414,9 @@ async def test_past_the_intensity_the_supervisor_gives_up_and_the_node_has_no_re
     assert supervisor.intensity.max_restarts == 2
     old = py_node.whereis("pynode")
     for _ in range(2):
-        assert await term(erl, KILL + "element(2, Kill(pynode))") == Atom("killed")
+        assert await term(erl, KILL + "element(2, Kill(pynode))", timeout=30) == Atom("killed")
         old = await back_under_name(py_node, "pynode", old)
-    assert await term(erl, KILL + "element(2, Kill(pynode))") == Atom("killed")
+    assert await term(erl, KILL + "element(2, Kill(pynode))", timeout=30) == Atom("killed")
     assert await supervisor.join(10) == Atom("shutdown")
     assert supervisor.gave_up
     for name in ("pynode", "net_kernel", "pynode_io", "pynode_sup"):
@@ -451,7 +445,6 @@ async def test_the_command_stops_with_status_1_when_its_supervisor_gives_up(
     assert await node.wait(20) == 1
     output = node.output()
     assert "reached its restart intensity" in output and "supervisor ended" in output
-
 
 
 async def test_pynode_sup_killed_takes_the_node_processes_with_it(erl: BeamNode, py_node: Node) -> None:
@@ -509,5 +502,5 @@ async def test_registry_killed_while_a_deleted_agent_winds_down_still_ends_that_
     await back_under_name(py_node, "pynode", registry.pid)
     assert py_node.whereis("lingering") is None
     assert "lingering" not in node_supervisor(py_node).children()
-    listed = await term(erl, f"{{ok, L}} = gen_server:call({REG}, list_agents), L")
+    listed = await term(erl, f"{{ok, L}} = gen_server:call({REG}, list_agents), L", timeout=30)
     assert listed == []

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
+from agent_support import eventually
 
 from pynode.errors import CallExit
 from pynode.etf.types import Atom, Pid, Term
@@ -52,16 +53,6 @@ def supervisor(node: Node, *specs: ChildSpec, intensity: RestartIntensity | None
     for spec in specs:
         sup.start_child(spec)
     return sup
-
-
-async def eventually(check: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
-    """Poll ``check`` until it holds; fail after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        if loop.time() > deadline:
-            pytest.fail(f"{what} did not hold within {within} s")
-        await asyncio.sleep(0.01)
 
 
 async def restarted(node: Node, name: str, old: Pid | None, what: str = "") -> Pid:

@@ -8,11 +8,11 @@ them and go through the bridge's ``to_json``; both must agree.
 from __future__ import annotations
 
 import pytest
+from agent_support import term
 from beam import BeamFactory, BeamNode
 
 from pynode.bridge.errors import BridgeError
 from pynode.bridge.termmap import to_json
-from pynode.etf.decode import decode
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Term
 
@@ -42,10 +42,6 @@ CALENDAR_VALUES = """[
 
 async def elixir(beam: BeamFactory) -> BeamNode:
     return await beam("ex1", kind="elixir")
-
-
-async def term(node: BeamNode, expr: str) -> Term:
-    return decode(await node.eval_term(expr))
 
 
 def texts(printed: Term) -> list[str]:

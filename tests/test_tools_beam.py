@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_support import PY, REG, registry_of
+from agent_support import PY, REG, registry_of, term
 from beam import BeamFactory, BeamNode
 from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
@@ -88,10 +88,6 @@ def scripted(py_node: Node, name: str, *steps: list[tuple[str, dict[str, Any]]])
     return script
 
 
-async def term(node: BeamNode, expr: str, timeout: float = 30) -> Term:
-    return decode(await node.eval_term(expr, timeout=timeout))
-
-
 def by_model_id(events: list[Term]) -> dict[str, list[tuple[str, Term]]]:
     """The tool events of a run, by the model's call id (the wire id is ``<model id>.<run>``)."""
     out: dict[str, list[tuple[str, Term]]] = {}
@@ -156,6 +152,7 @@ async def test_elixir_tool_returns_reach_the_model_as_elixir_means_them(py_node:
         ex,
         EX_COLLECT + '{:ok, ref} = GenServer.call({:shop, :"py@127.0.0.1"}, {:start_run, "shop", %{}});'
         " collect.(collect, ref, [])",
+        timeout=30,
     )
     assert isinstance(got, tuple)
     events, result = got
@@ -324,6 +321,7 @@ async def test_a_home_node_that_is_gone_fails_the_tool_and_the_run_goes_on(erl: 
         "   {pynode_result, Ref, R} -> {lists:reverse(Acc), R}"
         " after 20000 -> {lists:reverse(Acc), timeout} end end,"
         " Loop([])",
+        timeout=30,
     )
     assert isinstance(got, tuple)
     events, result = got
@@ -378,6 +376,7 @@ async def test_a_home_node_lost_during_the_call_fails_the_tool_and_the_run_goes_
         erl,
         "Wait = fun W(0) -> timeout; W(N) -> case persistent_term:get(outcome, pending) of"
         " pending -> timer:sleep(50), W(N - 1); Outcome -> Outcome end end, Wait(400)",
+        timeout=30,
     )
     assert isinstance(got, tuple)
     events, result = got
@@ -494,6 +493,7 @@ async def test_run_tools_go_to_the_start_run_caller_for_that_run_only(py_node: N
         {{:ok, info}} = GenServer.call(agent, :info)
         {{call.name, call.args, elem(result, 0), info.tools}}
         """,
+        timeout=30,
     )
     assert got == (b"ask", {b"city": b"Oslo"}, Atom("ok"), [])
     first_info = script.seen[0][1]
@@ -543,7 +543,7 @@ async def test_runs_whose_tool_calls_nobody_could_answer_are_refused(erl: BeamNo
     agent = '{:plain, :"py@127.0.0.1"}'
 
     async def refused(opts: str) -> str:
-        got = await term(ex, f'GenServer.call({agent}, {{:run, "hi", {opts}}}, 20_000)')
+        got = await term(ex, f'GenServer.call({agent}, {{:run, "hi", {opts}}}, 20_000)', timeout=30)
         assert isinstance(got, tuple) and got[0] == Atom("error"), got
         kind, message = got[1]
         assert kind == Atom("bad_request"), got
@@ -617,6 +617,7 @@ async def test_a_bad_tool_reply_is_answered_in_erlang_syntax(erl: BeamNode) -> N
         "   {pynode_result, Ref, R} -> {lists:reverse(Acc), element(1, R)}"
         " after 20000 -> {lists:reverse(Acc), timeout} end end,"
         " {Reply, Loop([])}",
+        timeout=30,
     )
     assert isinstance(got, tuple)
     reply, (events, result) = got

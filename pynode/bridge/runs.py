@@ -14,12 +14,14 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from pynode.bridge.context import ClusterContext, current_cluster
 from pynode.bridge.errors import BridgeError, classify, error_term
 from pynode.bridge.functions import call_function, function_node
+from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import (
+    AgentDefinition,
     OutputDelta,
     RunEvent,
     TextDelta,
@@ -36,10 +38,7 @@ from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.genserver import From, open_envelope
 from pynode.runtime.process import DOWN, Process
 
-if TYPE_CHECKING:
-    from pynode.bridge.agents import AgentProcess
-
-__all__ = ["RunProcess", "RunRequest"]
+__all__ = ["RunOwner", "RunProcess", "RunRequest"]
 
 log = logging.getLogger("pynode.run")
 
@@ -52,6 +51,31 @@ TEXT_DELTA: Final = Atom("text_delta")
 TOOL_CALL: Final = Atom("tool_call")
 TOOL_ERROR: Final = Atom("tool_error")
 OUTPUT_DELTA: Final = Atom("output_delta")
+
+
+class RunOwner(Protocol):
+    """What a run uses of the agent it belongs to; the agent process satisfies it.
+
+    A protocol rather than the agent's class, so that this module sits below the agent's.
+    """
+
+    name: Atom | None
+    """The agent's registered name, for the log."""
+    calls: dict[str, RunProcess]
+    """Tool calls waiting on a handler's ``tool_result``, by call key: a run adds and removes its own."""
+
+    @property
+    def agent_name(self) -> str: ...
+
+    @property
+    def definition(self) -> AgentDefinition: ...
+
+    @property
+    def models(self) -> ModelCache: ...
+
+    def run_finished(self, run: RunProcess) -> None:
+        """Called once, when the run's work is over and before its caller gets the answer."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,7 +92,7 @@ class RunRequest:
 class RunProcess(Process):
     """A run of one agent; ends with exactly one reply to its caller."""
 
-    def __init__(self, agent: AgentProcess, ref: Reference, request: RunRequest) -> None:
+    def __init__(self, agent: RunOwner, ref: Reference, request: RunRequest) -> None:
         super().__init__()
         self.agent = agent
         self.ref = ref
