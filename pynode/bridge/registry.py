@@ -14,13 +14,13 @@ from pynode.bridge.loader import load_agents
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import AgentDefinition, build_agent
 from pynode.bridge.spec import parse_agent_spec, parse_create_options
-from pynode.bridge.supervision import registry_child, start_agent, stop_agent
+from pynode.bridge.supervision import start_agent, stop_agent
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Reference, Term
 from pynode.runtime.genserver import DEFER, From, GenServer
-from pynode.runtime.process import DOWN
+from pynode.runtime.process import DOWN, Process
 from pynode.runtime.services import node_supervisor
-from pynode.runtime.supervisor import Supervisor
+from pynode.runtime.supervisor import ChildSpec, Supervisor
 
 if TYPE_CHECKING:
     from pynode.node import Node
@@ -284,10 +284,24 @@ async def start_registry(node: Node, *, agents_dir: Path | None = None, max_runs
 def start_supervised_registry(node: Node, *, max_runs: int = 1000) -> Registry:
     """``pynode`` as a child of the node's supervisor, with a table that outlives each registry process."""
     supervisor = node_supervisor(node)
-    child = registry_child(Registry, supervisor=supervisor, limits=RunLimits(max_runs=max_runs), models=ModelCache())
+    child = _registry_child(supervisor=supervisor, limits=RunLimits(max_runs=max_runs), models=ModelCache())
     registry = supervisor.start_child(child)
     assert isinstance(registry, Registry)
     return registry
+
+
+def _registry_child(*, supervisor: Supervisor, limits: RunLimits, models: ModelCache) -> ChildSpec:
+    """The registry ``pynode``: every process started for it shares one agent table and run count."""
+
+    def started(process: Process) -> None:
+        assert isinstance(process, Registry)
+        process.watch_owners()
+
+    return ChildSpec(
+        name="pynode",
+        start=lambda: Registry(limits=limits, models=models, supervisor=supervisor),
+        started=started,
+    )
 
 
 def current_registry(node: Node) -> Registry | None:

@@ -1,4 +1,4 @@
-"""The registry and the agents as children of the node's supervisor (PROTOCOL.md section 1).
+"""The agents as children of the node's supervisor (PROTOCOL.md section 1); the registry's child is in ``registry``.
 
 What must outlive a killed process lives outside it: the agent table and the
 run counters (:class:`~pynode.bridge.agents.RunLimits`) and the model cache are
@@ -19,28 +19,9 @@ from pynode.runtime.process import SHUTDOWN, Process
 from pynode.runtime.supervisor import ChildSpec, Supervisor
 
 if TYPE_CHECKING:
-    from pynode.bridge.registry import Registry
     from pynode.runtime.kernel import Kernel
 
-__all__ = ["agent_child", "registry_child", "start_agent", "stop_agent"]
-
-REGISTRY_NAME = "pynode"
-
-
-def registry_child(
-    make: type[Registry], *, supervisor: Supervisor, limits: RunLimits, models: ModelCache
-) -> ChildSpec:
-    """The registry ``pynode``: every process started for it shares one agent table and run count."""
-
-    def started(process: Process) -> None:
-        assert isinstance(process, make)
-        process.watch_owners()
-
-    return ChildSpec(
-        name=REGISTRY_NAME,
-        start=lambda: make(limits=limits, models=models, supervisor=supervisor),
-        started=started,
-    )
+__all__ = ["agent_child", "start_agent", "stop_agent"]
 
 
 def agent_child(definition: AgentDefinition, *, limits: RunLimits, models: ModelCache) -> ChildSpec:
