@@ -194,9 +194,10 @@ defmodule Pynode.Run do
   def abandon(%__MODULE__{ref: ref} = run) do
     # A run that has ended (its monitor removed by finish/1, or fired) has nothing left to drain.
     if Process.demonitor(run.monitor, [:flush, :info]) do
+      until = System.monotonic_time(:millisecond) + @drain_ms
       mon = Process.monitor(run.agent)
       _ = Pynode.Call.call(run.agent, {:cancel, ref}, @drain_ms)
-      drain(ref, mon, System.monotonic_time(:millisecond) + @drain_ms)
+      drain(ref, mon, until)
       Process.demonitor(mon, [:flush])
     end
 
