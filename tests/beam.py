@@ -6,35 +6,5 @@ themselves come from the pytest plugin ``pynode.testing.plugin``.
 
 from __future__ import annotations
 
-from pynode.testing.beam import (
-    START_TIMEOUT,
-    BeamEvalError,
-    BeamFactory,
-    BeamKind,
-    BeamNode,
-    BeamNodeError,
-    Destination,
-    control_module_dir,
-    node_command,
-)
-from pynode.testing.cluster import Beam
-from pynode.testing.epmd import Epmd, epmd_answers, epmd_executable, epmd_names, free_port, running_epmd
-
-__all__ = [
-    "START_TIMEOUT",
-    "Beam",
-    "BeamEvalError",
-    "BeamFactory",
-    "BeamKind",
-    "BeamNode",
-    "BeamNodeError",
-    "Destination",
-    "Epmd",
-    "control_module_dir",
-    "epmd_answers",
-    "epmd_executable",
-    "epmd_names",
-    "free_port",
-    "node_command",
-    "running_epmd",
-]
+from pynode.testing import *  # noqa: F403 (the names of pynode.testing, listed once there)
+from pynode.testing import __all__ as __all__

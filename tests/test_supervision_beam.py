@@ -28,6 +28,7 @@ from pynode.runtime.process import KILL as KILL_SIGNAL
 from pynode.runtime.services import node_supervisor
 from pynode.runtime.supervisor import RestartIntensity
 from pynode.testing import on_otp
+from pynode.testing.local import running_pynode
 
 pytestmark = pytest.mark.beam
 
@@ -362,13 +363,8 @@ async def python_agents(epmd_port: int, cookie: str, tmp_path: Path) -> AsyncIte
     agents = tmp_path / "agents"
     agents.mkdir()
     (agents / "doubler.py").write_text(PYTHON_AGENT)
-    node = Node("py@127.0.0.1", cookie, epmd_port=epmd_port)
-    await node.start()
-    await start_registry(node, agents_dir=agents)
-    try:
-        yield node
-    finally:
-        await node.stop()
+    async with running_pynode("py@127.0.0.1", cookie=cookie, epmd_port=epmd_port, agents_dir=agents) as running:
+        yield running.node
 
 
 async def test_python_agent_killed_comes_back_from_its_definition(python_agents: Node, beam: BeamFactory) -> None:

@@ -22,10 +22,10 @@ from beam import BeamFactory
 from pydantic_ai import models
 from tls_certs import Ca, NodeCert, issue, make_ca, tls_dist_args, write_optfile
 
-from pynode.bridge.registry import start_registry
 from pynode.errors import HandshakeError, PynodeError
 from pynode.net.tls import TlsTransport
 from pynode.node import Node
+from pynode.testing.local import running_pynode
 
 pytestmark = pytest.mark.beam
 
@@ -74,13 +74,10 @@ def py_transport(pki: Pki, **options: float) -> TlsTransport:
 
 @contextlib.asynccontextmanager
 async def tls_node(epmd_port: int, cookie: str, transport: TlsTransport) -> AsyncIterator[Node]:
-    node = Node(PY_NODE, cookie, epmd_port=epmd_port, transport=transport)
-    await node.start()
-    await start_registry(node, agents_dir=None)
-    try:
-        yield node
-    finally:
-        await node.stop()
+    async with running_pynode(
+        PY_NODE, cookie=cookie, epmd_port=epmd_port, agents_dir=None, transport=transport
+    ) as running:
+        yield running.node
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import pytest
 from pynode.testing.beam import (
     START_TIMEOUT,
     BeamEvalError,
-    BeamFactory,
     BeamKind,
     BeamNode,
     BeamNodeError,
@@ -24,7 +23,7 @@ from pynode.testing.beam import (
     control_module_dir,
     node_command,
 )
-from pynode.testing.cluster import Beam
+from pynode.testing.cluster import Beam, BeamFactory
 from pynode.testing.epmd import Epmd, epmd_answers, epmd_executable, epmd_names, free_port, running_epmd
 from pynode.testing.local import AgentsNotLoaded, PynodeNode, running_pynode
 

@@ -33,7 +33,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final, Literal, Protocol, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 import pytest
 
@@ -43,7 +43,6 @@ from pynode.testing import otp as otp_runtimes
 __all__ = [
     "START_TIMEOUT",
     "BeamEvalError",
-    "BeamFactory",
     "BeamKind",
     "BeamNode",
     "BeamNodeError",
@@ -420,22 +419,6 @@ class BeamNode:
         state = "running" if self.running else f"exited {self._proc.returncode}"
         release = f" OTP {self.otp_release}" if self.otp_release else ""
         return f"<BeamNode {self.kind} {self.name}{release} pid={self.os_pid} {state}>"
-
-
-class BeamFactory(Protocol):
-    """What the `beam` fixture gives a test: `await beam("e1")` starts e1@127.0.0.1."""
-
-    async def __call__(
-        self,
-        name: str,
-        *,
-        kind: BeamKind = "erl",
-        cookie: str | None = None,
-        net_ticktime: int | None = None,
-        hidden: bool = False,
-        extra_args: Sequence[str] = (),
-        otp: str | None = None,
-    ) -> BeamNode: ...
 
 
 def _destination(dest: Destination) -> Term:

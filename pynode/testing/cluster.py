@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pynode.etf import Term
 from pynode.testing.beam import BeamKind, BeamNode, Destination
 
-__all__ = ["Beam"]
+__all__ = ["Beam", "BeamFactory"]
 
 DEFAULT_NODE = "test"
 """The default node's short name: ``test@127.0.0.1``."""
@@ -96,3 +96,7 @@ class Beam:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+
+
+BeamFactory = Beam
+"""The name tests annotate the ``beam`` fixture with: it is a :class:`Beam`."""

@@ -21,6 +21,7 @@ from pydantic_ai import Agent
 from pynode import Node
 from pynode.bridge.registry import Registry, start_registry
 from pynode.etf import Atom
+from pynode.net.transport import DistTransport
 
 __all__ = ["AgentsNotLoaded", "PynodeNode", "running_pynode"]
 
@@ -57,14 +58,21 @@ class PynodeNode:
 
 @contextlib.asynccontextmanager
 async def running_pynode(
-    name: str, *, cookie: str, epmd_port: int, agents_dir: Path | None
+    name: str,
+    *,
+    cookie: str,
+    epmd_port: int,
+    agents_dir: Path | None,
+    transport: DistTransport | None = None,
 ) -> AsyncIterator[PynodeNode]:
     """Start a node, its registry and the agents of ``agents_dir``; stop them when the block ends.
+
+    ``transport``: how the node's connections are carried (``None``: plain TCP).
 
     Raises :class:`AgentsNotLoaded` (after stopping the node) if a file of ``agents_dir`` gave no
     agent, with the loader's reasons.
     """
-    node = Node(name, cookie, epmd_port=epmd_port)
+    node = Node(name, cookie, epmd_port=epmd_port, transport=transport)
     await node.start()
     try:
         with _loading_errors() as errors:

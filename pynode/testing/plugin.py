@@ -162,16 +162,10 @@ async def pynode_node(epmd_port: int, cookie: str, pynode_agents_dir: Path | Non
 @_async_fixture
 async def py_node(epmd_port: int, cookie: str) -> AsyncIterator[Node]:
     """A pynode node ``py@127.0.0.1`` in this test's event loop, with its registry ``pynode``."""
-    from pynode import Node
-    from pynode.bridge.registry import start_registry
+    from pynode.testing.local import running_pynode
 
-    node = Node("py@127.0.0.1", cookie, epmd_port=epmd_port)
-    await node.start()
-    await start_registry(node, agents_dir=None)
-    try:
-        yield node
-    finally:
-        await node.stop()
+    async with running_pynode("py@127.0.0.1", cookie=cookie, epmd_port=epmd_port, agents_dir=None) as running:
+        yield running.node
 
 
 @_async_fixture
