@@ -15,6 +15,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
 
+import jsonschema
 import pydantic
 import pydantic_core
 from pydantic_ai import Agent, RunContext
@@ -43,7 +44,7 @@ from pynode.bridge.models import ModelCache
 from pynode.bridge.output import SchemaOutput, schema_output
 from pynode.bridge.spec import AgentSpec, Instruction, MessagesAs, MFHandler, RunOptions, ToolSpec
 from pynode.bridge.termmap import JSONValue, from_json, key
-from pynode.bridge.tools import ToolDispatcher, beam_toolset
+from pynode.bridge.tools import ToolDispatcher, beam_toolset, tool_validators
 from pynode.etf.types import Atom, Term
 
 __all__ = [
@@ -146,6 +147,8 @@ class AgentDefinition:
     """Runs at once; ``None``: the node's default."""
     output: SchemaOutput | None = None
     """The spec's ``output_schema`` as output type and check, built once for every run of the agent."""
+    tool_validators: dict[str, jsonschema.Draft202012Validator] = field(default_factory=dict)
+    """The ``parameters`` validators of ``tools`` by name, built once for every run of the agent."""
 
     def tool_names(self) -> list[str]:
         """Every tool the model can call: BEAM tools, then the agent's own function tools."""
@@ -200,6 +203,7 @@ def build_agent(
         instructions=spec.instructions if dynamic else (),
         max_concurrency=spec.max_concurrency,
         output=None if spec.output_schema is None else schema_output(spec.output_schema),
+        tool_validators=tool_validators(spec.tools),
     )
 
 
@@ -270,7 +274,9 @@ async def _run(
         output_type = output.output_type
         capabilities.append(output.check)
     beam_tools = [*defn.tools, *options.tools]
-    toolsets: list[AbstractToolset[Any]] = [beam_toolset(beam_tools, dispatch)] if beam_tools else []
+    toolsets: list[AbstractToolset[Any]] = (
+        [beam_toolset(beam_tools, dispatch, validators=defn.tool_validators)] if beam_tools else []
+    )
     usage_limits = options.usage_limits or (spec.usage_limits if spec is not None else None)
     instructions = [*await _agent_instructions(defn, options, resolve), *options.instructions]
     return await defn.agent.run(
