@@ -15,6 +15,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
 
+import jsonschema
 import pydantic
 import pydantic_core
 from pydantic_ai import Agent, RunContext
@@ -40,10 +41,10 @@ from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 
 from pynode.bridge.errors import BridgeError, classify
 from pynode.bridge.models import ModelCache
-from pynode.bridge.output import schema_output
+from pynode.bridge.output import SchemaOutput, schema_output
 from pynode.bridge.spec import AgentSpec, Instruction, MessagesAs, MFHandler, RunOptions, ToolSpec
 from pynode.bridge.termmap import JSONValue, from_json, key
-from pynode.bridge.tools import ToolDispatcher, beam_toolset
+from pynode.bridge.tools import ToolDispatcher, beam_toolset, tool_validators
 from pynode.etf.types import Atom, Term
 
 __all__ = [
@@ -144,6 +145,10 @@ class AgentDefinition:
     empty when every instruction is a fixed text (those live in its ``Agent``)."""
     max_concurrency: int | None = None
     """Runs at once; ``None``: the node's default."""
+    output: SchemaOutput | None = None
+    """The spec's ``output_schema`` as output type and check, built once for every run of the agent."""
+    tool_validators: dict[str, jsonschema.Draft202012Validator] = field(default_factory=dict)
+    """The ``parameters`` validators of ``tools`` by name, built once for every run of the agent."""
 
     def tool_names(self) -> list[str]:
         """Every tool the model can call: BEAM tools, then the agent's own function tools."""
@@ -197,6 +202,8 @@ def build_agent(
         home=home,
         instructions=spec.instructions if dynamic else (),
         max_concurrency=spec.max_concurrency,
+        output=None if spec.output_schema is None else schema_output(spec.output_schema),
+        tool_validators=tool_validators(spec.tools),
     )
 
 
@@ -256,15 +263,20 @@ async def _run(
         raise BridgeError("model_unavailable", f"agent {defn.name} has no model: give the run a model option")
     output_type: Any = None
     capabilities: list[AbstractCapability[Any]] = []
-    schema = options.output_schema or (spec.output_schema if spec is not None else None)
+    schema = options.output_schema
+    output = defn.output
     if schema == "text":
         output_type = str  # the agent's schema (or a Python agent's output type) is off for this run
-    elif schema is not None:
+        output = None
+    elif schema:
         output = schema_output(schema, kind="bad_request")
+    if output is not None:
         output_type = output.output_type
         capabilities.append(output.check)
     beam_tools = [*defn.tools, *options.tools]
-    toolsets: list[AbstractToolset[Any]] = [beam_toolset(beam_tools, dispatch)] if beam_tools else []
+    toolsets: list[AbstractToolset[Any]] = (
+        [beam_toolset(beam_tools, dispatch, validators=defn.tool_validators)] if beam_tools else []
+    )
     usage_limits = options.usage_limits or (spec.usage_limits if spec is not None else None)
     instructions = [*await _agent_instructions(defn, options, resolve), *options.instructions]
     return await defn.agent.run(

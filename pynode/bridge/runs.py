@@ -145,7 +145,7 @@ class RunProcess(Process):
             return error_term("cancelled", self.cancel_reason)
         # Python tools of this run find their caller with cluster().
         current_cluster.set(ClusterContext(self.node, self.request.caller, self.ref, self.agent.agent_name))
-        timeout = None if options.timeout is None else options.timeout / 1000
+        timeout = options.timeout_seconds
         try:
             # The work runs in the run's own task: cancel() and the timeout stop it where it waits.
             async with asyncio.timeout(timeout):

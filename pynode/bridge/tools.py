@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeAlias, assert_never
 
@@ -151,9 +151,10 @@ class BeamToolset(AbstractToolset[Any]):
         *,
         id: str = "beam",
         max_retries: int | None = None,
+        validators: Mapping[str, jsonschema.Draft202012Validator] | None = None,
     ) -> None:
         self._tools = {tool.name: tool for tool in tools}
-        self._validators = {tool.name: jsonschema.Draft202012Validator(tool.parameters) for tool in tools}
+        self._validators = tool_validators(tools, known=validators)
         self._dispatch = dispatch
         self._id = id
         self._max_retries = max_retries
@@ -206,9 +207,30 @@ def _to_model(reply: ToolReply) -> Any:
     assert_never(reply)
 
 
-def beam_toolset(tools: Sequence[ToolSpec], dispatch: ToolDispatcher) -> AbstractToolset[Any]:
-    """A toolset exposing ``tools`` to the model, each call going through ``dispatch``."""
-    return BeamToolset(tools, dispatch)
+def beam_toolset(
+    tools: Sequence[ToolSpec],
+    dispatch: ToolDispatcher,
+    *,
+    validators: Mapping[str, jsonschema.Draft202012Validator] | None = None,
+) -> AbstractToolset[Any]:
+    """A toolset exposing ``tools`` to the model, each call going through ``dispatch``.
+
+    ``validators`` are the ones already built for some of the tools (an agent's, once for all its runs).
+    """
+    return BeamToolset(tools, dispatch, validators=validators)
+
+
+def tool_validators(
+    tools: Sequence[ToolSpec], *, known: Mapping[str, jsonschema.Draft202012Validator] | None = None
+) -> dict[str, jsonschema.Draft202012Validator]:
+    """A validator of each tool's ``parameters`` by tool name, reusing one in ``known`` built for that schema."""
+    validators: dict[str, jsonschema.Draft202012Validator] = {}
+    for tool in tools:
+        validator = (known or {}).get(tool.name)
+        if validator is None or validator.schema is not tool.parameters:
+            validator = jsonschema.Draft202012Validator(tool.parameters)
+        validators[tool.name] = validator
+    return validators
 
 
 def check_run_tools(
