@@ -597,3 +597,23 @@ def test_error_term() -> None:
     assert BridgeError("cancelled", "bye").to_term() == (A("error"), (A("cancelled"), "bye"))
     with pytest.raises(ValueError):
         error_term("made_up", "x")  # type: ignore[arg-type]
+
+
+def test_a_python_tool_result_reaches_the_beam_in_its_json_form_not_as_a_repr() -> None:
+    import dataclasses
+    import datetime
+
+    from pynode.bridge.runs import _content_term
+
+    @dataclasses.dataclass
+    class Stock:
+        item: str
+        count: int
+        seen: datetime.date
+
+    assert _content_term(Stock("lime", 3, datetime.date(2026, 12, 1))) == {
+        "item": "lime",
+        "count": 3,
+        "seen": "2026-12-01",
+    }
+    assert _content_term({"a": [1, 2.5, None]}) == {"a": [1, 2.5, None]}

@@ -16,6 +16,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from pydantic_core import to_jsonable_python
+
 from pynode.bridge.context import ClusterContext, current_cluster
 from pynode.bridge.errors import BridgeError, classify, error_term
 from pynode.bridge.functions import call_function, function_node
@@ -386,8 +388,13 @@ class RunProcess(Process):
 
 
 def _content_term(content: Any) -> Term:
+    """A tool's return value for a ``tool_result`` event: its JSON form, as pydantic-ai gives it to the model.
+
+    Python tools may return models, dataclasses or datetimes; their JSON form, never a repr, reaches
+    the BEAM (PROTOCOL.md section 8). Only a value with no JSON form at all is sent as its text.
+    """
     try:
-        return from_json(content)
+        return from_json(to_jsonable_python(content))
     except Exception:
         return str(content)
 
