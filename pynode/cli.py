@@ -9,14 +9,14 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pynode import epmd
 from pynode.errors import EpmdError, PynodeError
 from pynode.etf.pretty import format_term
-from pynode.limits import DEFAULT_LIMITS, Limits
+from pynode.limits import DEFAULT_LIMITS, Limits, MiB
 from pynode.net.tls import TlsConfigError, TlsTransport
 from pynode.net.transport import DistTransport
 from pynode.runtime.supervisor import DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_PERIOD, RestartIntensity
@@ -64,40 +64,74 @@ def parse_size(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    return value
+
+
+# One row per flag that sets a ``Limits`` field: (field, parse, metavar, help before "(default ...)").
+# The flag is the field's name in dashes; ``limits_from`` reads the same rows back.
+_LIMIT_FLAGS: Final[tuple[tuple[str, Callable[[str], object], str, str], ...]] = (
+    (
+        "net_setuptime",
+        _positive_float,
+        "S",
+        "seconds a connection has to finish its handshake, in and out, as the kernel's net_setuptime",
+    ),
+    (
+        "max_connections",
+        _positive_int,
+        "N",
+        "connections at once, established or in their handshake; more are closed at once",
+    ),
+    (
+        "max_message_size",
+        parse_size,
+        "BYTES",
+        "largest message, fragments joined and compressed terms inflated; a bigger frame closes the"
+        " connection, a payload inflating past it is dropped",
+    ),
+    (
+        "max_fragment_bytes",
+        parse_size,
+        "BYTES",
+        "bytes of unfinished fragmented messages per connection; more closes it",
+    ),
+    (
+        "max_fragment_sequences",
+        _positive_int,
+        "N",
+        "unfinished fragmented messages per connection; more closes it",
+    ),
+    (
+        "log_lines",
+        _positive_int,
+        "N",
+        "repeated warnings of one kind per peer logged per minute; the rest are counted",
+    ),
+)
+
+
 def _limit_flags(parser: argparse.ArgumentParser) -> None:
-    mib = 1 << 20
-    parser.add_argument(
-        "--max-message-size",
-        type=parse_size,
-        default=DEFAULT_LIMITS.max_message_size,
-        metavar="BYTES",
-        help="largest message, fragments joined and compressed terms inflated; a bigger frame closes the"
-        f" connection, a payload inflating past it is dropped (default {DEFAULT_LIMITS.max_message_size // mib}M)",
-    )
-    parser.add_argument(
-        "--max-fragment-bytes",
-        type=parse_size,
-        default=DEFAULT_LIMITS.max_fragment_bytes,
-        metavar="BYTES",
-        help="bytes of unfinished fragmented messages per connection; more closes it"
-        f" (default {DEFAULT_LIMITS.max_fragment_bytes // mib}M)",
-    )
-    parser.add_argument(
-        "--max-fragment-sequences",
-        type=_positive_int,
-        default=DEFAULT_LIMITS.max_fragment_sequences,
-        metavar="N",
-        help="unfinished fragmented messages per connection; more closes it"
-        f" (default {DEFAULT_LIMITS.max_fragment_sequences})",
-    )
-    parser.add_argument(
-        "--log-lines",
-        type=_positive_int,
-        default=DEFAULT_LIMITS.log_lines,
-        metavar="N",
-        help="repeated warnings of one kind per peer logged per minute; the rest are counted"
-        f" (default {DEFAULT_LIMITS.log_lines})",
-    )
+    for field, parse, metavar, text in _LIMIT_FLAGS:
+        default = getattr(DEFAULT_LIMITS, field)
+        shown = f"{default // MiB}M" if parse is parse_size else f"{default:g}"
+        parser.add_argument(
+            f"--{field.replace('_', '-')}",
+            type=parse,
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default {shown})",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,22 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--net-ticktime", type=float, default=60.0, help="seconds, as net_ticktime (default 60)"
     )
     parser.add_argument(
-        "--net-setuptime",
-        type=_positive_float,
-        default=DEFAULT_LIMITS.net_setuptime,
-        metavar="S",
-        help="seconds a connection has to finish its handshake, in and out, as the kernel's"
-        f" net_setuptime (default {DEFAULT_LIMITS.net_setuptime:g})",
-    )
-    parser.add_argument(
-        "--max-connections",
-        type=_positive_int,
-        default=DEFAULT_LIMITS.max_connections,
-        metavar="N",
-        help="connections at once, established or in their handshake; more are closed at once"
-        f" (default {DEFAULT_LIMITS.max_connections})",
-    )
-    parser.add_argument(
         "--max-runs", type=int, default=1000, help="agent runs in flight on the node (default 1000)"
     )
     parser.add_argument(
@@ -188,31 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
-    return value
-
-
 def limits_from(args: argparse.Namespace) -> Limits:
     """The node's limits as the command line sets them; the rest keep their defaults."""
-    return dataclasses.replace(
-        DEFAULT_LIMITS,
-        net_setuptime=args.net_setuptime,
-        max_connections=args.max_connections,
-        max_message_size=args.max_message_size,
-        max_fragment_bytes=args.max_fragment_bytes,
-        max_fragment_sequences=args.max_fragment_sequences,
-        log_lines=args.log_lines,
-    )
+    return dataclasses.replace(DEFAULT_LIMITS, **{field: getattr(args, field) for field, *_ in _LIMIT_FLAGS})
 
 
 def node_name(args: argparse.Namespace) -> str:

@@ -279,28 +279,21 @@ def _pass_through(frame: _Frame, max_size: int) -> DistMessage | BadPayload:
     """``112, 131 Control, [131 Message]``."""
     if len(frame) < 2 or frame[1] != _VERSION:
         raise RemoteProtocolError("pass-through frame without a version byte before the control term")
-    control, offset = _control(frame, 2, max_size)
-    end = len(frame)
-    if not control.HAS_PAYLOAD:
-        if offset != end:
-            raise RemoteProtocolError(f"{control.OP.name}: {end - offset} bytes after the control term")
-        return _message(control, NO_PAYLOAD)
-    if offset >= end or frame[offset] != _VERSION:
-        raise RemoteProtocolError(f"{control.OP.name}: payload missing or without a version byte")
-    return _payload(frame, offset + 1, control, max_size)
+    return _body(frame, 2, max_size, versioned=True)
 
 
-def _body(frame: _Frame, offset: int, max_size: int) -> DistMessage | BadPayload:
-    """``Control, Message`` without version bytes (header and fragment modes)."""
+def _body(frame: _Frame, offset: int, max_size: int, *, versioned: bool = False) -> DistMessage | BadPayload:
+    """``Control, Message``: without version bytes (header and fragment modes), or with one before the payload."""
     control, offset = _control(frame, offset, max_size)
     end = len(frame)
     if not control.HAS_PAYLOAD:
         if offset != end:
             raise RemoteProtocolError(f"{control.OP.name}: {end - offset} bytes after the control term")
         return _message(control, NO_PAYLOAD)
-    if offset >= end:
-        raise RemoteProtocolError(f"{control.OP.name}: payload missing")
-    return _payload(frame, offset, control, max_size)
+    if offset >= end or (versioned and frame[offset] != _VERSION):
+        missing = "payload missing or without a version byte" if versioned else "payload missing"
+        raise RemoteProtocolError(f"{control.OP.name}: {missing}")
+    return _payload(frame, offset + versioned, control, max_size)
 
 
 def _control(frame: _Frame, offset: int, max_size: int) -> tuple[ControlMessage, int]:

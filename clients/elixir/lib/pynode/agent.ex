@@ -108,7 +108,7 @@ defmodule Pynode.Agent do
 
   defp spec(opts) do
     spec = Map.new(Keyword.fetch!(opts, :spec))
-    tools = Enum.map(opts[:tools], &Pynode.Tool.to_agent_spec(tool(&1)))
+    tools = Enum.map(opts[:tools], &Pynode.Tool.to_agent_spec(Pynode.Tool.from!(&1)))
 
     spec =
       if tools == [],
@@ -120,9 +120,6 @@ defmodule Pynode.Agent do
       output -> Map.put(spec, :output_schema, Pynode.Schema.to_json_schema(output))
     end
   end
-
-  defp tool(%Pynode.Tool{} = tool), do: tool
-  defp tool(opts), do: Pynode.Tool.new(opts)
 
   ## GenServer
 

@@ -16,6 +16,11 @@ defmodule Pynode.Error do
     * `:nodedown` - the Python node is not connected, or went away while the run was going on
     * `:timeout` - the run's `:timeout` passed (the run was cancelled on the node)
 
+  The client also uses three of the node's kinds for what it sees itself, never before the
+  run's own final result: `:unknown_agent` when the agent's process is not there (`noproc`),
+  `:cancelled` when the agent's process exited during the run without a result reaching you,
+  and `:internal_error` when a call to the node exited for a reason none of the above covers.
+
   ## Examples
 
       iex> Exception.message(%Pynode.Error{kind: :nodedown, message: "py@127.0.0.1 is not connected"})

@@ -141,7 +141,7 @@ defmodule Pynode.Run do
         {node_opts, nil}
 
       tools ->
-        tools = Enum.map(tools, &tool!/1)
+        tools = Enum.map(tools, &Pynode.Tool.from!/1)
         node_opts = Map.put(node_opts, :tools, Enum.map(tools, &Pynode.Tool.to_run_spec/1))
 
         case Enum.filter(tools, &Pynode.Tool.served_here?/1) do
@@ -159,28 +159,16 @@ defmodule Pynode.Run do
     end
   end
 
-  defp tool!(%Pynode.Tool{} = tool), do: tool
-  defp tool!(opts) when is_list(opts), do: Pynode.Tool.new(opts)
-  defp tool!(other), do: raise(ArgumentError, "expected a Pynode.Tool, got: #{inspect(other)}")
-
   @doc false
   # Waits for the run's next message: an event, its end, or the deadline (which cancels it).
   @spec next(t()) :: {:event, event()} | {:done, Result.t()} | {:error, Error.t()}
   def next(%__MODULE__{ref: ref, monitor: mon} = run) do
     receive do
-      {:pynode_event, ^ref, event} ->
-        {:event, event}
-
-      {:pynode_result, ^ref, result} ->
-        finish(run)
-        outcome(result)
-
-      {:DOWN, ^mon, :process, _, reason} ->
-        went_away(run, reason)
+      {:pynode_event, ^ref, _event} = message -> handle_info(message, run)
+      {:pynode_result, ^ref, _result} = message -> handle_info(message, run)
+      {:DOWN, ^mon, :process, _, _reason} = message -> handle_info(message, run)
     after
-      remaining(run) ->
-        abandon(run)
-        {:error, timeout_error(run)}
+      remaining(run) -> handle_info({:pynode_timeout, ref}, run)
     end
   end
 
@@ -206,9 +194,10 @@ defmodule Pynode.Run do
   def abandon(%__MODULE__{ref: ref} = run) do
     # A run that has ended (its monitor removed by finish/1, or fired) has nothing left to drain.
     if Process.demonitor(run.monitor, [:flush, :info]) do
+      until = System.monotonic_time(:millisecond) + @drain_ms
       mon = Process.monitor(run.agent)
       _ = Pynode.Call.call(run.agent, {:cancel, ref}, @drain_ms)
-      drain(ref, mon, System.monotonic_time(:millisecond) + @drain_ms)
+      drain(ref, mon, until)
       Process.demonitor(mon, [:flush])
     end
 

@@ -98,6 +98,13 @@ defmodule Pynode.Tool do
   end
 
   @doc false
+  # A tool given as a `Pynode.Tool` or as the keyword options of `new/1`.
+  @spec from!(t() | keyword()) :: t()
+  def from!(%__MODULE__{} = tool), do: tool
+  def from!(opts) when is_list(opts), do: new(opts)
+  def from!(other), do: raise(ArgumentError, "expected a Pynode.Tool, got: #{inspect(other)}")
+
+  @doc false
   # The spec sent to the node for a tool served by the library: no handler, so the call goes to
   # the run's tool_handler. A `{M, F}` tool keeps its handler.
   @spec to_run_spec(t()) :: map()

@@ -40,8 +40,8 @@ defmodule Pynode.ToolServer do
         send(reply_to, {:tool_result, id, worker_reply(name, reason)})
         loop(%{state | calls: calls})
 
-      {:tool_timeout, mon, pid, timeout} when is_map_key(state.calls, mon) ->
-        {{id, reply_to, name, _timer, _pid}, calls} = Map.pop(state.calls, mon)
+      {:tool_timeout, mon, timeout} when is_map_key(state.calls, mon) ->
+        {{id, reply_to, name, _timer, pid}, calls} = Map.pop(state.calls, mon)
         Process.demonitor(mon, [:flush])
         Process.exit(pid, :kill)
 
@@ -68,7 +68,7 @@ defmodule Pynode.ToolServer do
       %{^name => tool} ->
         ctx = %{deps: state.deps, run_ref: run_ref, call_id: id, tool: name}
         {pid, mon} = spawn_monitor(fn -> exit({:pynode_reply, invoke(tool, args, ctx)}) end)
-        timer = tool_timer(tool.timeout, mon, pid)
+        timer = tool_timer(tool.timeout, mon)
         %{state | calls: Map.put(state.calls, mon, {id, reply_to, name, timer, pid})}
 
       _ ->
@@ -81,10 +81,10 @@ defmodule Pynode.ToolServer do
     end
   end
 
-  defp tool_timer(:infinity, _mon, _pid), do: nil
+  defp tool_timer(:infinity, _mon), do: nil
 
-  defp tool_timer(timeout, mon, pid),
-    do: Process.send_after(self(), {:tool_timeout, mon, pid, timeout}, timeout)
+  defp tool_timer(timeout, mon),
+    do: Process.send_after(self(), {:tool_timeout, mon, timeout}, timeout)
 
   defp cancel_timer(nil), do: :ok
   defp cancel_timer(timer), do: Process.cancel_timer(timer)
