@@ -71,9 +71,9 @@ async def call(host: CallHost, dest: Dest, request: Term, *, timeout: float | No
     Raises :class:`CallTimeout` after ``timeout`` seconds and :class:`CallExit`
     (``noproc``, ``noconnection``, the callee's exit reason) when the callee goes.
     """
+    if type(dest) is Reference:
+        raise TypeError("call an alias through its owner's pid instead")
     with reply_slot(host) as (slot, pid):
-        if type(dest) is Reference:
-            raise TypeError("call an alias through its owner's pid instead")
         ref = host.monitor(pid, dest)  # type: ignore[arg-type]
         host.send(dest, (GEN_CALL, (pid, ref), request), sender=pid)
         try:

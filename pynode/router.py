@@ -48,6 +48,7 @@ class Router:
         self.signals = signals
         self.net = net
         self.system_pid = system_pid
+        self._limited_log = LimitedLog(log, net.log_budget)
         self._handlers: dict[type, Handler] = {
             c.Send: self._on_send,
             c.SendSender: self._on_send,
@@ -135,7 +136,7 @@ class Router:
         log.debug("%s: message to unknown alias %s dropped", conn.peer_name, TermText(msg.alias))
 
     def _on_spawn_request(self, conn: Connection, msg: Any, payload: Term) -> None:
-        LimitedLog(log, self.net.log_budget).warning(
+        self._limited_log.warning(
             ("spawn refused", conn.peer_name),
             asyncio.get_running_loop().time(),
             "%s asked to spawn %s here; refused (no code from the cluster runs on this node)",

@@ -165,8 +165,12 @@ class Connection:
         if self.closed:
             return
         frames = self.writer.encode(control, payload)
+        if len(frames) == 1 and not self._fragments:
+            self.transport.write(frames[0])  # the common case: no pair to look up
+            self._ticks.data_sent(self._loop.time())
+            return
         pair = _pair(control)
-        if len(frames) == 1 and (not self._fragments or (pair is not None and pair not in self._blocked)):
+        if len(frames) == 1 and pair is not None and pair not in self._blocked:
             self.transport.write(frames[0])
         else:
             self._blocked[pair] += len(frames)

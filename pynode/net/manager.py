@@ -23,7 +23,7 @@ from pynode.etf.types import Atom, Term
 from pynode.limits import DEFAULT_LIMITS, Admission, Limits
 from pynode.logbudget import LimitedLog, LogBudget
 from pynode.net.channel import Connection, DistProtocol
-from pynode.net.transport import DistTransport, TcpTransport
+from pynode.net.transport import DistTransport, TcpTransport, peer_address
 from pynode.wire import control as c
 from pynode.wire.flags import DFlag
 from pynode.wire.framing import NO_PAYLOAD
@@ -277,7 +277,7 @@ class ConnectionManager:
                 ("refused connections",),
                 loop.time(),
                 "refused a connection from %s: %d connections open (max_connections %d)",
-                _peer_address(proto),
+                peer_address(proto.transport),
                 self.open_connections,
                 self.limits.max_connections,
             )
@@ -349,10 +349,3 @@ def _setup_over(setuptime: float) -> HandshakeError:
 
 def _no_dispatcher(conn: Connection, control: c.ControlMessage, payload: Term) -> None:
     raise PynodeError("the connection manager was given no dispatcher")
-
-
-def _peer_address(proto: DistProtocol) -> str:
-    peer = proto.transport.get_extra_info("peername") if proto.transport is not None else None
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return "?"

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias, cast
 
 from pynode.errors import HandshakeError, PynodeError
+from pynode.net.transport import peer_address
 
 __all__ = ["TlsConfigError", "TlsTransport", "TlsVerify", "certificate_matches_host"]
 
@@ -156,7 +157,7 @@ class TlsTransport:
         if len(self._accepting) >= self.max_handshakes:
             log.warning(
                 "refused a connection from %s: %d TLS handshakes in flight (max %d)",
-                _peer_address(raw),
+                peer_address(raw),
                 len(self._accepting),
                 self.max_handshakes,
             )
@@ -169,7 +170,7 @@ class TlsTransport:
     async def _upgrade_accepted(
         self, raw: asyncio.Transport, waiting: _Handover, factory: Callable[[], asyncio.Protocol]
     ) -> None:
-        peer = _peer_address(raw)
+        peer = peer_address(raw)
         try:
             secure = await asyncio.get_running_loop().start_tls(
                 raw,
@@ -291,13 +292,6 @@ def _names_in(cert: object) -> str:
 
 def _node_host(node: str) -> str:
     return node.rpartition("@")[2]
-
-
-def _peer_address(transport: asyncio.BaseTransport) -> str:
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return "an unknown peer"
 
 
 def _describe(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["DistTransport", "TcpTransport"]
+__all__ = ["DistTransport", "TcpTransport", "peer_address"]
 
 
 class DistTransport(Protocol):
@@ -57,3 +57,11 @@ class TcpTransport:
 
     async def aclose(self) -> None:
         """Nothing runs here once a socket is handed to its protocol."""
+
+
+def peer_address(transport: asyncio.BaseTransport | None) -> str:
+    """``host:port`` of the socket's far end, for log lines about sockets with no node name yet."""
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "an unknown peer"
