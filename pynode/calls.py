@@ -78,7 +78,7 @@ async def call(host: CallHost, dest: Dest, request: Term, *, timeout: float | No
         host.send(dest, (GEN_CALL, (pid, ref), request), sender=pid)
         try:
             reply = await slot.mailbox.receive(
-                lambda m: type(m) is tuple and (m[0] == ref or (len(m) == 5 and m[1] == ref)),
+                lambda m: type(m) is tuple and len(m) >= 2 and (m[0] == ref or (len(m) == 5 and m[1] == ref)),
                 timeout,
             )
         except ReceiveTimeout:
