@@ -139,6 +139,7 @@ class AgentProcess(GenServer):
         if call_monitor is not None:
             self.waiting_calls[call_monitor] = run
         node.spawn(run)
+        run.watch_caller()
         return NOREPLY if synchronous else (OK, ref)
 
     def run_finished(self, run: RunProcess) -> None:

@@ -117,10 +117,19 @@ class RunProcess(Process):
 
     # -- the run ---------------------------------------------------------------------
 
+    def watch_caller(self) -> None:
+        """Monitor the caller now, as soon as the run has a pid.
+
+        The agent calls this before it answers anything else, so the MONITOR leaves ahead of
+        every later message on that connection: a caller killed after it saw its run counted
+        ends the run with its real exit reason, never ``noproc``.
+        """
+        if self._caller_monitor is None:
+            self._caller_monitor = self.monitor(self.request.caller)
+
     async def run(self) -> None:
-        request = self.request
         self._phase = "running"
-        self._caller_monitor = self.monitor(request.caller)
+        self.watch_caller()
         outcome: Term
         try:
             outcome = await self._execute()
