@@ -455,6 +455,37 @@ async def test_exit_signals_from_the_beam_follow_erlang_rules(py_node: Node, bea
     assert await watching == "{stop,1}"
 
 
+async def test_exit2_sent_while_disconnected_connects_and_arrives_in_the_negotiated_form(
+    py_node: Node, beam: BeamFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``exit(Pid, Reason)`` to a node not connected connects first, as a message would, and then
+    goes out in the form the peer's flags ask for (the payload form), not the form it was queued in."""
+    from pynode.net.channel import Connection
+    from pynode.wire import control as c
+    from pynode.wire.framing import NO_PAYLOAD
+
+    erl = await beam("e1")
+    remote = await beam_term(erl, "spawn(fun() -> receive after infinity -> ok end end)")
+    watching = await beam_task(
+        erl,
+        "watcher",
+        setup=f"Ref = monitor(process, {term_expr(remote)})",
+        then="receive {'DOWN', Ref, _, _, R} -> R after 10000 -> timeout end",
+    )
+    assert E1 not in py_node.net.connections  # the pid came through the shell, not distribution
+    sent: list[type] = []
+    real_send = Connection.send
+
+    def recording_send(self: Connection, control: c.ControlMessage, payload: Term = NO_PAYLOAD) -> None:
+        sent.append(type(control))
+        real_send(self, control, payload)
+
+    monkeypatch.setattr(Connection, "send", recording_send)
+    py_node.exit(remote, (Atom("stop"), 2))
+    assert await watching == "{stop,2}"
+    assert c.PayloadExit2 in sent and c.Exit2 not in sent
+
+
 async def test_messages_and_calls_carrying_a_seq_trace_token(py_node: Node, beam: BeamFactory) -> None:
     """With a trace token set, the BEAM uses the *_TT control messages; they must work like the others."""
     counter = Counter()

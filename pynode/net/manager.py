@@ -332,7 +332,11 @@ class ConnectionManager:
             pending.set_result(conn)
         admit = self.events.admit_pending
         for control, payload in self._pending_sends.pop(conn.peer_name, []):
-            if admit(conn, control):
+            if not admit(conn, control):
+                continue
+            if type(control) is c.Exit2:  # queued before the peer's flags were known
+                conn.send_exit(control.from_pid, control.to_pid, control.reason, linked=False)
+            else:
                 conn.send(control, payload)
         log.info("connected to %s (flags %#x)", conn.peer_name, int(conn.flags))
 
