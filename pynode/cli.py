@@ -116,7 +116,13 @@ _LIMIT_FLAGS: Final[tuple[tuple[str, Callable[[str], object], str, str], ...]] =
         "log_lines",
         _positive_int,
         "N",
-        "repeated warnings of one kind per peer logged per minute; the rest are counted",
+        "repeated warnings of one kind per peer logged per --log-interval; the rest are counted",
+    ),
+    (
+        "log_interval",
+        _positive_float,
+        "S",
+        "seconds of the window --log-lines counts in; a count of the lines dropped closes each window",
     ),
 )
 

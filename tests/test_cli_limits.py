@@ -32,11 +32,11 @@ def test_defaults_are_the_documented_limits() -> None:
 def test_flags_reach_the_limits() -> None:
     args = build_parser().parse_args([
         "--name", "py@127.0.0.1", "--max-message-size", "16M", "--max-fragment-bytes", "32M",
-        "--max-fragment-sequences", "500", "--log-lines", "3",
+        "--max-fragment-sequences", "500", "--log-lines", "3", "--log-interval", "0.5",
     ])  # fmt: skip
     limits = limits_from(args)
     assert (limits.max_message_size, limits.max_fragment_bytes) == (16 * MiB, 32 * MiB)
-    assert (limits.max_fragment_sequences, limits.log_lines) == (500, 3)
+    assert (limits.max_fragment_sequences, limits.log_lines, limits.log_interval) == (500, 3, 0.5)
 
 
 def test_a_bad_flag_value_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:

@@ -245,6 +245,26 @@ async def test_10000_undecodable_messages_log_a_handful_of_lines_and_a_count(
         await pinger.answered_meanwhile(before)
 
 
+async def test_log_lines_and_log_interval_set_the_window(
+    epmd_port: int, cookie: str, beam: BeamFactory, tmp_path: Path
+) -> None:
+    flags = ("--log-lines", "3", "--log-interval", "1")
+    async with node_and_pinger(epmd_port, cookie, beam, tmp_path, *flags) as (hx, _pinger):
+        peer = await HostilePeer.dial(hx.port, cookie, HX)
+        bad = payload_frame(c.RegSend(peer.me, Atom("pynode")), b"\xff\x00")
+        peer.send_raw(bad * 10)
+        assert await peer.call("pynode", (Atom("echo"), 1)) == (Atom("ok"), 1)  # all 10 were read
+        await hx.logged("could not be decoded", count=3)
+        assert len(hx.lines("could not be decoded")) == 3
+        await asyncio.sleep(1.2)  # the window is over: the next line goes out with the count
+        peer.send_raw(bad)
+        assert await peer.call("pynode", (Atom("echo"), 2)) == (Atom("ok"), 2)
+        (fourth,) = await hx.logged("(7 more like this were not logged)")
+        assert "could not be decoded" in fourth
+        assert len(hx.lines("could not be decoded")) == 4
+        peer.close()
+
+
 async def test_a_16_mib_unknown_request_from_erl_gets_a_short_bad_request_quickly(
     epmd_port: int, cookie: str, beam: BeamFactory, tmp_path: Path
 ) -> None:
