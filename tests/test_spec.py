@@ -116,6 +116,7 @@ def test_full_spec_with_binary_keys() -> None:
     assert spec.instructions == ("Be brief.", "Answer in French.")
     assert spec.system_prompt == ("You are a weather bot.",)
     assert spec.output_schema == {"type": "object", "properties": {"temp": {"type": "number"}}}
+    assert spec.output is not None and spec.output.schema == spec.output_schema  # built once, here
     assert spec.model_settings == {"temperature": 0.2, "max_tokens": 100}
     assert spec.usage_limits is not None
     assert spec.usage_limits.request_limit == 3
@@ -359,6 +360,7 @@ async def test_all_options() -> None:
     assert options.usage_limits is not None
     assert options.usage_limits.request_limit == 2
     assert options.output_schema == {"type": "object"}
+    assert options.output is not None and options.output.schema == {"type": "object"}
     assert options.timeout == 1500
     assert options.timeout_seconds == 1.5
     assert options.tool_handler == (A("tools"), A("app@host"))

@@ -41,7 +41,7 @@ from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 
 from pynode.bridge.errors import BridgeError, classify
 from pynode.bridge.models import ModelCache
-from pynode.bridge.output import SchemaOutput, schema_output
+from pynode.bridge.output import SchemaOutput
 from pynode.bridge.spec import AgentSpec, Instruction, MessagesAs, MFHandler, RunOptions, ToolSpec
 from pynode.bridge.termmap import JSONValue, from_json, key
 from pynode.bridge.tools import ToolDispatcher, beam_toolset, tool_validators
@@ -202,7 +202,7 @@ def build_agent(
         home=home,
         instructions=spec.instructions if dynamic else (),
         max_concurrency=spec.max_concurrency,
-        output=None if spec.output_schema is None else schema_output(spec.output_schema),
+        output=spec.output,
         tool_validators=tool_validators(spec.tools),
     )
 
@@ -268,8 +268,8 @@ async def _run(
     if schema == "text":
         output_type = str  # the agent's schema (or a Python agent's output type) is off for this run
         output = None
-    elif schema:
-        output = schema_output(schema, kind="bad_request")
+    elif options.output is not None:
+        output = options.output
     if output is not None:
         output_type = output.output_type
         capabilities.append(output.check)

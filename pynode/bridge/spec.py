@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any, Final, Literal, TypeAlias, get_type_hints
 
@@ -20,7 +20,7 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import UsageLimits
 
 from pynode.bridge.errors import BridgeError, ErrorKind, quoted
-from pynode.bridge.output import check_json_schema, schema_output
+from pynode.bridge.output import SchemaOutput, check_json_schema, schema_output
 from pynode.bridge.termmap import JSONValue, text_from_prompt, to_json
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Term
@@ -118,6 +118,12 @@ class AgentSpec:
     """Retry budget for both tools and output validation; ``None``: pydantic-ai's default."""
     max_concurrency: int | None = None
     """Runs of this agent at once; ``None``: the node's default."""
+    output: SchemaOutput | None = field(init=False, repr=False, compare=False)
+    """``output_schema`` as output type and check, built once here; ``BridgeError(bad_spec)`` if unusable."""
+
+    def __post_init__(self) -> None:
+        built = None if self.output_schema is None else schema_output(self.output_schema, kind="bad_spec")
+        object.__setattr__(self, "output", built)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,6 +149,13 @@ class RunOptions:
     """``False``: a ``start_run`` caller gets only ``pynode_result`` (``stream_to`` still gets events)."""
     messages_as: MessagesAs = "json"
     """How the Result carries ``messages``/``new_messages``: a JSON binary, or lists of maps."""
+    output: SchemaOutput | None = field(init=False, repr=False, compare=False)
+    """A schema ``output_schema`` as output type and check; ``BridgeError(bad_request)`` if unusable."""
+
+    def __post_init__(self) -> None:
+        schema = self.output_schema
+        built = schema_output(schema, kind="bad_request") if isinstance(schema, dict) else None
+        object.__setattr__(self, "output", built)
 
     @property
     def timeout_seconds(self) -> float | None:
@@ -164,10 +177,15 @@ class CreateOptions:
     """The agent is deleted when this process exits or its node disconnects."""
 
 
-AGENT_SPEC_KEYS: Final = frozenset(f.name for f in fields(AgentSpec))
-CREATE_OPTION_KEYS: Final = frozenset(f.name for f in fields(CreateOptions))
-TOOL_SPEC_KEYS: Final = frozenset(f.name for f in fields(ToolSpec))
-RUN_OPTION_KEYS: Final = frozenset(f.name for f in fields(RunOptions))
+def _keys(cls: type[Any]) -> frozenset[str]:
+    """The map keys a spec class takes: its fields, less those it derives itself."""
+    return frozenset(f.name for f in fields(cls) if f.init)
+
+
+AGENT_SPEC_KEYS: Final = _keys(AgentSpec)
+CREATE_OPTION_KEYS: Final = _keys(CreateOptions)
+TOOL_SPEC_KEYS: Final = _keys(ToolSpec)
+RUN_OPTION_KEYS: Final = _keys(RunOptions)
 
 _ABSENT_ATOMS: Final = frozenset({"nil", "undefined"})
 _TOOL_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -330,10 +348,7 @@ def _int(name: str, value: Term, kind: ErrorKind, *, minimum: int) -> int | None
 
 
 def _output_schema(value: Term, kind: ErrorKind) -> dict[str, Any] | None:
-    schema = _map("output_schema", value, kind)
-    if schema is not None:
-        schema_output(schema, kind=kind)  # refuse now what the run could not use
-    return schema
+    return _map("output_schema", value, kind)  # checked once, as the spec or options are made
 
 
 def _run_output_schema(value: Term) -> dict[str, Any] | TextOutput | None:
