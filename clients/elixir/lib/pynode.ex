@@ -39,9 +39,9 @@ defmodule Pynode do
   The Python node is a hidden node of an Erlang cluster, so the application's node must be
   distributed. If it was started with `--name`/`--sname` (`elixir --name app@127.0.0.1 --cookie
   SECRET ...`, or a release), it is used as it is. If not (`mix run`, `mix test`, `iex -S mix`),
-  the first `Pynode` child starts distribution itself as `:client_name`, which needs an epmd to
-  reach: one on port 4369 (`epmd -daemon`, or any node started with `erl -name`), or on the port
-  in `$ERL_EPMD_PORT`. The cookie is then `~/.erlang.cookie` (created if missing) unless
+  the first `Pynode` child starts distribution itself as `:client_name`. That needs an epmd on
+  port 4369 or on the port in `$ERL_EPMD_PORT`; when none answers, the child starts one with
+  `epmd -daemon`, as `erl -name` does (it stays up after the application stops). The cookie is then `~/.erlang.cookie` (created if missing) unless
   `:cookie` is given. Each `Pynode` child needs the node's cookie: the node it starts is given it.
 
   ## Node events

@@ -266,20 +266,75 @@ defmodule Pynode.Connection do
       name = client_name || :"pynode_client_#{System.pid()}@#{host}"
       mode = if longnames?(node), do: :longnames, else: :shortnames
 
-      case :net_kernel.start([name, mode]) do
-        {:ok, _} ->
-          :ok
-
-        {:error, {:already_started, _}} ->
-          :ok
-
-        {:error, reason} ->
-          {:stop,
-           {:distribution_not_started,
-            "this node is not distributed and could not start distribution as #{name}: " <>
-              "#{inspect(reason)}; epmd must be reachable (epmd -daemon, port $ERL_EPMD_PORT " <>
-              "or 4369), or start the app with --name/--sname and --cookie"}}
+      with {:error, reason} <- start_distribution(name, mode),
+           # As `erl -name` does: when no epmd answers, start one (`epmd -daemon`) and try again.
+           {:ok, :started} <- start_epmd(reason),
+           {:error, reason} <- start_distribution(name, mode) do
+        not_started(name, reason)
+      else
+        :ok -> :ok
+        {:error, reason} -> not_started(name, reason)
       end
+    end
+  end
+
+  defp not_started(name, reason) do
+    {:stop,
+     {:distribution_not_started,
+      "this node is not distributed and could not start distribution as #{name}: " <>
+        "#{reason}; epmd must be reachable or startable (epmd -daemon, port " <>
+        "$ERL_EPMD_PORT or 4369), or start the app with --name/--sname and --cookie"}}
+  end
+
+  defp start_distribution(name, mode) do
+    case :net_kernel.start([name, mode]) do
+      {:ok, _} -> :ok
+      {:error, {:already_started, _}} -> :ok
+      {:error, reason} -> {:error, inspect(reason)}
+    end
+  end
+
+  @epmd_wait 5_000
+
+  defp start_epmd(reason) do
+    with {:error, :address} <- :net_adm.names(),
+         epmd when is_binary(epmd) <- epmd_executable() do
+      Logger.info("pynode: no epmd answers; starting #{epmd} -daemon")
+      {_, _} = System.cmd(epmd, ["-daemon"], stderr_to_stdout: true)
+      await_epmd(System.monotonic_time(:millisecond) + @epmd_wait)
+    else
+      {:ok, _names} -> {:error, reason}
+      nil -> {:error, "#{reason} (no epmd answers, and no epmd executable was found)"}
+      {:error, other} -> {:error, "#{reason} (epmd: #{inspect(other)})"}
+    end
+  end
+
+  defp await_epmd(deadline) do
+    cond do
+      match?({:ok, _}, :net_adm.names()) ->
+        {:ok, :started}
+
+      System.monotonic_time(:millisecond) > deadline ->
+        {:error, "epmd did not answer within #{@epmd_wait} ms of its start"}
+
+      true ->
+        Process.sleep(50)
+        await_epmd(deadline)
+    end
+  end
+
+  defp epmd_executable do
+    erts =
+      Path.join([
+        to_string(:code.root_dir()),
+        "erts-#{:erlang.system_info(:version)}",
+        "bin",
+        "epmd"
+      ])
+
+    case :os.find_executable(~c"epmd") do
+      false -> if File.exists?(erts), do: erts
+      path -> to_string(path)
     end
   end
 
