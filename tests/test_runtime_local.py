@@ -27,6 +27,9 @@ class Counter(GenServer):
         if request == Atom("later"):
             self.later.append(caller)
             return NOREPLY
+        if request == Atom("stop"):
+            self.stop((Atom("asked"), self.count))
+            return Atom("stopping")
         if request == Atom("answer_later"):
             for waiting in self.later:
                 self.reply(waiting, Atom("late"))
@@ -116,6 +119,19 @@ async def test_many_calls_leave_no_monitor_or_process(node: Node) -> None:
     assert len(node.processes) == before
     assert server.monitored_by == {}
     assert await node.call(Atom("counter"), Atom("incr")) == 1001
+
+
+async def test_stop_replies_then_ends_with_its_reason(node: Node) -> None:
+    server = node.spawn(Counter(), name="stopper")
+    watcher = node.spawn(Process())
+    ref = watcher.monitor(server.pid)
+    await node.call(Atom("stopper"), Atom("incr"))
+    assert await node.call(Atom("stopper"), Atom("stop")) == Atom("stopping")
+    down = await watcher.receive(lambda m: type(m) is tuple and m[0] == Atom("DOWN"), timeout=5)
+    assert down == (Atom("DOWN"), ref, Atom("process"), server.pid, (Atom("asked"), 1))
+    assert node.whereis("stopper") is None
+    with pytest.raises(CallExit):
+        await node.call(Atom("stopper"), Atom("incr"), timeout=2)
 
 
 async def test_link_propagates_exit(node: Node) -> None:

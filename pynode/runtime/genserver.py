@@ -9,13 +9,14 @@ error tuple, and the process goes on serving.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Final
 
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
-from pynode.runtime.process import Process
+from pynode.runtime.process import Process, ProcessExit
 
 __all__ = ["DEFER", "NOREPLY", "Envelope", "From", "GenServer", "open_envelope"]
 
@@ -132,16 +133,31 @@ class GenServer(Process):
         self.send(caller.pid, (caller.tag, reply))
 
     _idle = False
+    _stop: tuple[Term] | None = None
+    """``(Reason,)`` once :meth:`stop` was called."""
+
+    def stop(self, reason: Term) -> None:
+        """gen_server's ``{stop, Reason}``: end with ``reason`` once the message in hand is handled.
+
+        Called from outside the server's own task (a callback, another process), it is an exit
+        signal at once, since no message of its own is being handled.
+        """
+        if self._stop is not None:
+            return
+        self._stop = (reason,)
+        if self.task is not asyncio.current_task():
+            self.exit(reason)
 
     async def run(self) -> None:
         receive = self.mailbox.receive
-        while True:
+        while self._stop is None:
             self._idle = True
             try:
                 message = await receive()
             finally:
                 self._idle = False
             await self.dispatch(message)
+        raise ProcessExit(self._stop[0])
 
     async def dispatch(self, message: Term) -> None:
         """Handle one message; never lets a handler's exception end the process."""

@@ -25,7 +25,7 @@ from typing import Final, Literal, TypeAlias
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Term
 from pynode.runtime.genserver import From, GenServer
-from pynode.runtime.process import NORMAL, SHUTDOWN, Process, ProcessExit
+from pynode.runtime.process import NORMAL, SHUTDOWN, Process
 
 __all__ = [
     "DEFAULT_MAX_RESTARTS",
@@ -260,20 +260,7 @@ class Supervisor(GenServer):
             if process is not None and process.alive:
                 process.exit(SHUTDOWN)
         self._by_pid.clear()
-        if self.task is not asyncio.current_task():
-            self.exit(SHUTDOWN)
-        # Else run() ends the supervisor once this message is handled.
-
-    async def run(self) -> None:
-        receive = self.mailbox.receive
-        while not self.gave_up:
-            self._idle = True
-            try:
-                message = await receive()
-            finally:
-                self._idle = False
-            await self.dispatch(message)
-        raise ProcessExit(SHUTDOWN)
+        self.stop(SHUTDOWN)
 
     # -- requests ----------------------------------------------------------------------
 
