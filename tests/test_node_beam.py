@@ -444,13 +444,7 @@ async def test_exit_signals_from_the_beam_follow_erlang_rules(py_node: Node, bea
     assert await victim.join(5) == (Atom("bad"), b"\x01")
     assert survivor.alive
     # And from Python to the BEAM: exit/2 with a reason.
-    remote = await beam_term(erl, "spawn(fun() -> receive after infinity -> ok end end)")
-    watching = await beam_task(
-        erl,
-        "watcher",
-        setup=f"Ref = monitor(process, {term_expr(remote)})",
-        then="receive {'DOWN', Ref, _, _, R} -> R after 5000 -> timeout end",
-    )
+    remote, watching = await watched_beam_process(erl)
     py_node.exit(remote, (Atom("stop"), 1))
     assert await watching == "{stop,1}"
 
@@ -465,13 +459,7 @@ async def test_exit2_sent_while_disconnected_connects_and_arrives_in_the_negotia
     from pynode.wire.framing import NO_PAYLOAD
 
     erl = await beam("e1")
-    remote = await beam_term(erl, "spawn(fun() -> receive after infinity -> ok end end)")
-    watching = await beam_task(
-        erl,
-        "watcher",
-        setup=f"Ref = monitor(process, {term_expr(remote)})",
-        then="receive {'DOWN', Ref, _, _, R} -> R after 10000 -> timeout end",
-    )
+    remote, watching = await watched_beam_process(erl)
     assert E1 not in py_node.net.connections  # the pid came through the shell, not distribution
     sent: list[type] = []
     real_send = Connection.send
@@ -506,6 +494,19 @@ async def test_messages_and_calls_carrying_a_seq_trace_token(py_node: Node, beam
     assert await inbox.receive(timeout=5) == Atom("by_pid")
     assert (await inbox.receive(timeout=5))[::2] == (EXIT, (Atom("by_exit"), 1))
     assert counter.total == 1
+
+
+async def watched_beam_process(erl: BeamNode) -> tuple[Pid, asyncio.Task[str]]:
+    """A BEAM process that waits forever, and a task giving its exit reason as a watcher saw it."""
+    remote = await beam_term(erl, "spawn(fun() -> receive after infinity -> ok end end)")
+    assert type(remote) is Pid
+    watching = await beam_task(
+        erl,
+        "watcher",
+        setup=f"Ref = monitor(process, {term_expr(remote)})",
+        then="receive {'DOWN', Ref, _, _, R} -> R after 10000 -> timeout end",
+    )
+    return remote, watching
 
 
 async def beam_task(erl: BeamNode, name: str, *, setup: str, then: str, timeout: float = 30) -> asyncio.Task[str]:
