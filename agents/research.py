@@ -123,9 +123,7 @@ def search_corpus(query: str, limit: int = 3, corpus: Iterable[Document] = CORPU
     scored: list[tuple[float, Document]] = []
     for doc in documents:
         score = sum(
-            (1 + math.log(doc.terms[w])) * math.log(1 + len(documents) / frequency[w])
-            for w in words
-            if doc.terms[w]
+            (1 + math.log(doc.terms[w])) * math.log(1 + len(documents) / frequency[w]) for w in words if doc.terms[w]
         )
         if score > 0:
             scored.append((score, doc))

@@ -149,9 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     names.add_argument("--sname", help="short node name (name, or name@host)")
     names.add_argument("--name", help="long node name, e.g. py@127.0.0.1")
     parser.add_argument("--cookie", help="the cluster's cookie (else $PYNODE_COOKIE, else ~/.erlang.cookie)")
-    parser.add_argument(
-        "--host", help="address to listen on (default: 127.0.0.1 for loopback names, else all)"
-    )
+    parser.add_argument("--host", help="address to listen on (default: 127.0.0.1 for loopback names, else all)")
     parser.add_argument("--port", type=int, default=0, help="distribution port (default: any free port)")
     parser.add_argument("--epmd-port", type=int, help="EPMD port (else $ERL_EPMD_PORT, else 4369)")
     parser.add_argument("--start-epmd", action="store_true", help="start EPMD if none answers")
@@ -171,16 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="peer",
         help="peer: verify every peer's certificate (default); none: encrypt without authenticating",
     )
-    parser.add_argument(
-        "--connect", action="append", default=[], metavar="NODE", help="connect to NODE at start"
-    )
+    parser.add_argument("--connect", action="append", default=[], metavar="NODE", help="connect to NODE at start")
     parser.add_argument("--agents", type=Path, help="folder of Python-defined agents (default: ./agents)")
-    parser.add_argument(
-        "--net-ticktime", type=float, default=60.0, help="seconds, as net_ticktime (default 60)"
-    )
-    parser.add_argument(
-        "--max-runs", type=int, default=1000, help="agent runs in flight on the node (default 1000)"
-    )
+    parser.add_argument("--net-ticktime", type=float, default=60.0, help="seconds, as net_ticktime (default 60)")
+    parser.add_argument("--max-runs", type=int, default=1000, help="agent runs in flight on the node (default 1000)")
     parser.add_argument(
         "--max-restarts",
         type=int,
@@ -251,9 +243,7 @@ def dist_transport(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) ->
             "pynode: --proto-dist inet_tls needs --tls-certfile (and --tls-keyfile unless it holds the key)"
         )
     if args.tls_verify == "peer" and args.tls_cacertfile is None:
-        raise SystemExit(
-            "pynode: --proto-dist inet_tls verifies peers: pass --tls-cacertfile (or --tls-verify none)"
-        )
+        raise SystemExit("pynode: --proto-dist inet_tls verifies peers: pass --tls-cacertfile (or --tls-verify none)")
     try:
         return TlsTransport(
             certfile=args.tls_certfile,

@@ -354,6 +354,4 @@ class Node:
         io server, which logs it).
         """
         conn = await self.connect(node)
-        return await calls.erpc(
-            self, conn, module, function, args, timeout=timeout, group_leader=group_leader
-        )
+        return await calls.erpc(self, conn, module, function, args, timeout=timeout, group_leader=group_leader)

@@ -173,8 +173,10 @@ class HostilePeer:
                     self.frames.receive_data(data)
                 elif isinstance(event, DistMessage):
                     payload = event.payload
-                    if type(payload) is tuple and len(payload) == 2 and payload[0] == ImproperList(
-                        (Atom("alias"),), ref
+                    if (
+                        type(payload) is tuple
+                        and len(payload) == 2
+                        and payload[0] == ImproperList((Atom("alias"),), ref)
                     ):
                         return payload[1]
 

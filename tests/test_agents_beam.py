@@ -22,9 +22,6 @@ pytestmark = pytest.mark.beam
 models.ALLOW_MODEL_REQUESTS = False
 
 
-
-
-
 async def create(erl: BeamNode, name: str, spec: str) -> str:
     return await erl.eval(f"gen_server:call({REG}, {{create_agent, {name}, {spec}}})")
 
@@ -220,8 +217,6 @@ async def test_raising_elixir_tool_is_told_to_the_model(py_node: Node, beam: Bea
         '{:ok, r} = GenServer.call({:weather, :"py@127.0.0.1"}, {:run, "Weather?", %{}}, 15_000); r.messages'
     )
     assert "the weather service is down" in messages
-
-
 
 
 @on_otp("25", "28")

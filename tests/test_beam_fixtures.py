@@ -34,9 +34,7 @@ def epmd_gone_afterwards() -> Iterator[_Seen]:
     assert os.environ.get("ERL_EPMD_PORT") != str(seen.port)
 
 
-def test_epmd_fixture_runs_a_private_epmd_and_ends_it(
-    epmd_gone_afterwards: _Seen, epmd: Epmd, epmd_port: int
-) -> None:
+def test_epmd_fixture_runs_a_private_epmd_and_ends_it(epmd_gone_afterwards: _Seen, epmd: Epmd, epmd_port: int) -> None:
     epmd_gone_afterwards.pid, epmd_gone_afterwards.port = epmd.pid, epmd_port
     assert epmd.port == epmd_port
     assert os.environ["ERL_EPMD_PORT"] == str(epmd_port)

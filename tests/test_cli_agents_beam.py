@@ -119,10 +119,12 @@ async def test_the_log_names_the_folder_and_the_agents_loaded(
     folder = tmp_path / "my_agents"
     folder.mkdir()
     (folder / "greeter.py").write_text("from pydantic_ai import Agent\nagent = Agent('test')\n")
-    (folder / "helper.py").write_text(dedent("""
+    (folder / "helper.py").write_text(
+        dedent("""
         from pydantic_ai import Agent
         agent = Agent("test", instructions="Help.")
-    """))
+    """)
+    )
     (folder / "broken.py").write_text("import no_such_module_here\n")
     command = await run(pynode_cli, tmp_path, cookie, "--agents", "my_agents")
     await command.ready()

@@ -69,11 +69,11 @@ async def test_a_node_started_through_a_port_goes_when_its_beam_is_killed(
     started = await owner.eval(
         "Self = self(),"
         " spawn(fun() ->"
-        f"   P = open_port({{spawn_executable, \"{PYNODE}\"}},"
+        f'   P = open_port({{spawn_executable, "{PYNODE}"}},'
         f'     [{{args, ["--name", "port@127.0.0.1", "--cookie", "{cookie}"]}},'
         f'      {{cd, "{tmp_path}"}}, {{env, [{{"PYNODE_STOP_ON_EOF", "1"}}]}}, exit_status, {{line, 4096}}]),'
         "   {os_pid, OsPid} = erlang:port_info(P, os_pid),"
-        "   Wait = fun W() -> receive {P, {data, {eol, L}}} -> case string:find(L, \" ready \") of"
+        '   Wait = fun W() -> receive {P, {data, {eol, L}}} -> case string:find(L, " ready ") of'
         "     nomatch -> W(); _ -> ok end after 60000 -> timeout end end,"
         "   Self ! {port_node, Wait(), OsPid},"
         "   Drain = fun D() -> receive _ -> D() end end, Drain()"

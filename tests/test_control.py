@@ -61,9 +61,7 @@ CASES: list[tuple[c.ControlMessage, tuple[Any, ...], bool]] = [
 
 
 @pytest.mark.parametrize(("message", "term", "payload"), CASES)
-def test_to_term_and_parse_round_trip(
-    message: c.ControlMessage, term: tuple[Any, ...], payload: bool
-) -> None:
+def test_to_term_and_parse_round_trip(message: c.ControlMessage, term: tuple[Any, ...], payload: bool) -> None:
     assert message.to_term() == term
     assert type(message.to_term()[0]) is int
     parsed = c.parse_control(term)

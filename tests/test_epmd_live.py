@@ -63,9 +63,7 @@ def epmd_port() -> Iterator[int]:
         _stop(proc)
 
 
-async def _names_until(
-    port: int, done: Callable[[dict[str, int]], bool], seconds: float = 10
-) -> dict[str, int]:
+async def _names_until(port: int, done: Callable[[dict[str, int]], bool], seconds: float = 10) -> dict[str, int]:
     """Poll NAMES until ``done`` holds or ``seconds`` pass; return the last answer."""
     deadline = time.monotonic() + seconds
     while True:
@@ -232,9 +230,7 @@ async def test_ensure_epmd_leaves_a_running_one_alone(epmd_port: int) -> None:
 
 
 def _daemon_pids(port: int) -> list[int]:
-    found = subprocess.run(
-        ["pgrep", "-f", f"epmd -daemon -port {port}$"], capture_output=True, text=True, check=False
-    )
+    found = subprocess.run(["pgrep", "-f", f"epmd -daemon -port {port}$"], capture_output=True, text=True, check=False)
     return [int(pid) for pid in found.stdout.split()]
 
 

@@ -266,17 +266,13 @@ def test_bad_funs() -> None:
     with pytest.raises(CodecError, match="free variables"):
         decode(
             b"\x83"
-            + _fun_bytes(free=[]).replace(
-                b"\x00\x00\x00\x03\x00\x00\x00\x00", b"\x00" * 3 + b"\x03" + b"\xff" * 4
-            )
+            + _fun_bytes(free=[]).replace(b"\x00\x00\x00\x03\x00\x00\x00\x00", b"\x00" * 3 + b"\x03" + b"\xff" * 4)
         )
 
 
 def test_max_size_is_checked_before_inflating() -> None:
     bomb = (
-        b"\x83P"
-        + struct.pack(">I", 10_000_000)
-        + zlib.compress(b"m" + struct.pack(">I", 9_999_995) + bytes(9_999_995))
+        b"\x83P" + struct.pack(">I", 10_000_000) + zlib.compress(b"m" + struct.pack(">I", 9_999_995) + bytes(9_999_995))
     )
     with pytest.raises(CodecError, match="max_size"):
         decode(bomb, max_size=1_000_000)

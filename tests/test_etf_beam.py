@@ -116,9 +116,7 @@ CORPUS: list[Item] = [
         },
     ),
     Item("nested maps", "#{a => #{b => #{c => [#{}]}}}", {Atom("a"): {Atom("b"): {Atom("c"): [{}]}}}),
-    Item(
-        "hash map", "maps:from_list([{N, N * N} || N <- lists:seq(1, 40)])", {n: n * n for n in range(1, 41)}
-    ),
+    Item("hash map", "maps:from_list([{N, N * N} || N <- lists:seq(1, 40)])", {n: n * n for n in range(1, 41)}),
     Item("pid", "self()", check=lambda t: type(t) is Pid and t.node == NONODE),
     Item("port", "hd(erlang:ports())", check=lambda t: type(t) is Port and t.node == NONODE),
     Item("ref", "make_ref()", check=_is_local_ref(3)),

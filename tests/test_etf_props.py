@@ -37,9 +37,7 @@ atoms = names.filter(lambda s: s not in ("true", "false")).map(Atom) | st.sample
 u32 = st.integers(0, 2**32 - 1)
 nodes = st.sampled_from([Atom("nonode@nohost"), Atom("a@127.0.0.1"), Atom("ünï@höst")])
 # Bignums up to 2200 bits (LARGE_BIG_EXT past 255 bytes), built so the strategy's repr stays small.
-bignums = st.builds(
-    lambda bits, low, neg: (-1) ** neg * ((1 << bits) + low), st.integers(0, 2200), u32, st.booleans()
-)
+bignums = st.builds(lambda bits, low, neg: (-1) ** neg * ((1 << bits) + low), st.integers(0, 2200), u32, st.booleans())
 integers = st.integers(-(2**40), 2**40) | bignums | st.integers(-300, 300)
 floats = st.floats(allow_nan=False, allow_infinity=False)
 pids = st.builds(Pid, nodes, u32, u32, u32)

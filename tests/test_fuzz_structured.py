@@ -176,8 +176,14 @@ async def _storm() -> None:
         names = [*(Atom(n) for n in node.processes.by_name if n != "net_kernel"), Atom("nobody")]
         protocol = _Protocol()
         conn = Connection(
-            node.net, protocol, peer_name=str(PEER), peer_creation=5, flags=DEFAULT_FLAGS, net_ticktime=60.0,  # type: ignore[arg-type]
-            limits=node.net.limits, log_budget=node.net.log_budget
+            node.net,
+            protocol,
+            peer_name=str(PEER),
+            peer_creation=5,
+            flags=DEFAULT_FLAGS,
+            net_ticktime=60.0,  # type: ignore[arg-type]
+            limits=node.net.limits,
+            log_budget=node.net.log_budget,
         )
         node.net.connection_up(conn)
 

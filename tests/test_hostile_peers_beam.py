@@ -295,7 +295,7 @@ async def test_an_integer_over_4300_digits_in_a_logged_term_is_written(
     async with node_and_pinger(epmd_port, cookie, beam, tmp_path) as (hx, pinger):
         got = await pinger.erl.eval(
             "{pynode_io, 'hx@127.0.0.1'} ! {io_request, self(), make_ref(),"
-            "   {put_chars, unicode, io_lib, format, [\"big ~p~n\", [7 bsl 20000]]}},"
+            '   {put_chars, unicode, io_lib, format, ["big ~p~n", [7 bsl 20000]]}},'
             " {error, {bad_request, T}} = gen_server:call({pynode, 'hx@127.0.0.1'}, {huge, -(7 bsl 20000)}), T"
         )
         assert got.startswith('<<"the pynode registry does not understand {huge,-16#'), got

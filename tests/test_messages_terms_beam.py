@@ -54,9 +54,7 @@ class Recorder:
 
 def is_message_list(value: Term) -> bool:
     """A list of maps whose keys are all binaries, as ``messages_as => terms`` promises."""
-    return isinstance(value, list) and all(
-        isinstance(m, dict) and all(isinstance(k, bytes) for k in m) for m in value
-    )
+    return isinstance(value, list) and all(isinstance(m, dict) and all(isinstance(k, bytes) for k in m) for m in value)
 
 
 async def test_elixir_round_trip_of_a_conversation_as_terms(py_node: Node, beam: BeamFactory) -> None:
@@ -76,7 +74,7 @@ async def test_elixir_round_trip_of_a_conversation_as_terms(py_node: Node, beam:
         "   %{messages_as: :terms, message_history: Agent.get(store, & &1)}});"
         # The history goes back as the JSON binary too, when the app asks for JSON.
         ' {:ok, r3} = GenServer.call(agent, {:run, "and again?", %{message_history: r2.messages}});'
-        " kinds = Enum.map(r2.messages, fn m -> m[\"kind\"] end);"
+        ' kinds = Enum.map(r2.messages, fn m -> m["kind"] end);'
         " {r1.messages, r2.messages, r2.new_messages, kinds, r2.output, is_binary(r3.messages), r3.output}",
     )
     assert isinstance(got, tuple)
@@ -93,7 +91,7 @@ async def test_elixir_round_trip_of_a_conversation_as_terms(py_node: Node, beam:
 
 async def test_terms_are_what_the_json_says(erl: BeamNode, py_node: Node) -> None:
     """The terms are pydantic-ai's JSON dump as terms: binary keys and strings, numbers, nil, lists."""
-    created = await erl.eval(f"gen_server:call({REG}, {{create_agent, chat, #{{model => <<\"test\">>}}}})")
+    created = await erl.eval(f'gen_server:call({REG}, {{create_agent, chat, #{{model => <<"test">>}}}})')
     assert created == "{ok,chat}"
     got = await term(
         erl,
@@ -116,12 +114,12 @@ async def test_terms_are_what_the_json_says(erl: BeamNode, py_node: Node) -> Non
 
 
 async def test_bad_history_lists_are_refused(erl: BeamNode) -> None:
-    created = await erl.eval(f"gen_server:call({REG}, {{create_agent, chat, #{{model => <<\"test\">>}}}})")
+    created = await erl.eval(f'gen_server:call({REG}, {{create_agent, chat, #{{model => <<"test">>}}}})')
     assert created == "{ok,chat}"
     got = await term(
         erl,
         f"A = {{chat, {PY}}},"
-        " [gen_server:call(A, {run, <<\"x\">>, #{message_history => H}}) || H <- ["
+        ' [gen_server:call(A, {run, <<"x">>, #{message_history => H}}) || H <- ['
         '   [#{<<"kind">> => <<"nonsense">>}], [1, 2], [#{<<"kind">> => self()}]]]',
     )
     assert isinstance(got, list)

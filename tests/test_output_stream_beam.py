@@ -59,13 +59,12 @@ def of_kind(events: Term, kind: str) -> list[Term]:
 async def test_output_delta_events_grow_to_the_output(erl: BeamNode, py_node: Node) -> None:
     registry_of(py_node).models.register("piecewise", piecewise_output(PIECES))
     created = await erl.eval(
-        f"gen_server:call({REG}, {{create_agent, weather, #{{model => <<\"piecewise\">>, output_schema => {SCHEMA}}}}})"
+        f'gen_server:call({REG}, {{create_agent, weather, #{{model => <<"piecewise">>, output_schema => {SCHEMA}}}}})'
     )
     assert created == "{ok,weather}"
     got = await term(
         erl,
-        COLLECT + f"{{ok, Ref}} = gen_server:call({{weather, {PY}}}, {{start_run, <<\"go\">>, #{{}}}}),"
-        " Collect(Ref, [])",
+        COLLECT + f'{{ok, Ref}} = gen_server:call({{weather, {PY}}}, {{start_run, <<"go">>, #{{}}}}), Collect(Ref, [])',
     )
     assert isinstance(got, tuple)
     events, result = got
@@ -112,7 +111,7 @@ async def test_output_delta_from_elixir_with_test_model(py_node: Node, beam: Bea
 async def test_output_schema_text_turns_the_schema_off_for_one_run(erl: BeamNode, py_node: Node) -> None:
     registry_of(py_node).models.register("piecewise", piecewise_output(PIECES))
     created = await erl.eval(
-        f"gen_server:call({REG}, {{create_agent, weather, #{{model => <<\"test\">>, output_schema => {SCHEMA}}}}})"
+        f'gen_server:call({REG}, {{create_agent, weather, #{{model => <<"test">>, output_schema => {SCHEMA}}}}})'
     )
     assert created == "{ok,weather}"
     got = await term(
@@ -135,9 +134,7 @@ async def test_output_schema_text_turns_the_schema_off_for_one_run(erl: BeamNode
     assert isinstance(structured, dict) and set(structured) >= {b"city", b"temp"}
 
 
-async def test_output_schema_text_on_a_python_agent_with_an_output_model(
-    erl: BeamNode, py_node: Node
-) -> None:
+async def test_output_schema_text_on_a_python_agent_with_an_output_model(erl: BeamNode, py_node: Node) -> None:
     from pydantic import BaseModel
     from pydantic_ai import Agent
     from pydantic_ai.models.test import TestModel

@@ -19,10 +19,7 @@ pytestmark = pytest.mark.beam
 
 AGENTS = Path(__file__).resolve().parent.parent / "agents"
 
-ECHO = (
-    "register(echo, spawn(fun Loop() ->"
-    " receive {From, M} -> From ! {echoed, M}, Loop() end end)), ok"
-)
+ECHO = "register(echo, spawn(fun Loop() -> receive {From, M} -> From ! {echoed, M}, Loop() end end)), ok"
 """An erl process that answers {From, M} with {echoed, M}."""
 
 
@@ -124,7 +121,6 @@ class TestAgentsOfTheirOwn:
         assert ok == Atom("ok")
         assert result[Atom("output")] == b'{"shout":"A!"}'
         assert list(pynode_node.registry.agents) == ["greeter"]
-
 
 
 STRICT_PROJECT = {

@@ -70,7 +70,7 @@ def test_a_16_mib_term_is_shown_from_its_head() -> None:
 
 
 def test_integers_beyond_the_decimal_limit_do_not_raise() -> None:
-    huge = 7 ** 20_000  # about 16,900 digits: str() raises past 4,300
+    huge = 7**20_000  # about 16,900 digits: str() raises past 4,300
     with pytest.raises(ValueError):
         str(huge)
     text = format_term(huge, limit=100)
@@ -102,8 +102,29 @@ def test_term_text_is_rendered_only_when_shown() -> None:
 
 def sample_terms() -> list[Term]:
     rng = random.Random(9)
-    floats = [1.0, 0.1, 1e20, 1e21, 1e16, 123456789012345.0, 1e-5, 0.001, 1.5e-7, -0.0, 5e-324,
-              1.7976931348623157e308, 100.0, 1234.5, 1e15, 12e20, 0.0001, 123e-10, 2.5, -3.75e-9, 9368907232542478.0]
+    floats = [
+        1.0,
+        0.1,
+        1e20,
+        1e21,
+        1e16,
+        123456789012345.0,
+        1e-5,
+        0.001,
+        1.5e-7,
+        -0.0,
+        5e-324,
+        1.7976931348623157e308,
+        100.0,
+        1234.5,
+        1e15,
+        12e20,
+        0.0001,
+        123e-10,
+        2.5,
+        -3.75e-9,
+        9368907232542478.0,
+    ]
     for _ in range(400):
         x = struct.unpack(">d", rng.getrandbits(64).to_bytes(8, "big"))[0]
         if x == x and abs(x) != float("inf"):

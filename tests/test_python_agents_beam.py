@@ -49,8 +49,7 @@ async def test_inventory_agent_asks_the_callers_genserver(shipped: Node, beam: B
     await ex.eval(INVENTORY_SERVER)
     await ex.eval("{:ok, _} = InventoryServer.start()")
     out = await ex.eval(
-        '{:ok, r} = GenServer.call({:inventory, :"py@127.0.0.1"}, {:run, "Do we have bolts?", %{}}, 15_000);'
-        " r.output"
+        '{:ok, r} = GenServer.call({:inventory, :"py@127.0.0.1"}, {:run, "Do we have bolts?", %{}}, 15_000); r.output'
     )
     # TestModel asks for item "a": the Elixir server answers 10 for a one-letter item.
     assert out == '"{\\"stock_level\\":{\\"item\\":\\"a\\",\\"in_stock\\":10}}"'

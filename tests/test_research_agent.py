@@ -66,13 +66,7 @@ def searching(query: str) -> tuple[FunctionModel, list[AgentInfo]]:
 
     def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         seen.append(info)
-        returns = [
-            p
-            for m in messages
-            if isinstance(m, ModelRequest)
-            for p in m.parts
-            if isinstance(p, ToolReturnPart)
-        ]
+        returns = [p for m in messages if isinstance(m, ModelRequest) for p in m.parts if isinstance(p, ToolReturnPart)]
         if not returns:
             return ModelResponse(parts=[ToolCallPart("search", {"query": query}, "s1")])
         hits = to_jsonable_python(returns[-1].content)  # SearchHit objects, in-process
@@ -131,9 +125,7 @@ def test_search_without_matches(research: Any) -> None:
 
 
 async def test_run_returns_a_research_result(research: Any, research_defn: AgentDefinition) -> None:
-    result = await research.agent.run(
-        "What is a supervisor?", model=TestModel(), deps=research.ResearchDeps()
-    )
+    result = await research.agent.run("What is a supervisor?", model=TestModel(), deps=research.ResearchDeps())
     assert isinstance(result.output, research.ResearchResult)
 
 
@@ -244,9 +236,7 @@ async def service() -> AsyncIterator[tuple[str, list[str]]]:
 async def test_search_service_is_asked(research: Any, service: tuple[str, list[str]]) -> None:
     url, requests = service
     hits = await research.search_service(url, "hot code loading", 2)
-    assert [(h.title, h.source, h.snippet) for h in hits] == [
-        ("Remote doc", "https://example.org/doc", "from afar")
-    ]
+    assert [(h.title, h.source, h.snippet) for h in hits] == [("Remote doc", "https://example.org/doc", "from afar")]
     query = parse_qs(urlsplit(requests[0]).query)
     assert query == {"q": ["hot code loading"], "limit": ["2"]}
 

@@ -88,11 +88,7 @@ class Seen:
         self.infos.append(info)
         self.messages.append(list(messages))
         prompts = [
-            p.content
-            for m in messages
-            if isinstance(m, ModelRequest)
-            for p in m.parts
-            if isinstance(p, UserPromptPart)
+            p.content for m in messages if isinstance(m, ModelRequest) for p in m.parts if isinstance(p, UserPromptPart)
         ]
         return ModelResponse(parts=[TextPart(f"you said {prompts[-1]}")])
 
@@ -166,9 +162,7 @@ def test_python_agent_tool_names() -> None:
     def lookup(word: str) -> str:
         return word
 
-    defn = AgentDefinition(
-        name="py", agent=agent, spec=None, origin="python", model_name="test", tools=[ECHO]
-    )
+    defn = AgentDefinition(name="py", agent=agent, spec=None, origin="python", model_name="test", tools=[ECHO])
     assert defn.tool_names() == ["echo", "lookup"]
 
 
@@ -534,9 +528,7 @@ async def test_cancelled_run_propagates_and_leaves_nothing_running() -> None:
     blocked = Blocked()
     models = ModelCache()
     before = asyncio.all_tasks()
-    task = asyncio.create_task(
-        run(remote(models, model="test", tools=(ECHO,)), models=models, dispatch=blocked)
-    )
+    task = asyncio.create_task(run(remote(models, model="test", tools=(ECHO,)), models=models, dispatch=blocked))
     await asyncio.wait_for(blocked.started.wait(), 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -94,7 +94,7 @@ async def test_elixir_call_that_times_out_cancels_its_run(
         " settled = no_runs.(agent);"
         # The cancelled run answers nobody: no late {Tag, Reply} lands in the caller's mailbox.
         " stray = receive do m -> m after 300 -> :none end;"
-        " {:ok, reg} = GenServer.call({:pynode, :\"py@127.0.0.1\"}, :info);"
+        ' {:ok, reg} = GenServer.call({:pynode, :"py@127.0.0.1"}, :info);'
         " {elem(exited, 0), settled, stray, reg.runs}",
     )
     assert got == (Atom("timeout"), Atom("ok"), Atom("none"), 0)
@@ -111,14 +111,14 @@ async def test_erlang_call_that_times_out_cancels_its_run_and_others_go_on(
         erl,
         ERL_NO_RUNS + "A = {slow, 'py@127.0.0.1'},"
         # A second caller waits patiently on the same agent: only the impatient call's run goes.
-        " Self = self(), spawn(fun() -> Self ! {patient, catch gen_server:call(A, {run, <<\"wait\">>}, 60000)} end),"
+        ' Self = self(), spawn(fun() -> Self ! {patient, catch gen_server:call(A, {run, <<"wait">>}, 60000)} end),'
         " Two = fun W(0) -> timeout; W(N) -> case gen_server:call(A, info) of"
         "   {ok, #{runs := 1}} -> ok; _ -> timer:sleep(20), W(N - 1) end end, ok = Two(250),"
         ' Exited = catch gen_server:call(A, {run, <<"hi">>, #{}}, 150),'
         " Left = fun W(0) -> gen_server:call(A, info); W(N) -> case gen_server:call(A, info) of"
         "   {ok, #{runs := 1}} -> ok; _ -> timer:sleep(20), W(N - 1) end end,"
         " Settled = Left(250),"
-        ' {ok, Q} = gen_server:call({quick, \'py@127.0.0.1\'}, {run, <<"still here">>}),'
+        " {ok, Q} = gen_server:call({quick, 'py@127.0.0.1'}, {run, <<\"still here\">>}),"
         " {element(1, element(2, Exited)), Settled, maps:get(output, Q)}",
     )
     assert got == (Atom("timeout"), Atom("ok"), b"success (no tool calls)")
@@ -136,7 +136,7 @@ async def test_raw_envelope_caller_that_dies_cancels_its_run(
     got = await term(
         erl,
         ERL_NO_RUNS + "A = {slow, 'py@127.0.0.1'},"
-        " Caller = spawn(fun() -> A ! {self(), make_ref(), {run, <<\"hi\">>}}, timer:sleep(60000) end),"
+        ' Caller = spawn(fun() -> A ! {self(), make_ref(), {run, <<"hi">>}}, timer:sleep(60000) end),'
         " One = fun W(0) -> timeout; W(N) -> case gen_server:call(A, info) of"
         "   {ok, #{runs := 1}} -> ok; _ -> timer:sleep(20), W(N - 1) end end,"
         " ok = One(250), exit(Caller, kill), NoRuns(A, 250)",
@@ -190,7 +190,7 @@ async def test_if_exists_error_keep_and_replace(erl: BeamNode, py_node: Node) ->
         " C3 = gen_server:call(R, {create_agent, bot, Spec1}),"
         " C4 = gen_server:call(R, {create_agent, bot, Spec2, #{if_exists => keep}}),"
         " {ok, #{model := M4}} = gen_server:call(A, info),"
-        " C5 = gen_server:call(R, {create_agent, bot, Spec2, #{<<\"if_exists\">> => replace}}),"
+        ' C5 = gen_server:call(R, {create_agent, bot, Spec2, #{<<"if_exists">> => replace}}),'
         " {ok, #{model := M5}} = gen_server:call(A, info),"
         " {ok, List} = gen_server:call(R, list_agents),"
         " {C1, element(1, element(2, C2)), element(1, element(2, C3)), C4, M4, C5, M5, length(List)}",
@@ -210,13 +210,13 @@ async def test_if_exists_error_keep_and_replace(erl: BeamNode, py_node: Node) ->
 async def test_bad_create_options_and_names_held_by_other_processes(erl: BeamNode, py_node: Node) -> None:
     got = await term(
         erl,
-        f"R = {REG}, Spec = #{{model => <<\"test\">>}},"
+        f'R = {REG}, Spec = #{{model => <<"test">>}},'
         " [gen_server:call(R, Req) || Req <- ["
         "   {create_agent, bot, Spec, #{if_exists => overwrite}},"
         "   {create_agent, bot, Spec, #{owner => not_a_pid}},"
         "   {create_agent, bot, Spec, #{colour => blue}},"
         "   {create_agent, bot, Spec, [if_exists]},"
-        "   {create_agent, <<\"bot\">>, Spec, #{}},"
+        '   {create_agent, <<"bot">>, Spec, #{}},'
         "   {create_agent, bot, #{}, #{if_exists => keep}},"
         "   {create_agent, net_kernel, Spec, #{if_exists => replace}},"
         "   {create_agent, pynode, Spec, #{if_exists => keep}}]]",
@@ -234,9 +234,9 @@ async def test_replace_with_an_unavailable_model_keeps_the_old_agent(erl: BeamNo
     await create(erl, "bot", '#{model => <<"test">>}')
     got = await term(
         erl,
-        f"{{error, {{Kind, _}}}} = gen_server:call({REG}, {{create_agent, bot, #{{model => <<\"nope:x\">>}},"
+        f'{{error, {{Kind, _}}}} = gen_server:call({REG}, {{create_agent, bot, #{{model => <<"nope:x">>}},'
         " #{if_exists => replace}}),"
-        f" {{ok, R}} = gen_server:call({{bot, {PY}}}, {{run, <<\"hi\">>}}), {{Kind, maps:get(output, R)}}",
+        f' {{ok, R}} = gen_server:call({{bot, {PY}}}, {{run, <<"hi">>}}), {{Kind, maps:get(output, R)}}',
     )
     assert got == (Atom("model_unavailable"), b"success (no tool calls)")
 
@@ -254,7 +254,7 @@ async def test_replace_cancels_the_old_runs_before_the_old_agent_goes(
         ' spawn(fun() -> Self ! {sync, catch gen_server:call(A, {run, <<"y">>}, 20000)} end),'
         " Two = fun W(0) -> timeout; W(N) -> case gen_server:call(A, info) of"
         "   {ok, #{runs := 2}} -> ok; _ -> timer:sleep(20), W(N - 1) end end, ok = Two(250),"
-        f" Created = gen_server:call({REG}, {{create_agent, bot, #{{model => <<\"test\">>}},"
+        f' Created = gen_server:call({REG}, {{create_agent, bot, #{{model => <<"test">>}},'
         " #{if_exists => replace}}),"
         " First = receive {pynode_result, Ref, R} -> {result, R}; {'DOWN', Mon, _, _, D} -> {down, D}"
         "   after 10000 -> timeout end,"
@@ -311,8 +311,8 @@ async def test_an_owned_agent_goes_when_its_owner_exits(
         erl,
         f"R = {REG}, Self = self(),"
         " Owner = spawn(fun() -> receive stop -> ok end end),"
-        " {ok, owned} = gen_server:call(R, {create_agent, owned, #{model => <<\"blocking\">>}, #{owner => Owner}}),"
-        " {ok, free} = gen_server:call(R, {create_agent, free, #{model => <<\"test\">>}, #{}}),"
+        ' {ok, owned} = gen_server:call(R, {create_agent, owned, #{model => <<"blocking">>}, #{owner => Owner}}),'
+        ' {ok, free} = gen_server:call(R, {create_agent, free, #{model => <<"test">>}, #{}}),'
         f" A = {{owned, {PY}}}, Mon = monitor(process, A),"
         ' {ok, Ref} = gen_server:call(A, {start_run, <<"x">>, #{events => false}}),'
         " One = fun W(0) -> timeout; W(N) -> case gen_server:call(A, info) of"
@@ -364,8 +364,8 @@ async def test_replacing_an_owned_agent_drops_the_old_owner(erl: BeamNode, py_no
         erl,
         f"R = {REG}, O1 = spawn(fun() -> receive stop -> ok end end),"
         " O2 = spawn(fun() -> receive stop -> ok end end),"
-        " {ok, bot} = gen_server:call(R, {create_agent, bot, #{model => <<\"test\">>}, #{owner => O1}}),"
-        " {ok, bot} = gen_server:call(R, {create_agent, bot, #{model => <<\"test\">>},"
+        ' {ok, bot} = gen_server:call(R, {create_agent, bot, #{model => <<"test">>}, #{owner => O1}}),'
+        ' {ok, bot} = gen_server:call(R, {create_agent, bot, #{model => <<"test">>},'
         "   #{owner => O2, if_exists => replace}}),"
         " O1 ! stop, timer:sleep(200),"
         " {ok, L1} = gen_server:call(R, list_agents),"

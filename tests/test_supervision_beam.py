@@ -209,9 +209,7 @@ ASK_HUMAN_ELIXIR = """%{model: "test", tools: [%{name: "ask_human", description:
 
 
 @on_otp("25", "28")
-async def test_agent_killed_mid_run_its_callers_get_cancelled_and_it_comes_back(
-    erl: BeamNode, py_node: Node
-) -> None:
+async def test_agent_killed_mid_run_its_callers_get_cancelled_and_it_comes_back(erl: BeamNode, py_node: Node) -> None:
     for name in ("asker", "other"):
         created = await erl.eval(f"gen_server:call({REG}, {{create_agent, {name}, {ASK_HUMAN_SPEC}}})")
         assert created == f"{{ok,{name}}}"
@@ -422,7 +420,9 @@ async def test_past_the_intensity_the_supervisor_gives_up_and_the_node_has_no_re
 
 
 async def test_the_command_stops_with_status_1_when_its_supervisor_gives_up(
-    pynode_command: Launcher, beam: BeamFactory, cookie: str  # noqa: F811
+    pynode_command: Launcher,  # noqa: F811
+    beam: BeamFactory,
+    cookie: str,
 ) -> None:
     node = await pynode_command(
         "--name", "pysup@127.0.0.1", "--cookie", cookie, "--max-restarts", "1", "--restart-period", "60"
@@ -481,7 +481,7 @@ async def test_registry_killed_while_a_deleted_agent_winds_down_still_ends_that_
     process = registry.agents["lingering"]
     # The run's caller stays alive (a dead caller would cancel the run before its tool is called).
     caller = (
-        "spawn(fun() -> {ok, _} = gen_server:call({lingering, " + PY + "}, {start_run, <<\"go\">>, #{}}),"
+        "spawn(fun() -> {ok, _} = gen_server:call({lingering, " + PY + '}, {start_run, <<"go">>, #{}}),'
         " receive stop -> ok end end)"
     )
     await erl.eval(caller)

@@ -57,9 +57,7 @@ def supervisor(node: Node, *specs: ChildSpec, intensity: RestartIntensity | None
 
 async def restarted(node: Node, name: str, old: Pid | None, what: str = "") -> Pid:
     """Wait until ``name`` is registered to a pid other than ``old``; that pid."""
-    await eventually(
-        lambda: node.whereis(name) not in (None, old), what=what or f"{name} registered again"
-    )
+    await eventually(lambda: node.whereis(name) not in (None, old), what=what or f"{name} registered again")
     pid = node.whereis(name)
     assert pid is not None
     return pid
@@ -143,9 +141,7 @@ async def test_transient_child_ending_normally_is_not_restarted(node: Node) -> N
     assert node.whereis("worker") is None
     assert "worker" not in sup.children()
     # {shutdown, _} is a normal end as well; a crash is not.
-    sup.start_child(
-        ChildSpec(name="worker", start=Stopper, restart="transient", gone=lambda p, r: gone.append(r))
-    )
+    sup.start_child(ChildSpec(name="worker", start=Stopper, restart="transient", gone=lambda p, r: gone.append(r)))
     node.send(Atom("worker"), ((SHUTDOWN, Atom("done")),))
     await eventually(lambda: len(gone) == 2, what="the {shutdown, done} end reported")
     sup.start_child(ChildSpec(name="worker", start=Stopper, restart="transient"))

@@ -183,8 +183,7 @@ def as_beam(value: Any, atom_keys: bool) -> Any:
         return [as_beam(v, atom_keys) for v in value]
     if isinstance(value, dict):
         return {
-            (Atom(k) if atom_keys and len(k) < 100 else k.encode()): as_beam(v, atom_keys)
-            for k, v in value.items()
+            (Atom(k) if atom_keys and len(k) < 100 else k.encode()): as_beam(v, atom_keys) for k, v in value.items()
         }
     return value
 

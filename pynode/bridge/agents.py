@@ -129,9 +129,7 @@ class AgentProcess(GenServer):
         run = RunProcess(
             self,
             ref,
-            RunRequest(
-                prompt=text, options=options, caller=caller.pid, reply_to=caller if synchronous else None
-            ),
+            RunRequest(prompt=text, options=options, caller=caller.pid, reply_to=caller if synchronous else None),
         )
         self.runs[ref] = run
         self.limits.in_flight += 1

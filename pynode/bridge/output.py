@@ -29,9 +29,7 @@ __all__ = ["SchemaCheck", "SchemaOutput", "check_json_schema", "schema_error_mes
 MAX_REPORTED_ERRORS: Final = 5
 
 
-def check_json_schema(
-    schema: dict[str, Any], *, what: str, kind: ErrorKind
-) -> jsonschema.Draft202012Validator:
+def check_json_schema(schema: dict[str, Any], *, what: str, kind: ErrorKind) -> jsonschema.Draft202012Validator:
     """A validator for ``schema``, or ``BridgeError(kind)`` saying why it is not a Draft 2020-12 schema."""
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
@@ -64,9 +62,7 @@ class SchemaCheck(AbstractCapability[Any]):
             raise ModelRetry(f"The output does not match the required JSON Schema:\n{problem}")
         return output
 
-    async def after_output_validate(
-        self, ctx: RunContext[Any], *, output_context: OutputContext, output: Any
-    ) -> Any:
+    async def after_output_validate(self, ctx: RunContext[Any], *, output_context: OutputContext, output: Any) -> Any:
         if ctx.partial_output:  # a streamed, still incomplete object: judge only the final one
             return output
         return self.validate(output)

@@ -125,9 +125,7 @@ class Registry(GenServer):
     def add_agent(self, definition: AgentDefinition) -> AgentProcess:
         assert self.node is not None
         process = start_agent(self.node, self.supervisor, definition, limits=self.limits, models=self.models)
-        log.info(
-            "agent %s registered (model %s, %s)", definition.name, definition.model_name, definition.origin
-        )
+        log.info("agent %s registered (model %s, %s)", definition.name, definition.model_name, definition.origin)
         return process
 
     async def handle_waiting_request(self, request: Term, caller: From | None = None) -> Term:
@@ -229,9 +227,7 @@ class Registry(GenServer):
         self.limits.accepting = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        runs = [
-            run for agent in self.agents.values() for run in agent.cancel_all("the node is shutting down")
-        ]
+        runs = [run for agent in self.agents.values() for run in agent.cancel_all("the node is shutting down")]
         tasks = [run.task for run in runs if run.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)

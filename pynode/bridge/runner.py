@@ -174,9 +174,7 @@ def model_label(model: Model | str | None) -> str:
     return f"{model.system}:{model.model_name}"
 
 
-def build_agent(
-    spec: AgentSpec, models: ModelCache, *, name: str, home: Atom | None = None
-) -> AgentDefinition:
+def build_agent(spec: AgentSpec, models: ModelCache, *, name: str, home: Atom | None = None) -> AgentDefinition:
     """The agent for a ``create_agent`` spec; ``BridgeError(model_unavailable)`` if its model is.
 
     ``home`` is the creator's node. Fixed instructions go to the ``Agent``; a list with an ``{M, F}``
@@ -316,9 +314,7 @@ def _deps(defn: AgentDefinition, deps: dict[str, JSONValue] | None) -> Any:
     try:
         return _adapter(deps_type).validate_python(deps if deps is not None else {})
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'deps'}: {e['msg']}" for e in exc.errors()[:5]
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'deps'}: {e['msg']}" for e in exc.errors()[:5])
         raise BridgeError("bad_request", f"deps do not fit agent {defn.name}: {problems}") from None
 
 

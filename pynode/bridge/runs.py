@@ -337,9 +337,7 @@ class RunProcess(Process):
                 " not a binary or an iolist",
             ) from None
 
-    async def _call_process(
-        self, dest: Term, tool: ToolSpec, call_id: str, args: dict[str, Any]
-    ) -> ToolReply:
+    async def _call_process(self, dest: Term, tool: ToolSpec, call_id: str, args: dict[str, Any]) -> ToolReply:
         loop = asyncio.get_running_loop()
         wait: asyncio.Future[ToolReply] = loop.create_future()
         self._waits[call_id] = wait

@@ -457,9 +457,7 @@ def _tool(index: int, term: Term, kind: ErrorKind) -> ToolSpec:
     if not _TOOL_NAME.fullmatch(name):
         raise BridgeError(kind, f"{where}.name {_show(name)} must be 1 to 64 letters, digits, '_' or '-'")
     where = f"tool {quoted(name)}"
-    description = (
-        _text(f"{where} description", values["description"], kind) if "description" in values else ""
-    )
+    description = _text(f"{where} description", values["description"], kind) if "description" in values else ""
     return ToolSpec(
         name=name,
         description=description,

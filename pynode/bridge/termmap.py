@@ -107,9 +107,7 @@ def _struct_to_json(module: Atom, fields: dict[Term, Term], path: str) -> JSONVa
         members = fields.get(Atom("map"))
         if not isinstance(members, dict):
             raise BridgeError("bad_request", f"the MapSet struct at {path} has no map of members")
-        return [
-            _to_json(m.term if isinstance(m, MapKey) else m, f"{path}[{i}]") for i, m in enumerate(members)
-        ]
+        return [_to_json(m.term if isinstance(m, MapKey) else m, f"{path}[{i}]") for i, m in enumerate(members)]
     return _map_to_json(((k, v) for k, v in fields.items() if k != _STRUCT), path)
 
 
@@ -209,9 +207,7 @@ def from_json(value: Any) -> Term:
     try:
         plain = pydantic_core.to_jsonable_python(value)
     except pydantic_core.PydanticSerializationError as exc:
-        raise BridgeError(
-            "internal_error", f"cannot send a {type(value).__name__} to the BEAM: {exc}"
-        ) from None
+        raise BridgeError("internal_error", f"cannot send a {type(value).__name__} to the BEAM: {exc}") from None
     return from_json(plain)
 
 
@@ -235,9 +231,7 @@ def text_from_prompt(term: Term) -> str:
     so ``"héllo"`` typed in the erl shell (``[104, 233, ...]``) reads as it was typed.
     """
     if isinstance(term, Atom):
-        raise BridgeError(
-            "bad_request", f"the prompt must be a binary, a charlist or an iolist, not atom {term}"
-        )
+        raise BridgeError("bad_request", f"the prompt must be a binary, a charlist or an iolist, not atom {term}")
     if isinstance(term, str):
         return term
     if isinstance(term, (bytes, bytearray)):
@@ -249,9 +243,7 @@ def text_from_prompt(term: Term) -> str:
         except RecursionError:
             raise BridgeError("bad_request", "the prompt is nested too deeply") from None
         return "".join(pieces)
-    raise BridgeError(
-        "bad_request", f"the prompt must be a binary, a charlist or an iolist, not {_describe(term)}"
-    )
+    raise BridgeError("bad_request", f"the prompt must be a binary, a charlist or an iolist, not {_describe(term)}")
 
 
 def _chardata(term: Term, out: list[str]) -> None:

@@ -46,9 +46,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # pydantic-ai only has to hand over a JSON object; the tool's schema is applied by jsonschema.
-_ARGS_OBJECT: Final = SchemaValidator(
-    core_schema.dict_schema(core_schema.str_schema(), core_schema.any_schema())
-)
+_ARGS_OBJECT: Final = SchemaValidator(core_schema.dict_schema(core_schema.str_schema(), core_schema.any_schema()))
 _SHOWN_LIMIT: Final = 200
 
 

@@ -181,9 +181,7 @@ class Registration:
         self._reader = reader
         self._writer = writer
         self._closed = asyncio.Event()
-        self._watcher = asyncio.get_running_loop().create_task(
-            self._watch(), name=f"epmd registration {name}"
-        )
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(), name=f"epmd registration {name}")
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

@@ -73,8 +73,6 @@ class NodeType(IntEnum):
     NORMAL = 77
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class NodeAddress:
     """Where a registered node listens, as EPMD reported it in PORT2_RESP."""

@@ -328,9 +328,7 @@ class DistProtocol(asyncio.Protocol):
                 self._flush_handshake()
                 return
 
-    def _established(
-        self, event: HandshakeComplete, handshake: HandshakeInitiator | HandshakeAcceptor
-    ) -> None:
+    def _established(self, event: HandshakeComplete, handshake: HandshakeInitiator | HandshakeAcceptor) -> None:
         leftover = handshake.leftover()
         self.handshake = None
         connection = Connection(

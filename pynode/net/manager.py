@@ -242,9 +242,7 @@ class ConnectionManager:
         except BaseException as exc:
             self._fail_pending(node, exc)
             if not result.done():
-                result.set_exception(
-                    exc if isinstance(exc, PynodeError | OSError) else NodeDown(node, repr(exc))
-                )
+                result.set_exception(exc if isinstance(exc, PynodeError | OSError) else NodeDown(node, repr(exc)))
                 result.exception()  # retrieved by connect() callers, if any
             if isinstance(exc, asyncio.CancelledError):
                 raise

@@ -43,9 +43,7 @@ class TcpTransport:
     name = "inet_tcp"
     handshake_length_size = 2
 
-    async def listen(
-        self, protocol_factory: Callable[[], asyncio.Protocol], host: str, port: int
-    ) -> asyncio.Server:
+    async def listen(self, protocol_factory: Callable[[], asyncio.Protocol], host: str, port: int) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         return await loop.create_server(protocol_factory, host, port, reuse_address=True)
 

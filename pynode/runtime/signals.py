@@ -192,9 +192,7 @@ class Signals:
         if target is not None:
             self._drop_monitor(watcher, ref, target)
         # A DOWN already queued for this monitor is flushed, as demonitor(Ref, [flush]) would.
-        process.mailbox.take_nowait(
-            lambda m: type(m) is tuple and len(m) == 5 and m[0] == DOWN and m[1] == ref
-        )
+        process.mailbox.take_nowait(lambda m: type(m) is tuple and len(m) == 5 and m[0] == DOWN and m[1] == ref)
 
     def _drop_monitor(self, watcher: Pid, ref: Reference, target: Term) -> None:
         if type(target) is Pid and target.node == self.node_name:

@@ -266,10 +266,7 @@ class Supervisor(GenServer):
 
     def handle_call_now(self, request: Term, caller: From) -> Term:
         if request == _WHICH_CHILDREN:
-            return [
-                (Atom(name), _pid_or_restarting(child), _WORKER, [])
-                for name, child in self._children.items()
-            ]
+            return [(Atom(name), _pid_or_restarting(child), _WORKER, []) for name, child in self._children.items()]
         if request == _COUNT_CHILDREN:
             active = sum(1 for child in self._children.values() if child.process is not None)
             return [

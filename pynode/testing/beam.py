@@ -74,9 +74,7 @@ _compile_lock = threading.Lock()
 class BeamEvalError(Exception):
     """An expression evaluated on a BEAM node (or a call by its test process) raised, exited or threw."""
 
-    def __init__(
-        self, error_class: str, reason: str, stacktrace: str, expr: str, reason_term: Term = None
-    ) -> None:
+    def __init__(self, error_class: str, reason: str, stacktrace: str, expr: str, reason_term: Term = None) -> None:
         self.error_class = error_class
         """`error`, `exit` or `throw`."""
         self.reason = reason
@@ -101,9 +99,7 @@ def control_module_dir() -> str:
         if (target / "pynode_ctl.beam").is_file():
             return str(target)
         scratch = tempfile.mkdtemp(prefix="pynode-ctl-")
-        done = subprocess.run(
-            ["erlc", "-o", scratch, str(_CTL_SOURCE)], capture_output=True, text=True, timeout=120
-        )
+        done = subprocess.run(["erlc", "-o", scratch, str(_CTL_SOURCE)], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             shutil.rmtree(scratch, ignore_errors=True)
             pytest.fail(f"erlc {_CTL_SOURCE} failed:\n{done.stdout}{done.stderr}")
@@ -224,8 +220,7 @@ class BeamNode:
             await node._finish()
             why = "it exited" if isinstance(failure, BeamNodeError) else f"no answer within {START_TIMEOUT} s"
             raise BeamNodeError(
-                f"{kind} node {full_name} did not start: {why} (exit code {proc.returncode})\n"
-                f"{node.diagnostics()}"
+                f"{kind} node {full_name} did not start: {why} (exit code {proc.returncode})\n{node.diagnostics()}"
             ) from None
         if otp is not None and node.otp_release != otp:
             await node.stop()

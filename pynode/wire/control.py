@@ -560,9 +560,7 @@ def _parse_checked(term: Term) -> ControlMessage:
         raise RemoteProtocolError(f"unknown control operation {format_term(op, limit=200)}")
     spec = cls._SPEC
     if len(term) != len(spec) + 1:
-        raise RemoteProtocolError(
-            f"{cls.OP.name} control tuple has {len(term)} elements, expected {len(spec) + 1}"
-        )
+        raise RemoteProtocolError(f"{cls.OP.name} control tuple has {len(term)} elements, expected {len(spec) + 1}")
     args: list[Term] = []
     for index, check in enumerate(spec, 1):
         if check is None:

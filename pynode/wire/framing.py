@@ -258,9 +258,7 @@ class DistReader:
         if partial is None:
             raise RemoteProtocolError(f"fragment of unknown sequence {seq}")
         if frag != partial.next_frag:
-            raise RemoteProtocolError(
-                f"sequence {seq}: fragment {frag} arrived, expected {partial.next_frag}"
-            )
+            raise RemoteProtocolError(f"sequence {seq}: fragment {frag} arrived, expected {partial.next_frag}")
         size = len(frame) - _FRAG_HEAD_SIZE
         partial.size += size
         if partial.size > self.max_message_size:
@@ -329,9 +327,7 @@ class DistWriter:
     def encode(self, control: ControlMessage, payload: Term = NO_PAYLOAD) -> list[bytes]:
         """Frames with their length prefix: one, or a fragment sequence for a big message."""
         if (payload is NO_PAYLOAD) == control.HAS_PAYLOAD:
-            raise LocalProtocolError(
-                f"{control.OP.name} {'needs' if control.HAS_PAYLOAD else 'takes no'} payload"
-            )
+            raise LocalProtocolError(f"{control.OP.name} {'needs' if control.HAS_PAYLOAD else 'takes no'} payload")
         if not self.fragments:
             out = bytearray(b"\x00\x00\x00\x00\x70\x83")
             encode_into(out, control.to_term())

@@ -46,8 +46,6 @@ _MAX_PACKET: Final = 4096  # a name packet is under 300 bytes; anything near thi
 _MAX_NAME: Final = 1023
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class PeerNamed:
     """Acceptor: the peer said who it is; the owner must now call ``send_status``."""
