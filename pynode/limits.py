@@ -61,11 +61,13 @@ class Admission(Generic[K]):
     def handshaking(self) -> int:
         return len(self._deadlines)
 
-    def open(self, key: K, now: float, *, others: int) -> bool:
-        """A socket was accepted while ``others`` connections (established, dialling) are open."""
+    def open(self, key: K, arrived: float, *, others: int) -> bool:
+        """A socket that arrived at ``arrived`` starts its handshake while ``others`` connections
+        (established, dialling) are open. Its set-up time counts from its arrival, so a carrier's
+        own handshake before this one (TLS) spends the same ``net_setuptime``."""
         if len(self._deadlines) + others >= self.limits.max_connections:
             return False
-        self._deadlines[key] = now + self.limits.net_setuptime
+        self._deadlines[key] = arrived + self.limits.net_setuptime
         return True
 
     def settled(self, key: K) -> None:
@@ -74,16 +76,12 @@ class Admission(Generic[K]):
 
     def expired(self, now: float) -> list[K]:
         """The sockets whose handshake is still going past their deadline (forgotten here)."""
-        # Deadlines are ``now`` plus one constant, so insertion order is deadline order.
-        late: list[K] = []
-        for key, deadline in self._deadlines.items():
-            if deadline > now:
-                break
-            late.append(key)
+        # Not in deadline order: a TLS socket opens here once its TLS handshake is done.
+        late = [key for key, deadline in self._deadlines.items() if deadline <= now]
         for key in late:
             del self._deadlines[key]
         return late
 
     def next_deadline(self) -> float | None:
         """When the oldest handshake runs out of time, or None when none is going."""
-        return next(iter(self._deadlines.values()), None)
+        return min(self._deadlines.values(), default=None)

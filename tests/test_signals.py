@@ -382,3 +382,14 @@ def test_admission_names_the_handshakes_past_their_set_up_time_in_order() -> Non
     assert admission.next_deadline() == pytest.approx(10.7)
     assert admission.expired(11.0) == ["second"]
     assert admission.expired(99.0) == [] and admission.next_deadline() is None
+
+
+def test_admission_counts_set_up_time_from_arrival_even_when_opened_out_of_order() -> None:
+    """A TLS socket opens its handshake here only once TLS is up: its clock started at arrival."""
+    admission: Admission[str] = Admission(Limits(net_setuptime=1.0))
+    admission.open("plain", 10.5, others=0)  # arrived at 10.5, opened at once
+    admission.open("tls", 10.0, others=0)  # arrived at 10.0, opened later, after its TLS handshake
+    assert admission.next_deadline() == 11.0
+    assert admission.expired(11.0) == ["tls"]
+    assert admission.next_deadline() == 11.5
+    assert admission.expired(11.5) == ["plain"]

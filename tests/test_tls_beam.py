@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pydantic_ai import models
 from tls_certs import Ca, NodeCert, issue, make_ca, tls_dist_args, write_optfile
 
 from pynode.errors import HandshakeError, PynodeError
+from pynode.limits import Limits
 from pynode.net.tls import TlsTransport
 from pynode.node import Node
 from pynode.testing.local import running_pynode
@@ -305,3 +307,36 @@ async def test_stopping_the_node_ends_tls_handshakes_in_flight(epmd_port: int, c
     assert not tls._accepting  # node.stop() ended it, without waiting for the set-up time
     assert await asyncio.wait_for(reader.read(), WITHIN) == b""
     writer.close()
+
+
+async def test_a_peer_that_stalls_after_tls_is_closed_one_net_setuptime_after_it_arrived(
+    epmd_port: int, cookie: str, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The TLS handshake spends the same net_setuptime as the distribution handshake after it,
+    as OTP's set-up timer does: a socket is not held up to twice that."""
+    setuptime = 3.0
+    node = Node(
+        PY_NODE,
+        cookie,
+        epmd_port=epmd_port,
+        transport=py_transport(pki, handshake_timeout=setuptime),
+        limits=Limits(net_setuptime=setuptime),
+    )
+    await node.start()
+    try:
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca.certfile))
+        client.load_cert_chain(str(pki.e1.certfile), str(pki.e1.keyfile))
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+        arrived = loop.time()
+        await asyncio.sleep(setuptime * 0.7)  # TLS starts late and is up in time; then not a byte
+        await writer.start_tls(client, server_hostname="127.0.0.1")
+        tls_up = loop.time() - arrived
+        assert await asyncio.wait_for(reader.read(), WITHIN) == b""  # closed by the node
+        closed = loop.time() - arrived
+        writer.close()
+        # Counted from TLS up, it would close at about 1.7 net_setuptimes.
+        assert closed < setuptime * 1.35, (tls_up, closed)
+        assert any("net_setuptime" in r.getMessage() for r in caplog.records)
+    finally:
+        await node.stop()

@@ -268,8 +268,11 @@ class DistProtocol(asyncio.Protocol):
         self,
         owner: ChannelOwner,
         handshake: HandshakeInitiator | HandshakeAcceptor,
+        arrived: float | None = None,
     ) -> None:
         self.owner = owner
+        self.arrived = arrived
+        """Loop time an accepted socket arrived (before any TLS handshake); ``None`` when we dialled."""
         self.handshake: HandshakeInitiator | HandshakeAcceptor | None = handshake
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.connection: Connection | None = None

@@ -252,7 +252,7 @@ class ConnectionManager:
 
     # -- accepting -------------------------------------------------------------------
 
-    def _accepting_protocol(self) -> DistProtocol:
+    def _accepting_protocol(self, arrived: float) -> DistProtocol:
         handshake = HandshakeAcceptor(
             our_name=self.name,
             cookie=self.cookie,
@@ -260,7 +260,7 @@ class ConnectionManager:
             creation=self.creation,
             length_bytes=self.transport.handshake_length_size,
         )
-        return DistProtocol(self, handshake)
+        return DistProtocol(self, handshake, arrived)
 
     def handshake_started(self, proto: DistProtocol) -> bool:
         """Admit an accepted socket under ``max_connections`` and start its set-up clock."""
@@ -270,7 +270,8 @@ class ConnectionManager:
             return False
         loop = asyncio.get_running_loop()
         others = len(self.connections) + len(self._dialling)
-        if not self._admission.open(proto, loop.time(), others=others):
+        arrived = loop.time() if proto.arrived is None else proto.arrived
+        if not self._admission.open(proto, arrived, others=others):
             self._limited_log.warning(
                 ("refused connections",),
                 loop.time(),

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias, cast
 
 from pynode.errors import HandshakeError, PynodeError
-from pynode.net.transport import peer_address
+from pynode.net.transport import AcceptFactory, peer_address
 
 __all__ = ["TlsConfigError", "TlsTransport", "TlsVerify", "certificate_matches_host"]
 
@@ -93,8 +93,9 @@ class TlsTransport:
         self.client_context = _context(ssl.Purpose.SERVER_AUTH, cert, key, ca, verify)
         self._accepting: set[asyncio.Task[None]] = set()
 
-    async def listen(self, protocol_factory: Callable[[], asyncio.Protocol], host: str, port: int) -> asyncio.Server:
-        """Accept TCP connections on host:port; each becomes ``protocol_factory()``'s once TLS is up."""
+    async def listen(self, protocol_factory: AcceptFactory, host: str, port: int) -> asyncio.Server:
+        """Accept TCP connections on host:port; each becomes ``protocol_factory``'s once TLS is up,
+        with the time the TCP connection arrived (the set-up time covers the TLS handshake too)."""
         loop = asyncio.get_running_loop()
         return await loop.create_server(lambda: _Accepting(self, protocol_factory), host, port, reuse_address=True)
 
@@ -153,7 +154,7 @@ class TlsTransport:
 
     # -- accepting ------------------------------------------------------------------------
 
-    def _accept(self, raw: asyncio.Transport, waiting: _Handover, factory: Callable[[], asyncio.Protocol]) -> None:
+    def _accept(self, raw: asyncio.Transport, waiting: _Accepting, factory: AcceptFactory) -> None:
         if len(self._accepting) >= self.max_handshakes:
             log.warning(
                 "refused a connection from %s: %d TLS handshakes in flight (max %d)",
@@ -167,9 +168,7 @@ class TlsTransport:
         self._accepting.add(task)
         task.add_done_callback(self._accepting.discard)
 
-    async def _upgrade_accepted(
-        self, raw: asyncio.Transport, waiting: _Handover, factory: Callable[[], asyncio.Protocol]
-    ) -> None:
+    async def _upgrade_accepted(self, raw: asyncio.Transport, waiting: _Accepting, factory: AcceptFactory) -> None:
         peer = peer_address(raw)
         try:
             secure = await asyncio.get_running_loop().start_tls(
@@ -191,7 +190,7 @@ class TlsTransport:
             log.warning("TLS handshake with %s failed: tls_accept: connection closed by the peer", peer)
             return
         try:
-            waiting.hand_over(secure, factory())
+            waiting.hand_over(secure, factory(waiting.arrived))
         except Exception:  # a bug in the protocol: this connection goes, the listener stays
             log.exception("TLS connection from %s: the distribution protocol failed to start", peer)
             secure.abort()
@@ -231,10 +230,11 @@ class _Handover(asyncio.Protocol):
 class _Accepting(_Handover):
     """The protocol of a freshly accepted TCP connection: reading stops until the TLS handshake starts."""
 
-    def __init__(self, tls: TlsTransport, factory: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, tls: TlsTransport, factory: AcceptFactory) -> None:
         super().__init__()
         self._tls = tls
         self._factory = factory
+        self.arrived = asyncio.get_running_loop().time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         raw = cast(asyncio.Transport, transport)  # uvloop's transports have the methods, not the class

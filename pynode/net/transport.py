@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
-__all__ = ["DistTransport", "TcpTransport", "peer_address"]
+__all__ = ["AcceptFactory", "DistTransport", "TcpTransport", "peer_address"]
+
+AcceptFactory: TypeAlias = Callable[[float], asyncio.Protocol]
+"""Makes the protocol of an accepted socket, given the loop time the socket arrived."""
 
 
 class DistTransport(Protocol):
@@ -24,9 +27,9 @@ class DistTransport(Protocol):
     handshake_length_size: int
     """Bytes of each handshake packet's length prefix: 2 over TCP, 4 over TLS."""
 
-    async def listen(
-        self, protocol_factory: Callable[[], asyncio.Protocol], host: str, port: int
-    ) -> asyncio.Server: ...
+    async def listen(self, protocol_factory: AcceptFactory, host: str, port: int) -> asyncio.Server:
+        """Accept on host:port; each socket's protocol is made with the loop time it arrived."""
+        ...
 
     async def dial(
         self, protocol_factory: Callable[[], asyncio.Protocol], host: str, port: int, *, peer_node: str
@@ -43,9 +46,9 @@ class TcpTransport:
     name = "inet_tcp"
     handshake_length_size = 2
 
-    async def listen(self, protocol_factory: Callable[[], asyncio.Protocol], host: str, port: int) -> asyncio.Server:
+    async def listen(self, protocol_factory: AcceptFactory, host: str, port: int) -> asyncio.Server:
         loop = asyncio.get_running_loop()
-        return await loop.create_server(protocol_factory, host, port, reuse_address=True)
+        return await loop.create_server(lambda: protocol_factory(loop.time()), host, port, reuse_address=True)
 
     async def dial(
         self, protocol_factory: Callable[[], asyncio.Protocol], host: str, port: int, *, peer_node: str
