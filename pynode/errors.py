@@ -53,13 +53,7 @@ class CallTimeout(PynodeError):
 class CallExit(PynodeError):
     """A call ended because the callee exited (``noproc``, ``noconnection``, ...)."""
 
-    def __init__(self, reason: object) -> None:
-        super().__init__(f"callee exited: {_shown(reason)}")
+    def __init__(self, reason: object, shown: str | None = None) -> None:
+        """``shown``: the reason in Erlang syntax, made by the caller (the codec sits above this module)."""
+        super().__init__(f"callee exited: {shown if shown is not None else reason!r}")
         self.reason = reason
-
-
-def _shown(term: object) -> str:
-    """A term in an error text, in Erlang syntax (imported late: the codec imports this module)."""
-    from pynode.etf.pretty import format_term
-
-    return format_term(term, limit=500)

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from pynode.etf.types import Atom, Pid, Reference, Term
 
 if TYPE_CHECKING:
-    from pynode.runtime.kernel import Kernel
-    from pynode.runtime.process import Dest
+    from pynode.runtime.kernel import Dest, Kernel
+    from pynode.runtime.process import Process
 
 __all__ = ["ClusterContext", "cluster"]
 
@@ -24,7 +24,7 @@ __all__ = ["ClusterContext", "cluster"]
 class ClusterContext:
     """Who asked for this run, and a way back to them."""
 
-    node: Kernel
+    node: Kernel[Process]
     """The pynode node running the agent."""
     caller: Pid
     """The BEAM process that started the run."""

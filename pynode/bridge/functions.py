@@ -19,6 +19,7 @@ from pynode.errors import PynodeError
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Term
 from pynode.runtime.kernel import Kernel
+from pynode.runtime.process import Process
 
 __all__ = ["call_function", "failure_text", "function_node"]
 
@@ -38,7 +39,7 @@ def function_node(handler: MFHandler, home: Atom | None, caller_node: Atom) -> s
     return str(home if home is not None else caller_node)
 
 
-async def call_function(node: Kernel, where: str, handler: MFHandler, arg: Term) -> Term:
+async def call_function(node: Kernel[Process], where: str, handler: MFHandler, arg: Term) -> Term:
     """``Module:Function(Arg)`` on node ``where``; ``BridgeError(tool_error)`` if it does not return.
 
     No timeout of its own: the run's timeout and cancellation end the wait (and the remote process).

@@ -248,7 +248,7 @@ def _may_wait(request: Term) -> bool:
     return (op == Atom("delete_agent") and len(request) == 2) or (op == Atom("create_agent") and len(request) == 4)
 
 
-async def _flushed(node: Kernel, deadline: float) -> None:
+async def _flushed(node: Kernel[Process], deadline: float) -> None:
     """Wait until every connection has handed its buffered bytes to the kernel, or ``deadline``."""
     loop = asyncio.get_running_loop()
     while True:

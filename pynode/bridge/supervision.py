@@ -43,7 +43,7 @@ def agent_child(definition: AgentDefinition, *, limits: RunLimits, models: Model
 
 
 def start_agent(
-    kernel: Kernel,
+    kernel: Kernel[Process],
     supervisor: Supervisor | None,
     definition: AgentDefinition,
     *,

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pynode.etf.types import Atom, Pid, Reference, Term
 
-if TYPE_CHECKING:
-    from pynode.runtime.process import Dest, Process
+__all__ = ["Dest", "Kernel", "PeerChannel"]
 
-__all__ = ["Kernel", "PeerChannel"]
+Dest = Pid | Atom | str | tuple[Atom | str, Atom | str] | Reference
+"""Where a message can go: a pid, a local name, ``(name, node)``, or an alias."""
+
+P = TypeVar("P")
+"""The kind of process the kernel runs (:class:`pynode.runtime.process.Process`); a parameter, so
+this interface sits below the processes written against it."""
 
 
 class PeerChannel(Protocol):
@@ -32,8 +36,8 @@ class PeerChannel(Protocol):
     async def drain(self) -> None: ...
 
 
-class Kernel(Protocol):
-    """The node's primitives, as processes use them."""
+class Kernel(Protocol[P]):
+    """The node's primitives, as processes use them (``Kernel[Process]``)."""
 
     @property
     def name(self) -> Atom: ...
@@ -58,11 +62,11 @@ class Kernel(Protocol):
 
     def spawn(
         self,
-        body: Process | Callable[[Process], Awaitable[None]],
+        body: P | Callable[[P], Awaitable[None]],
         *,
         name: str | None = None,
         link: Pid | None = None,
-    ) -> Process: ...
+    ) -> P: ...
 
     def link(self, a: Pid, b: Pid) -> None: ...
 
@@ -82,6 +86,6 @@ class Kernel(Protocol):
 
     def background(self, coro: Awaitable[Any], name: str | None = None) -> asyncio.Task[Any]: ...
 
-    def process_ended(self, process: Process, reason: Term) -> None:
+    def process_ended(self, process: P, reason: Term) -> None:
         """Called once when a process that never had a task ends."""
         ...

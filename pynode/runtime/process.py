@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from pynode.etf.types import Atom, Pid, Reference, Term
+from pynode.runtime.kernel import Dest, Kernel
 from pynode.runtime.mailbox import Mailbox
-
-if TYPE_CHECKING:
-    from pynode.runtime.kernel import Kernel
 
 __all__ = [
     "KILL",
@@ -44,9 +42,6 @@ EXIT: Final = Atom("EXIT")
 DOWN: Final = Atom("DOWN")
 PROCESS: Final = Atom("process")
 
-Dest = Pid | Atom | str | tuple[Atom | str, Atom | str] | Reference
-"""Where a message can go: a pid, a local name, ``(name, node)``, or an alias."""
-
 
 class ProcessExit(Exception):
     """Raise inside a process to end it with ``reason`` (``exit(Reason)``)."""
@@ -60,7 +55,7 @@ class Process:
     """One process on this node. Subclass and override :meth:`run`, or use ``node.spawn``."""
 
     def __init__(self) -> None:
-        self.node: Kernel | None = None
+        self.node: Kernel[Process] | None = None
         self.pid: Pid | None = None
         self.name: Atom | None = None
         self.mailbox = Mailbox()
@@ -87,7 +82,7 @@ class Process:
     def alive(self) -> bool:
         return self.exit_reason is None and self.node is not None
 
-    def _node(self) -> Kernel:
+    def _node(self) -> Kernel[Process]:
         if self.node is None:
             raise RuntimeError("the process is not running on a node")
         return self.node

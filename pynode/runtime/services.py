@@ -154,7 +154,7 @@ class IoServer(Process):
             log.info("[%s] %s", origin, line)
 
 
-def start_services(node: Kernel, intensity: RestartIntensity | None = None) -> Process:
+def start_services(node: Kernel[Process], intensity: RestartIntensity | None = None) -> Process:
     """Start the node's own processes under its supervisor; return the one that sends on the node's behalf."""
     supervisor = Supervisor(intensity=intensity, label=SUPERVISOR_NAME)
     node.spawn(supervisor, name=SUPERVISOR_NAME)
