@@ -168,7 +168,9 @@ def test_certificate_matches_host(cert: dict[str, Any], host: str, matches: bool
 async def _serve(tls: TlsTransport, greeting: bytes = b"") -> tuple[asyncio.Server, int, list[Recorder]]:
     accepted: list[Recorder] = []
 
-    def factory() -> Recorder:
+    def factory(arrived: float) -> Recorder:
+        # Made once TLS is up, with the time the TCP connection came: the set-up clock's start.
+        assert arrived < asyncio.get_running_loop().time()
         accepted.append(Recorder(greeting))
         return accepted[-1]
 
