@@ -5,8 +5,9 @@ erl node that drives it. Prints a table and, last, one JSON line. Everything it 
 
 1. A TestModel run: ``gen_server:call({bench, Py}, {run, Prompt})`` from the BEAM, sequential and with
    50 concurrent callers, against ``await agent.run(Prompt)`` on the same TestModel agent in this process.
-2. Runs in flight: ``start_run`` N runs of an agent whose tool is answered by the caller, hold every tool
-   call unanswered, read the node's RSS, then answer them all and count the results (none may be lost).
+2. Runs in flight: ``start_run`` N runs (``events => false``) of an agent whose tool is answered by the
+   caller, hold every tool call unanswered, read the node's RSS, then answer them all and count the results
+   (none may be lost).
 """
 
 from __future__ import annotations
@@ -81,14 +82,19 @@ All = lists:append([receive {{done, Ts}} -> Ts after 120000 -> [] end || _ <- li
 HOLDER = """
 Holder = spawn(fun() ->
     A = {{slow, {py}}},
-    Refs = [begin {{ok, R}} = gen_server:call(A, {{start_run, <<"Ask the slow tool">>, #{{}}}}, 60000), R end
+    Opts = #{{events => false}},
+    Refs = [begin {{ok, R}} = gen_server:call(A, {{start_run, <<"Ask the slow tool">>, Opts}}, 60000), R end
             || _ <- lists:seq(1, {n})],
     Calls = [receive {{pynode_tool_call, _, #{{call_id := Id, reply_to := To}}}} -> {{Id, To}}
              after 120000 -> none end || _ <- Refs],
     receive {{report, From}} -> From ! {{held, length([C || C <- Calls, C =/= none])}} end,
     receive go -> ok end,
     [To ! {{tool_result, Id, {{ok, <<"answer">>}}}} || {{Id, To}} <- Calls],
-    Results = [receive {{pynode_result, R, Res}} -> Res after 120000 -> timeout end || R <- Refs],
+    %% In the order they end: waiting for each ref in turn would scan the mailbox once per run.
+    Collect = fun C(0, Acc) -> Acc;
+                  C(K, Acc) -> receive {{pynode_result, _, Res}} -> C(K - 1, [Res | Acc])
+                               after 120000 -> [timeout | Acc] end end,
+    Results = Collect(length(Refs), []),
     receive {{report, From2}} -> From2 ! {{results, length([ok || {{ok, _}} <- Results]), length(Results)}} end
   end),
 register(bench_holder, Holder), ok.
