@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from pynode.epmd.launcher import find_epmd_executable
 from pynode.etf import Atom, Term, decode, encode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -291,13 +292,10 @@ def free_port() -> int:
 
 
 def epmd_executable() -> str:
-    found = shutil.which("epmd")
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/erlang").glob("erts-*/bin/epmd"))
-    if not candidates:
+    found = find_epmd_executable()
+    if found is None:
         raise BenchError("epmd not found (scripts/_setup.sh installs Erlang)")
-    return str(candidates[-1])
+    return found
 
 
 def epmd_answers(port: int) -> bool:

@@ -7,8 +7,6 @@ starts find it through ``$ERL_EPMD_PORT``.
 from __future__ import annotations
 
 import contextlib
-import glob
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -17,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
+from pynode.epmd.launcher import find_epmd_executable
 
 __all__ = ["Epmd", "epmd_answers", "epmd_executable", "epmd_names", "free_port", "running_epmd"]
 
@@ -30,14 +30,11 @@ def free_port() -> int:
 
 
 def epmd_executable() -> str:
-    """The epmd binary: on PATH, else inside the Erlang installation."""
-    found = shutil.which("epmd")
-    if found:
-        return found
-    candidates = sorted(glob.glob("/usr/lib/erlang/erts-*/bin/epmd"))
-    if candidates:
-        return candidates[-1]
-    pytest.fail("epmd not found on PATH nor in /usr/lib/erlang/erts-*/bin: install Erlang/OTP")
+    """The epmd binary, found as ``--start-epmd`` finds it; a failed test when there is none."""
+    found = find_epmd_executable()
+    if found is None:
+        pytest.fail("epmd not found on PATH nor in an Erlang installation: install Erlang/OTP")
+    return found
 
 
 @dataclass(frozen=True, slots=True)
