@@ -270,8 +270,8 @@ class ConnectionManager:
             return False
         loop = asyncio.get_running_loop()
         others = len(self.connections) + len(self._dialling)
-        arrived = loop.time() if proto.arrived is None else proto.arrived
-        if not self._admission.open(proto, arrived, others=others):
+        assert proto.arrived is not None  # every accepted socket's protocol is made with its arrival time
+        if not self._admission.open(proto, proto.arrived, others=others):
             self._limited_log.warning(
                 ("refused connections",),
                 loop.time(),
