@@ -124,12 +124,10 @@ class RunProcess(Process):
         every later message on that connection: a caller killed after it saw its run counted
         ends the run with its real exit reason, never ``noproc``.
         """
-        if self._caller_monitor is None:
-            self._caller_monitor = self.monitor(self.request.caller)
+        self._caller_monitor = self.monitor(self.request.caller)
 
     async def run(self) -> None:
         self._phase = "running"
-        self.watch_caller()
         outcome: Term
         try:
             outcome = await self._execute()
