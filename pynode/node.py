@@ -277,6 +277,10 @@ class Node:
         """``Dest ! Message``: a pid, a name, ``(name, node)`` or an alias reference."""
         self.router.send(dest, message, sender=sender)
 
+    def reply(self, to: Pid, alias: Reference | None, message: Term, *, sender: Pid | None = None) -> None:
+        """``gen:reply``: to the caller's alias when it has one, so a reply after a timeout is dropped."""
+        self.router.reply(to, alias, message, sender=sender)
+
     def link(self, a: Pid, b: Pid) -> None:
         """Link local process ``a`` with ``b`` (local or remote)."""
         self.signals.link(a, b)

@@ -22,6 +22,7 @@ from pynode.runtime.process import Dest
 from pynode.runtime.signals import Signals
 from pynode.runtime.table import ProcessTable
 from pynode.wire import control as c
+from pynode.wire.flags import DFlag
 
 __all__ = ["Router"]
 
@@ -109,6 +110,20 @@ class Router:
                 self.net.send_later(dest.node, c.AliasSend(sender or self.system_pid(), dest), message)
         else:
             raise TypeError(f"cannot send to {dest!r}")
+
+    def reply(self, to: Pid, alias: Reference | None, message: Term, *, sender: Pid | None = None) -> None:
+        """A call's reply, as ``gen:reply`` sends it: to the alias of an ``[alias|Mref]`` tag.
+
+        The caller's ``gen:call`` deactivates that alias when it stops waiting, so the BEAM drops a
+        reply that arrives too late instead of leaving it in the caller's mailbox. A connection
+        without ALIAS (a peer that does not offer it) gets the reply at the caller's pid.
+        """
+        if alias is not None and alias.node == to.node:
+            conn = self.net.connections.get(to.node)
+            if conn is not None and conn.flags & DFlag.ALIAS:
+                conn.send(c.AliasSend(sender or self.system_pid(), alias), message)
+                return
+        self.send(to, message, sender=sender)
 
     # -- incoming --------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from pynode.bridge.spec import parse_run_options
 from pynode.bridge.termmap import text_from_prompt
 from pynode.bridge.tools import check_run_tools
 from pynode.etf.pretty import format_term
-from pynode.etf.types import Atom, ImproperList, Pid, Reference, Term
+from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.genserver import NOREPLY, From, GenServer
 
 __all__ = ["AgentProcess", "RunLimits"]
@@ -32,7 +32,6 @@ RUN: Final = Atom("run")
 START_RUN: Final = Atom("start_run")
 CANCEL: Final = Atom("cancel")
 INFO: Final = Atom("info")
-ALIAS: Final = Atom("alias")
 
 
 @dataclass(slots=True)
@@ -133,7 +132,7 @@ class AgentProcess(GenServer):
         )
         self.runs[ref] = run
         self.limits.in_flight += 1
-        call_monitor = _call_monitor(caller.tag) if synchronous else None
+        call_monitor = caller.monitor if synchronous else None
         if call_monitor is not None:
             self.waiting_calls[call_monitor] = run
         node.spawn(run)
@@ -144,7 +143,7 @@ class AgentProcess(GenServer):
         if self.runs.pop(run.ref, None) is not None:
             self.limits.in_flight -= 1
         reply_to = run.request.reply_to
-        call_monitor = _call_monitor(reply_to.tag) if reply_to is not None else None
+        call_monitor = reply_to.monitor if reply_to is not None else None
         if call_monitor is not None and self.waiting_calls.get(call_monitor) is run:
             del self.waiting_calls[call_monitor]
 
@@ -203,17 +202,6 @@ class AgentProcess(GenServer):
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             if pending:
                 log.warning("agent %s: %d runs did not end within %s s", self.agent_name, len(pending), timeout)
-
-
-def _call_monitor(tag: Term) -> Reference | None:
-    """The monitor reference of a ``gen_server:call`` tag: ``[alias|Mref]`` (OTP 24 on) or ``Mref``.
-
-    The ``Ref`` of a raw ``{Pid, Ref, Request}`` envelope is a monitor only if its sender made it
-    one, and removing that monitor then means what it means for a call.
-    """
-    if type(tag) is ImproperList and type(tag.tail) is Reference and tag.elements == (ALIAS,):
-        return tag.tail
-    return tag if type(tag) is Reference else None
 
 
 def _is_tool_result(term: Term) -> bool:

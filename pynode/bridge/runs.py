@@ -37,7 +37,7 @@ from pynode.bridge.termmap import JSONValue, from_json, text_from_prompt
 from pynode.bridge.tools import ToolFailed, ToolReply, function_reply, parse_tool_reply
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
-from pynode.runtime.genserver import From, open_envelope
+from pynode.runtime.genserver import From, open_envelope, send_reply
 from pynode.runtime.process import DOWN, Process
 
 __all__ = ["RunOwner", "RunProcess", "RunRequest"]
@@ -221,7 +221,9 @@ class RunProcess(Process):
     def abandon(self, reason: str) -> None:
         """The caller of a synchronous run stopped waiting (its call timed out): end it, answer nobody.
 
-        A reply now would only land in the caller's mailbox as a stray message.
+        A ``gen_server:call``'s caller would drop a late reply anyway (it goes to the alias the
+        call deactivated); a raw ``{Pid, Ref, Request}`` caller has no alias, and a reply now would
+        only land in its mailbox as a stray message.
         """
         if self._phase == "done":
             return
@@ -231,7 +233,7 @@ class RunProcess(Process):
     def _deliver(self, outcome: Term) -> None:
         request = self.request
         if request.reply_to is not None:
-            self.send(request.reply_to.pid, (request.reply_to.tag, outcome))
+            send_reply(self, request.reply_to, outcome)
         else:
             self.send(request.caller, (PYNODE_RESULT, self.ref, outcome))
 
@@ -253,7 +255,7 @@ class RunProcess(Process):
         if type(request) is tuple and len(request) == 3 and request[0] == TOOL_RESULT:
             reply = self.tool_result(request[1], request[2])
             if envelope.reply_to is not None:
-                self.send(envelope.reply_to.pid, (envelope.reply_to.tag, reply))
+                send_reply(self, envelope.reply_to, reply)
             return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("run %s ignores %s", self.run_id, format_term(message, limit=500))

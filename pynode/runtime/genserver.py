@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from pynode.etf.pretty import format_term
-from pynode.etf.types import Atom, Pid, Reference, Term
+from pynode.etf.types import Atom, ImproperList, Pid, Reference, Term
 from pynode.runtime.process import Process, ProcessExit
 
-__all__ = ["DEFER", "NOREPLY", "Envelope", "From", "GenServer", "open_envelope"]
+__all__ = ["DEFER", "NOREPLY", "Envelope", "From", "GenServer", "open_envelope", "send_reply"]
 
 log = logging.getLogger("pynode.genserver")
 
@@ -26,6 +26,7 @@ GEN_CALL: Final = Atom("$gen_call")
 GEN_CAST: Final = Atom("$gen_cast")
 ERROR: Final = Atom("error")
 INTERNAL_ERROR: Final = Atom("internal_error")
+ALIAS: Final = Atom("alias")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,34 @@ class From:
 
     pid: Pid
     tag: Term
+    alias: Reference | None = None
+    """The alias of an ``[alias|Mref]`` tag (``gen:call`` on OTP 24 on), where the reply goes."""
+
+    @property
+    def monitor(self) -> Reference | None:
+        """The reference the caller monitors this process with, if the tag names one.
+
+        ``[alias|Mref]`` from ``gen:call``; for a bare reference (``{Pid, Ref, Request}``) it is a
+        monitor only if its sender made it one, and removing it then means what it means for a call.
+        """
+        if self.alias is not None:
+            return self.alias
+        return self.tag if type(self.tag) is Reference else None
+
+
+def caller_of(pid: Pid, tag: Term) -> From:
+    """The ``From`` of a call from ``pid`` with ``tag``, with its alias when the tag carries one."""
+    if type(tag) is ImproperList and type(tag.tail) is Reference and tag.elements == (ALIAS,):
+        return From(pid, tag, tag.tail)
+    return From(pid, tag)
+
+
+def send_reply(process: Process, caller: From, reply: Term) -> None:
+    """``gen_server:reply/2`` from ``process``: ``{Tag, Reply}``, to the caller's alias if it has one."""
+    node = process.node
+    if node is None:
+        raise RuntimeError("the process is not running on a node")
+    node.reply(caller.pid, caller.alias, (caller.tag, reply), sender=process.pid)
 
 
 class _NoReply:
@@ -76,7 +105,7 @@ def open_envelope(message: Term) -> Envelope:
             if head == GEN_CALL and type(second) is tuple and len(second) == 2:
                 pid, tag = second
                 if type(pid) is Pid:
-                    return Envelope("call", request, From(pid, tag))
+                    return Envelope("call", request, caller_of(pid, tag))
             if type(head) is Pid and type(second) is Reference:
                 return Envelope("call", request, From(head, second))
         elif size == 2 and message[0] == GEN_CAST:
@@ -129,8 +158,8 @@ class GenServer(Process):
         return (ERROR, (INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
 
     def reply(self, caller: From, reply: Term) -> None:
-        """``gen_server:reply/2``: send ``{Tag, Reply}`` to the caller."""
-        self.send(caller.pid, (caller.tag, reply))
+        """``gen_server:reply/2``: send ``{Tag, Reply}`` to the caller (its alias, when it has one)."""
+        send_reply(self, caller, reply)
 
     _idle = False
     _stop: tuple[Term] | None = None

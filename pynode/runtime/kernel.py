@@ -47,6 +47,10 @@ class Kernel(Protocol[P]):
 
     def send(self, dest: Dest, message: Term, *, sender: Pid | None = None) -> None: ...
 
+    def reply(self, to: Pid, alias: Reference | None, message: Term, *, sender: Pid | None = None) -> None:
+        """A call's reply: to the caller's ``alias`` when it has one its connection carries, else to ``to``."""
+        ...
+
     async def call(self, dest: Dest, request: Term, *, timeout: float | None = 5.0) -> Term: ...
 
     async def erpc(
