@@ -20,6 +20,7 @@ from pynode.errors import (
     CallTimeout,
     CodecError,
     EpmdError,
+    ErpcError,
     HandshakeError,
     NodeDown,
     PynodeError,
@@ -28,7 +29,7 @@ from pynode.errors import (
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, BitBinary, Export, ImproperList, MapKey, OpaqueFun, Pid, Port, Reference, Term
 from pynode.net.tls import TlsTransport
-from pynode.node import ErpcError, Node
+from pynode.node import Node
 from pynode.runtime.genserver import NOREPLY, From, GenServer
 from pynode.runtime.mailbox import ReceiveTimeout
 from pynode.runtime.process import Process, ProcessExit

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, Final, Protocol
 
-from pynode.errors import CallExit, CallTimeout, PynodeError
+from pynode.errors import CallExit, CallTimeout, ErpcError
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.genserver import GEN_CALL
@@ -20,22 +20,12 @@ from pynode.runtime.process import DOWN, KILL, NOCONNECTION, NORMAL, Dest, Proce
 from pynode.runtime.signals import SPAWN_REPLY, PeerPort
 from pynode.wire import control as c
 
-__all__ = ["CallHost", "ErpcError", "call", "erpc"]
+__all__ = ["CallHost", "call", "erpc"]
 
 _ERPC: Final = Atom("erpc")
 _EXECUTE_CALL: Final = Atom("execute_call")
 _MONITOR: Final = Atom("monitor")
 _RETURN: Final = Atom("return")
-
-
-class ErpcError(PynodeError):
-    """``erpc:call`` raised on the remote node: ``kind`` is throw, exit or error."""
-
-    def __init__(self, kind: str, reason: Term, stack: Term = None) -> None:
-        super().__init__(f"{kind}: {format_term(reason, limit=500)}")
-        self.kind = kind
-        self.reason = reason
-        self.stack = stack
 
 
 class CallHost(Protocol):
@@ -117,7 +107,7 @@ async def erpc(
             )
             replied = True
             if type(reply[3]) is not Pid:
-                raise ErpcError("error", (_ERPC, reply[3]))
+                raise _erpc_error("error", (_ERPC, reply[3]))
             spawned = reply[3]
             down = await slot.mailbox.receive(
                 lambda m: type(m) is tuple and len(m) == 5 and m[0] == DOWN and m[1] == req_id, timeout
@@ -140,7 +130,11 @@ def _erpc_result(reason: Term, result_ref: Reference) -> Term:
         kind = str(reason[1])
         if reason[1] == _RETURN:
             return reason[2]
-        raise ErpcError(kind, reason[2], reason[3] if len(reason) > 3 else None)
+        raise _erpc_error(kind, reason[2], reason[3] if len(reason) > 3 else None)
     if reason == NOCONNECTION:
-        raise ErpcError("error", (_ERPC, NOCONNECTION))
-    raise ErpcError("exit", (Atom("signal"), reason))
+        raise _erpc_error("error", (_ERPC, NOCONNECTION))
+    raise _erpc_error("exit", (Atom("signal"), reason))
+
+
+def _erpc_error(kind: str, reason: Term, stack: Term = None) -> ErpcError:
+    return ErpcError(kind, reason, stack, shown=format_term(reason, limit=500))

@@ -57,3 +57,14 @@ class CallExit(PynodeError):
         """``shown``: the reason in Erlang syntax, made by the caller (the codec sits above this module)."""
         super().__init__(f"callee exited: {shown if shown is not None else reason!r}")
         self.reason = reason
+
+
+class ErpcError(PynodeError):
+    """``erpc:call`` raised on the remote node: ``kind`` is throw, exit or error."""
+
+    def __init__(self, kind: str, reason: object, stack: object = None, *, shown: str | None = None) -> None:
+        """``shown``: the reason in Erlang syntax, made by the caller (the codec sits above this module)."""
+        super().__init__(f"{kind}: {shown if shown is not None else reason!r}")
+        self.kind = kind
+        self.reason = reason
+        self.stack = stack

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pynode import calls, epmd
-from pynode.calls import ErpcError
 from pynode.errors import PynodeError
 from pynode.etf.pretty import TermText
 from pynode.etf.types import Atom, Pid, Reference, Term
@@ -46,7 +45,7 @@ from pynode.runtime.table import ProcessTable
 from pynode.wire import control as c
 from pynode.wire.flags import DEFAULT_FLAGS, DFlag
 
-__all__ = ["NODE_FLAGS", "ErpcError", "Node", "split_node_name"]
+__all__ = ["NODE_FLAGS", "Node", "split_node_name"]
 
 log = logging.getLogger("pynode.node")
 

@@ -12,14 +12,8 @@ from hypothesis import strategies as st
 
 from pynode.errors import CodecError
 from pynode.etf import Atom, ImproperList, Pid, Reference, decode, decode_at, encode
-from pynode.etf.decode import (
-    _ENCODED,
-    _PIDS,
-    _REFS,
-    ENCODED_CACHE_LIMIT,
-    PID_CACHE_LIMIT,
-    REF_CACHE_LIMIT,
-)
+from pynode.etf.decode import _PIDS, _REFS, PID_CACHE_LIMIT, REF_CACHE_LIMIT
+from pynode.etf.encodings import ENCODED, ENCODED_CACHE_LIMIT
 
 NODE = Atom("caller@127.0.0.1")
 u32 = st.integers(0, 2**32 - 1)
@@ -27,10 +21,10 @@ u32 = st.integers(0, 2**32 - 1)
 
 @pytest.fixture(autouse=True)
 def empty_caches() -> Iterator[None]:
-    for table in (_PIDS, _REFS, _ENCODED):
+    for table in (_PIDS, _REFS, ENCODED):
         table.clear()
     yield
-    for table in (_PIDS, _REFS, _ENCODED):
+    for table in (_PIDS, _REFS, ENCODED):
         table.clear()
 
 
@@ -98,7 +92,7 @@ def test_pid_table_is_bounded() -> None:
         assert decode(b"\x83" + pid_bytes(b"a@h", n)) == Pid(Atom("a@h"), n, 0, 7)
         assert len(_PIDS) <= PID_CACHE_LIMIT
     assert 0 < len(_PIDS) <= PID_CACHE_LIMIT
-    assert len(_ENCODED) <= ENCODED_CACHE_LIMIT
+    assert len(ENCODED) <= ENCODED_CACHE_LIMIT
 
 
 def test_reference_table_is_bounded() -> None:
@@ -106,7 +100,7 @@ def test_reference_table_is_bounded() -> None:
         assert decode(b"\x83" + ref_bytes(b"a@h", 7, n, 2, 3)) == Reference(Atom("a@h"), 7, (n, 2, 3))
         assert len(_REFS) <= REF_CACHE_LIMIT
     assert 0 < len(_REFS) <= REF_CACHE_LIMIT
-    assert len(_ENCODED) <= ENCODED_CACHE_LIMIT
+    assert len(ENCODED) <= ENCODED_CACHE_LIMIT
 
 
 def test_a_cached_pid_does_not_make_its_truncations_valid() -> None:
@@ -141,7 +135,7 @@ def test_bad_pids_and_references_are_refused_every_time_and_never_cached() -> No
         for _ in range(2):
             with pytest.raises(CodecError):
                 decode(b"\x83" + data)
-    assert not _PIDS and not _REFS and not _ENCODED
+    assert not _PIDS and not _REFS and not ENCODED
 
 
 def test_node_named_true_is_still_an_atom() -> None:
@@ -170,17 +164,17 @@ def test_slot_built_values_are_ordinary_frozen_dataclasses() -> None:
 def test_decoded_pids_and_references_encode_back_to_their_bytes() -> None:
     for data in (pid_bytes(b"caller@127.0.0.1", 91), ref_bytes(b"caller@127.0.0.1", 7, 1, 2, 3, 4, 5)):
         term = decode(b"\x83" + data)
-        assert _ENCODED[id(term)] == (term, data)
+        assert ENCODED[id(term)] == (term, data)
         assert encode(term) == b"\x83" + data
         fresh = dataclasses.replace(term)  # equal, not the cached object
-        assert id(fresh) not in _ENCODED
+        assert id(fresh) not in ENCODED
         assert encode(fresh) == b"\x83" + data
 
 
 def test_encoding_is_cached_per_object() -> None:
     pid = Pid(NODE, 42, 0, 7)
     first = encode((pid, pid))
-    assert _ENCODED[id(pid)][0] is pid
+    assert ENCODED[id(pid)][0] is pid
     assert encode((pid, pid)) == first == b"\x83h\x02" + pid_bytes(b"caller@127.0.0.1", 42) * 2
 
 
@@ -202,20 +196,20 @@ def test_bad_values_are_not_cached_and_fail_every_time() -> None:
         for _ in range(2):
             with pytest.raises(CodecError):
                 encode(bad)
-    assert not _ENCODED
+    assert not ENCODED
 
 
 def test_encoded_table_is_bounded() -> None:
     for n in range(ENCODED_CACHE_LIMIT + 50):
         encode(Pid(NODE, n, 0, 7))
-        assert len(_ENCODED) <= ENCODED_CACHE_LIMIT
-    assert len(_ENCODED) > 0
+        assert len(ENCODED) <= ENCODED_CACHE_LIMIT
+    assert len(ENCODED) > 0
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(u32, u32, u32, st.lists(u32, min_size=1, max_size=5))
 def test_cached_and_fresh_encodings_agree(pid_id: int, serial: int, creation: int, ids: list[int]) -> None:
-    for table in (_PIDS, _REFS, _ENCODED):
+    for table in (_PIDS, _REFS, ENCODED):
         table.clear()
     for term in (Pid(NODE, pid_id, serial, creation), Reference(NODE, creation, tuple(ids))):
         data = encode(term)

@@ -9,9 +9,9 @@ import pytest
 from beam import BeamFactory, BeamNode
 from test_node_beam import E1, PY, beam_term, evals_to, eventually
 
-from pynode.errors import CallExit, CallTimeout
+from pynode.errors import CallExit, CallTimeout, ErpcError
 from pynode.etf import Atom, Pid
-from pynode.node import ErpcError, Node
+from pynode.node import Node
 
 pytestmark = pytest.mark.beam
 

@@ -14,8 +14,7 @@ from typing import Final
 from pynode.bridge.errors import BridgeError
 from pynode.bridge.spec import MFHandler
 from pynode.bridge.structs import struct_name
-from pynode.calls import ErpcError
-from pynode.errors import PynodeError
+from pynode.errors import ErpcError, PynodeError
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Term
 from pynode.runtime.kernel import Kernel

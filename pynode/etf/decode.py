@@ -20,6 +20,7 @@ from enum import IntEnum
 from typing import Final, TypeVar
 
 from pynode.errors import CodecError
+from pynode.etf.encodings import remember_encoding
 from pynode.etf.types import (
     MAX_ATOM_CHARS,
     Atom,
@@ -80,7 +81,6 @@ MAX_REFERENCE_WORDS: Final = 5
 _ATOM_CACHE_LIMIT: Final = 4096
 PID_CACHE_LIMIT: Final = 2048
 REF_CACHE_LIMIT: Final = 1024
-ENCODED_CACHE_LIMIT: Final = 2048
 
 _Buffer = bytes | memoryview
 _Reader = Callable[[_Buffer, int, int], tuple[Term, int]]
@@ -105,12 +105,8 @@ _LATIN1_ATOMS: dict[bytes, Atom | bool] = {b"true": True, b"false": False}
 # same bytes, so a hit returns what parsing would; full tables are emptied.
 _PIDS: dict[bytes, Pid] = {}
 _REFS: dict[bytes, Reference] = {}
-# What the encoder reads first for a Pid or a Reference: id(term) -> (term, its
-# encoding). Keyed by identity because Pid(n, 1, 0, 0) == Pid(n, True, 0, 0) and
-# only the first encodes. Both tables above put their new entries here, since
-# those bytes are also exactly what encode.py would write for the same value; the
-# entry holds the term alive, so its id is not reused while the entry exists.
-_ENCODED: dict[int, tuple[Pid | Reference, bytes]] = {}
+# Both tables above also put their new entries in pynode.etf.encodings, since
+# those bytes are exactly what the encoder would write for the same value.
 # Key types that a dict already tells apart exactly, as the BEAM does.
 _PLAIN_KEYS: Final = frozenset({Atom, bytes, int, Pid, Reference, Port, Export, BitBinary, OpaqueFun})
 
@@ -332,9 +328,7 @@ def _remember(table: dict[bytes, _T], limit: int, raw: bytes, term: _T) -> None:
     if len(table) >= limit:
         table.clear()
     table[raw] = term
-    if len(_ENCODED) >= ENCODED_CACHE_LIMIT:
-        _ENCODED.clear()
-    _ENCODED[id(term)] = (term, raw)
+    remember_encoding(term, raw)
 
 
 def _join(items: list[Term], tail: Term) -> Term:

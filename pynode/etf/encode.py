@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import Final
 
 from pynode.errors import CodecError
-from pynode.etf.decode import _ENCODED, ENCODED_CACHE_LIMIT, MAX_REFERENCE_WORDS, Tag
+from pynode.etf.decode import MAX_REFERENCE_WORDS, Tag
+from pynode.etf.encodings import ENCODED, remember_encoding
 from pynode.etf.pretty import format_term
 from pynode.etf.types import (
     MAX_ATOM_CHARS,
@@ -156,11 +157,9 @@ def _put(out: bytearray, term: Term) -> None:
             _put(out, item)
     elif t is Pid or t is Reference:
         # The same few pids and references go out again and again (our own pid,
-        # the caller's, the call's reference): their bytes come from _ENCODED.
-        known = _ENCODED.get(id(term))
-        if known is None or known[0] is not term:
-            known = _encode_identifier(term)
-        out += known[1]
+        # the caller's, the call's reference): their bytes are kept in ENCODED.
+        known = ENCODED.get(id(term))
+        out += known[1] if known is not None and known[0] is term else _encode_identifier(term)
     elif t is float:
         if not math.isfinite(term):
             raise CodecError(f"float {format_term(term, limit=100)} has no Erlang form")
@@ -229,7 +228,7 @@ def _check_u32(value: int, what: str) -> None:
         raise CodecError(f"{what} {format_term(value, limit=100)} is not an unsigned 32-bit integer")
 
 
-def _encode_identifier(term: Pid | Reference) -> tuple[Pid | Reference, bytes]:
+def _encode_identifier(term: Pid | Reference) -> bytes:
     """Encode a Pid or a Reference (checking its fields) and keep its bytes for the next time.
 
     The table is keyed by identity, not equality: ``Pid(n, 1.0, 0, 0)`` equals a
@@ -240,11 +239,9 @@ def _encode_identifier(term: Pid | Reference) -> tuple[Pid | Reference, bytes]:
         _put_pid(scratch, term)
     else:
         _put_reference(scratch, term)
-    entry = (term, bytes(scratch))
-    if len(_ENCODED) >= ENCODED_CACHE_LIMIT:
-        _ENCODED.clear()
-    _ENCODED[id(term)] = entry
-    return entry
+    raw = bytes(scratch)
+    remember_encoding(term, raw)
+    return raw
 
 
 def _put_pid(out: bytearray, pid: Pid) -> None:
