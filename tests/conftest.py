@@ -1,4 +1,18 @@
 """The fixtures (epmd, epmd_port, cookie, otp, beam, py_node, erl, pynode_node) come from the
-pytest plugin ``pynode.testing.plugin``, which the package registers as a ``pytest11`` entry point."""
+pytest plugin ``pynode.testing.plugin``, which a project asks for by name, as here.
 
+No test reaches a model provider: pydantic-ai refuses every real model request unless the test
+is marked ``model_requests`` (the tests that talk to the scripted provider servers on 127.0.0.1).
+"""
+
+import pydantic_ai.models
+import pytest
 from agent_support import run_log  # noqa: F401 (a fixture shared by the run tests)
+
+pytest_plugins = ["pynode.testing.plugin"]
+
+
+@pytest.fixture(autouse=True)
+def _no_model_requests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    allowed = request.node.get_closest_marker("model_requests") is not None
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", allowed)

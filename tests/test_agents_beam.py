@@ -9,7 +9,6 @@ import pytest
 from agent_support import ASK_HUMAN_SPEC as PID_TOOL_SPEC
 from agent_support import REG, registry_of
 from beam import BeamEvalError, BeamFactory, BeamNode
-from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
@@ -17,9 +16,6 @@ from pynode.node import Node
 from pynode.testing import on_otp
 
 pytestmark = pytest.mark.beam
-
-
-models.ALLOW_MODEL_REQUESTS = False
 
 
 async def create(erl: BeamNode, name: str, spec: str) -> str:

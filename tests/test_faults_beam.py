@@ -16,15 +16,12 @@ from agent_support import ASK_HUMAN_SPEC as TOOL_SPEC
 from agent_support import PY, REG, create, ended, eventually, registry_of, term
 from beam import BeamFactory, BeamNode
 from hostile_peer import PynodeChild
-from pydantic_ai import models
 
 from pynode.bridge.runs import RunProcess
 from pynode.etf.types import Atom
 from pynode.node import Node
 
 pytestmark = pytest.mark.beam
-
-models.ALLOW_MODEL_REQUESTS = False
 
 
 def leftovers(node: Node) -> list[str]:

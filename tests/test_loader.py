@@ -7,7 +7,6 @@ from pathlib import Path
 from textwrap import dedent
 from typing import Any
 
-import pydantic_ai.models
 import pytest
 
 from pynode.bridge.loader import load_agents, scan_agents
@@ -18,11 +17,6 @@ from pynode.bridge.tools import ToolReply
 from pynode.etf.types import Atom
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def _no_model_requests(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
 
 
 def write(directory: Path, name: str, source: str) -> None:

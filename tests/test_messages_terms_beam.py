@@ -7,7 +7,6 @@ import json
 import pytest
 from agent_support import PY, REG, registry_of, term
 from beam import BeamFactory, BeamNode
-from pydantic_ai import models
 from pydantic_ai.messages import (
     ModelMessage,
     ModelMessagesTypeAdapter,
@@ -23,7 +22,6 @@ from pynode.node import Node
 
 pytestmark = pytest.mark.beam
 
-models.ALLOW_MODEL_REQUESTS = False
 
 EX_PY = ':"py@127.0.0.1"'
 

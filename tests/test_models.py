@@ -12,11 +12,6 @@ from pynode.bridge.errors import BridgeError
 from pynode.bridge.models import ModelCache
 
 
-@pytest.fixture(autouse=True)
-def _no_model_requests(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
-
-
 def unavailable(cache: ModelCache, name: str) -> str:
     with pytest.raises(BridgeError) as exc:
         cache.get(name)
@@ -86,3 +81,12 @@ def test_failures_are_not_cached() -> None:
     assert "X_API_KEY" in unavailable(cache, "x:model")
     ready = True
     assert isinstance(cache.get("x:model"), TestModel)
+
+
+def test_no_test_reaches_a_provider_unless_marked() -> None:
+    assert pydantic_ai.models.ALLOW_MODEL_REQUESTS is False
+
+
+@pytest.mark.model_requests
+def test_a_marked_test_may_send_model_requests() -> None:
+    assert pydantic_ai.models.ALLOW_MODEL_REQUESTS is True

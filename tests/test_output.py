@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pydantic_ai.models
 import pytest
 from pydantic_ai import Agent, ModelRetry
 from pydantic_ai.exceptions import UnexpectedModelBehavior
@@ -22,11 +21,6 @@ PERSON = {
     "required": ["name", "age"],
     "additionalProperties": False,
 }
-
-
-@pytest.fixture(autouse=True)
-def _no_model_requests(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
 
 
 def answering(*outputs: dict[str, Any]) -> tuple[FunctionModel, list[AgentInfo]]:

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 import pytest
 from agent_support import PY, REG, registry_of, term
 from beam import BeamFactory, BeamNode
-from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
@@ -16,7 +15,6 @@ from pynode.node import Node
 
 pytestmark = pytest.mark.beam
 
-models.ALLOW_MODEL_REQUESTS = False
 
 SCHEMA = (
     '#{<<"type">> => <<"object">>,'

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 from beam import BeamFactory
-from pydantic_ai import models
 
 from pynode.node import Node
 from pynode.testing import running_pynode
 
 pytestmark = pytest.mark.beam
-models.ALLOW_MODEL_REQUESTS = False
 
 AGENTS = Path(__file__).resolve().parent.parent / "agents"
 

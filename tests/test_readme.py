@@ -44,7 +44,7 @@ def example_files() -> dict[str, str]:
 @pytest.mark.beam
 def test_the_testing_example_passes_as_written(tmp_path: Path) -> None:
     files = example_files()
-    assert sorted(files) == ["agents/greeter.py", "pyproject.toml", "tests/test_greeter.py"]
+    assert sorted(files) == ["agents/greeter.py", "conftest.py", "pyproject.toml", "tests/test_greeter.py"]
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
@@ -54,10 +54,34 @@ def test_the_testing_example_passes_as_written(tmp_path: Path) -> None:
     assert "no Python agents" not in done.stdout  # the node served agents/greeter.py
 
 
-def run_pytest(project: Path) -> subprocess.CompletedProcess[str]:
-    """pytest in a project of its own, as its user runs it: the plugin comes from the entry point."""
+def run_pytest(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """pytest in a project of its own, as its user runs it: the plugin comes from its conftest line."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST_", "ERL_EPMD"))}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
         cwd=project, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
+
+
+def test_installing_pynode_adds_no_fixtures_to_a_project(tmp_path: Path) -> None:
+    """Without the conftest line a project's own ``cookie`` is the one its tests get, and ``beam`` is unknown."""
+    (tmp_path / "conftest.py").write_text(
+        "import pytest\n\n@pytest.fixture\ndef cookie():\n    return 'the project cookie'\n"
+    )
+    (tmp_path / "test_own.py").write_text(
+        "def test_own_cookie(cookie):\n    assert cookie == 'the project cookie'\n\ndef test_no_beam(beam):\n    pass\n"
+    )
+    done = run_pytest(tmp_path)
+    assert "1 passed" in done.stdout and "1 error" in done.stdout, done.stdout + done.stderr
+    assert "fixture 'beam' not found" in done.stdout
+
+
+def test_the_plugin_loads_by_its_flag_without_the_agent_bridge(tmp_path: Path) -> None:
+    (tmp_path / "test_flag.py").write_text(
+        "import sys\n\n"
+        "def test_fixtures_there_bridge_not_loaded(cookie):\n"
+        "    assert cookie.startswith('pynode_')\n"
+        "    assert 'pydantic_ai' not in sys.modules and 'pynode.bridge' not in sys.modules\n"
+    )
+    done = run_pytest(tmp_path, "-p", "pynode.testing.plugin")
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr

@@ -13,7 +13,6 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import pydantic_ai.models
 import pytest
 from pydantic_ai.messages import (
     ModelMessage,
@@ -39,8 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
-def _no_model_requests(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+def _no_search_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PYNODE_SEARCH_URL", raising=False)
 
 

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pydantic_ai.models
 import pytest
 from pydantic import BaseModel
 from pydantic_ai import Agent, RunContext
@@ -55,11 +54,6 @@ from pynode.etf.types import Atom
 A = Atom
 NO_OPTIONS = RunOptions()
 ECHO = ToolSpec(name="echo", description="Echoes.", parameters={"type": "object", "properties": {}})
-
-
-@pytest.fixture(autouse=True)
-def _no_model_requests(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
 
 
 def cache_with(**models: Model) -> ModelCache:

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 import pytest
 from agent_support import PY, REG, create, ended, eventually, registry_of, term
 from beam import BeamFactory, BeamNode
-from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
@@ -25,7 +24,6 @@ from pynode.node import Node
 
 pytestmark = pytest.mark.beam
 
-models.ALLOW_MODEL_REQUESTS = False
 
 EX_PY = ':"py@127.0.0.1"'
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import pydantic_ai.models
 import pytest
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessagesTypeAdapter, ModelRequest, ModelResponse
@@ -29,11 +28,6 @@ from pynode.etf.types import Atom, MapKey, Pid
 
 PID = Pid(Atom("caller@host"), 42, 0, 3)
 A = Atom
-
-
-@pytest.fixture(autouse=True)
-def _no_model_requests(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
 
 
 def spec_error(term: Any) -> str:

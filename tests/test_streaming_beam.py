@@ -11,7 +11,6 @@ import pytest
 from agent_support import ASK_HUMAN_SPEC as TOOL_SPEC
 from agent_support import create, registry_of, term
 from beam import BeamFactory, BeamNode
-from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
@@ -19,8 +18,6 @@ from pynode.etf.types import Atom, Term
 from pynode.node import Node
 
 pytestmark = pytest.mark.beam
-
-models.ALLOW_MODEL_REQUESTS = False
 
 
 # Collects a run's stream: {Events in arrival order, Result}; the receive is bounded.

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from agent_support import ASK_HUMAN_SPEC, PY, REG, eventually, registry_of, term
 from beam import BeamFactory, BeamNode
-from pydantic_ai import Agent, models
+from pydantic_ai import Agent
 from test_node_process_beam import Launcher, pynode_command  # noqa: F401 (a fixture)
 
 from pynode.bridge.registry import current_registry, start_registry
@@ -32,7 +32,6 @@ from pynode.testing.local import running_pynode
 
 pytestmark = pytest.mark.beam
 
-models.ALLOW_MODEL_REQUESTS = False
 
 SUP = f"{{pynode_sup, {PY}}}"
 

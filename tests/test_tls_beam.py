@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from agent_support import PY, REG
 from beam import BeamFactory
-from pydantic_ai import models
 from tls_certs import Ca, NodeCert, issue, make_ca, tls_dist_args, write_optfile
 
 from pynode.errors import HandshakeError, PynodeError
@@ -31,7 +30,6 @@ from pynode.testing.local import running_pynode
 
 pytestmark = pytest.mark.beam
 
-models.ALLOW_MODEL_REQUESTS = False
 
 ROOT = Path(__file__).resolve().parent.parent
 PY_NODE = "py@127.0.0.1"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pydantic_ai.models
 import pytest
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -30,11 +29,6 @@ from pynode.etf.types import Atom, Pid
 A = Atom
 CALLER = Pid(A("e1@127.0.0.1"), 90, 0, 1)
 OTHER = Pid(A("e1@127.0.0.1"), 91, 0, 1)
-
-
-@pytest.fixture(autouse=True)
-def _no_model_requests(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
 
 
 def spec_error(term: Any) -> str:

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from agent_support import PY, REG, registry_of, term
 from beam import BeamFactory, BeamNode
-from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
@@ -26,7 +25,6 @@ from pynode.node import Node
 
 pytestmark = pytest.mark.beam
 
-models.ALLOW_MODEL_REQUESTS = False
 
 EX_REG = '{:pynode, :"py@127.0.0.1"}'
 

@@ -1,15 +1,22 @@
 """Test fixtures for pynode users and for pynode itself: real epmd, BEAM and pynode nodes.
 
 Installed with the ``testing`` extra (``pip install 'pynode[testing]'``), the pytest plugin
-:mod:`pynode.testing.plugin` is registered as a ``pytest11`` entry point and gives every test
-the fixtures ``epmd``, ``epmd_port``, ``cookie``, ``otp``, ``beam``, ``pynode_node``,
-``pynode_agents_dir``, ``py_node`` and ``erl``. The classes behind them live here::
+:mod:`pynode.testing.plugin` gives a project that asks for it the fixtures ``epmd``,
+``epmd_port``, ``cookie``, ``otp``, ``beam``, ``pynode_node``, ``pynode_agents_dir``,
+``py_node`` and ``erl``. It is opt-in, so a project that merely installs pynode keeps its own
+fixtures of those names: put ``pytest_plugins = ["pynode.testing.plugin"]`` in the top-level
+``conftest.py``, or run ``pytest -p pynode.testing.plugin``. The classes behind them live here::
 
     async def test_ping(beam, pynode_node):
         assert await beam.call(pynode_node.address("pynode"), Atom("ping")) == Atom("pong")
+
+Importing this package loads neither pydantic-ai nor the agent bridge until
+:class:`PynodeNode` or :func:`running_pynode` is first used.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,7 +32,11 @@ from pynode.testing.beam import (
 )
 from pynode.testing.cluster import Beam, BeamFactory
 from pynode.testing.epmd import Epmd, epmd_answers, epmd_executable, epmd_names, free_port, running_epmd
-from pynode.testing.local import AgentsNotLoaded, PynodeNode, running_pynode
+
+if TYPE_CHECKING:
+    from pynode.testing.local import AgentsNotLoaded, PynodeNode, running_pynode
+
+_LOCAL_NAMES = frozenset({"AgentsNotLoaded", "PynodeNode", "running_pynode"})
 
 __all__ = [
     "START_TIMEOUT",
@@ -57,3 +68,12 @@ def on_otp(*releases: str) -> pytest.MarkDecorator:
     ``@on_otp("25", "28")``: a release whose runtime is missing fails the test, never skips it.
     """
     return pytest.mark.parametrize("otp", releases, indirect=True, ids=[f"otp{r}" for r in releases])
+
+
+def __getattr__(name: str) -> Any:
+    """The in-loop node's names, imported on first use: they bring pydantic-ai and the bridge."""
+    if name in _LOCAL_NAMES:
+        from pynode.testing import local
+
+        return getattr(local, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,9 @@
-"""The pytest plugin ``pynode.testing`` (a ``pytest11`` entry point): real BEAM nodes for agent tests.
+"""The pytest plugin ``pynode.testing.plugin``: real BEAM nodes for agent tests.
+
+Opt-in, so that installing pynode adds no fixtures to a project's own: a project asks for it
+with ``pytest_plugins = ["pynode.testing.plugin"]`` in its top-level ``conftest.py`` (or
+``pytest -p pynode.testing.plugin``). Loading it imports neither pydantic-ai nor the agent bridge;
+``pynode_node`` and ``py_node`` do, when a test first uses them.
 
 Fixtures (each ended when its test ends; every OS process by its pid):
 
@@ -41,7 +46,7 @@ if TYPE_CHECKING:
 
 try:
     import pytest_asyncio
-except ImportError:  # the plugin loads wherever pynode is installed; its async fixtures need the extra
+except ImportError:  # pynode[testing] brings it; without it the async fixtures say so
     pytest_asyncio = None  # type: ignore[assignment]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
