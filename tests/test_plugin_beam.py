@@ -125,6 +125,7 @@ class TestAgentsOfTheirOwn:
 
 STRICT_PROJECT = {
     "pytest.ini": "[pytest]\npynode_agents_dir = nowhere\n",
+    "conftest.py": 'pytest_plugins = ["pynode.testing.plugin"]\n',
     "test_missing.py": """
         import pytest
 
