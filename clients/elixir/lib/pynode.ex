@@ -59,6 +59,8 @@ defmodule Pynode do
       in this application, `{Module, :function}` handlers on this node by the node
     * `:output` - a keyword spec or JSON Schema for structured output (see `Pynode.Schema`), or
       `:text` to turn the agent's output schema off for this run
+    * `:pynode` - the `Pynode` child whose `Pynode.Agent` of this name to run, when more than one
+      hosts an agent of that name (agent names are scoped to their `Pynode`)
     * `:on_event` - `run/3` only: a function called with each stream event in the calling process
     * `:messages_as` - `:json` (default) or `:terms`: `messages` and `new_messages` as lists of maps
       (with string keys) that an application can store and pass back
@@ -86,6 +88,7 @@ defmodule Pynode do
           {:timeout, timeout()}
           | {:tools, [Pynode.Tool.t() | keyword()]}
           | {:output, Pynode.Schema.spec() | map() | :text}
+          | {:pynode, pynode()}
           | {:on_event, (Run.event() -> term())}
           | {:messages_as, :json | :terms}
           | {:message_history, String.t() | [map()]}
@@ -101,6 +104,7 @@ defmodule Pynode do
 
   @run_option_keys [
     :timeout,
+    :pynode,
     :tools,
     :output,
     :on_event,

@@ -125,6 +125,39 @@ defmodule Pynode.RunsTest do
     assert message =~ "did not answer within 200 ms"
   end
 
+  test "tools run under the library's Task.Supervisor; a killed tool or a linked crash is a tool error" do
+    me = self()
+
+    tools = [
+      Tool.new(name: "killed", fun: fn _ -> Process.exit(self(), :kill) end),
+      Tool.new(
+        name: "linked",
+        fun: fn _ ->
+          spawn_link(fn -> exit(:boom) end)
+          Process.sleep(:infinity)
+        end
+      ),
+      Tool.new(
+        name: "where",
+        fun: fn _ ->
+          [server | _] = Process.get(:"$callers")
+          children = Task.Supervisor.children(Pynode.TaskSupervisor)
+          send(me, {:where, Process.get(:"$ancestors"), server in children, self() in children})
+          "here"
+        end
+      )
+    ]
+
+    assert {:ok, _} = Pynode.run(:runs_plain, "Go", tools: tools, on_event: &send(me, {:ev, &1}))
+    assert_received {:ev, {:tool_error, "killed", killed, _}}
+    assert killed =~ "tool killed exited: :killed"
+    assert_received {:ev, {:tool_error, "linked", linked, _}}
+    assert linked =~ "tool linked exited: :boom"
+    assert_received {:ev, {:tool_result, "where", _, _}}
+    # The tool ran as a child of Pynode.TaskSupervisor, and so did the run's tool server.
+    assert_received {:where, [Pynode.TaskSupervisor | _], true, true}
+  end
+
   test "stream/3: events, then the result" do
     events =
       Pynode.stream(:runs_plain, "Weather?", tools: [weather_tool(self())]) |> Enum.to_list()

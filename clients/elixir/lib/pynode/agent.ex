@@ -14,7 +14,13 @@ defmodule Pynode.Agent do
   It makes sure the agent exists on the node (created with `if_exists: :replace` by default, owned
   by this process so the node deletes it when the process goes), and creates it again every time
   the node comes back. Runs name it by its name: `Pynode.run(:assistant, "Hello")`. A run started
-  while the node is away gets `{:error, %Pynode.Error{kind: :nodedown}}` at once.
+  while the node is away gets `{:error, %Pynode.Error{kind: :nodedown}}` at once. When this process
+  stops, the node deletes the agent (this process owns it), so stopping takes no call to the node.
+
+  An agent's name is scoped to its `Pynode`: two `Pynode` children (two Python nodes) may each host
+  an `:assistant`. A run then says which with the `:pynode` run option
+  (`Pynode.run(:assistant, "Hi", pynode: MyApp.Py)`); without it, a name hosted by more than one
+  is a `:bad_request` error, never a guess.
 
   ## Options
 
@@ -26,6 +32,8 @@ defmodule Pynode.Agent do
     * `:output` - a keyword spec or JSON Schema for structured output (the spec's `output_schema`)
     * `:if_exists` - `:replace` (default), `:keep` or `:error`
     * `:retry_interval` - milliseconds between attempts when creating the agent fails (default 1 s)
+    * `:create_timeout` - milliseconds to wait for the node's answer to `create_agent` (default
+      30 s); the process serves its callers meanwhile, and a timeout is one more failed attempt
 
   The `{Module, :function}` tools and instructions run on this node (the agent's home node).
   """
@@ -38,7 +46,10 @@ defmodule Pynode.Agent do
   @doc false
   @spec child_spec(keyword()) :: Supervisor.child_spec()
   def child_spec(opts) do
-    %{id: {__MODULE__, Keyword.fetch!(opts, :name)}, start: {__MODULE__, :start_link, [opts]}}
+    %{
+      id: {__MODULE__, Keyword.get(opts, :pynode), Keyword.fetch!(opts, :name)},
+      start: {__MODULE__, :start_link, [opts]}
+    }
   end
 
   @doc "Starts the agent's process (see the module doc for the options)."
@@ -52,7 +63,8 @@ defmodule Pynode.Agent do
         :output,
         tools: [],
         if_exists: :replace,
-        retry_interval: 1_000
+        retry_interval: 1_000,
+        create_timeout: 30_000
       ])
 
     name = Keyword.fetch!(opts, :name)
@@ -63,48 +75,94 @@ defmodule Pynode.Agent do
 
   @doc """
   Waits until the agent exists on a connected node: `:ok`, or `{:error, :timeout}`.
+
+  `opts` is a timeout in milliseconds (default 30 000) or a keyword list with `:timeout` and
+  `:pynode` (the `Pynode` child, needed when more than one hosts an agent of that name).
   Raises `ArgumentError` when no `Pynode.Agent` of that name is running.
   """
-  @spec await_ready(atom(), timeout()) :: :ok | {:error, :timeout}
-  def await_ready(name, timeout \\ 30_000) do
-    case Registry.lookup(Pynode.Registry, {:agent, name}) do
-      [{pid, _}] ->
+  @spec await_ready(atom(), timeout() | [timeout: timeout(), pynode: Pynode.pynode()]) ::
+          :ok | {:error, :timeout}
+  def await_ready(name, opts \\ 30_000) do
+    opts = if is_list(opts), do: opts, else: [timeout: opts]
+    opts = Keyword.validate!(opts, [:pynode, timeout: 30_000])
+
+    case lookup(name, opts[:pynode]) do
+      {:ok, {pid, _value}} ->
         try do
-          GenServer.call(pid, :await_ready, timeout)
+          GenServer.call(pid, :await_ready, opts[:timeout])
         catch
           :exit, {:timeout, _} -> {:error, :timeout}
         end
 
-      [] ->
-        raise ArgumentError, "no Pynode.Agent named #{inspect(name)} is running"
+      {:error, %Error{message: message}} ->
+        raise ArgumentError, message
     end
   end
 
   @doc false
-  # `{name, node}` of a ready agent, from its name or from `{name, node}`.
-  @spec resolve(Pynode.agent()) :: {:ok, {atom(), node()}} | {:error, Error.t()}
-  def resolve({name, node} = dest) when is_atom(name) and is_atom(node), do: {:ok, dest}
+  # `{name, node}` of a ready agent, from its name (and its Pynode, when several host the name)
+  # or from `{name, node}`.
+  @spec resolve(Pynode.agent(), Pynode.pynode() | nil) ::
+          {:ok, {atom(), node()}} | {:error, Error.t()}
+  def resolve(agent, pynode \\ nil)
+  def resolve({name, node} = dest, _pynode) when is_atom(name) and is_atom(node), do: {:ok, dest}
 
-  def resolve(name) when is_atom(name) do
-    case Registry.lookup(Pynode.Registry, {:agent, name}) do
-      [{_pid, %{ready: true, node: node}}] ->
+  def resolve(name, pynode) when is_atom(name) do
+    case lookup(name, pynode) do
+      {:ok, {_pid, %{ready: true, node: node}}} ->
         {:ok, {name, node}}
 
-      [{_pid, %{node: node}}] ->
+      {:ok, {_pid, %{node: node}}} ->
         {:error,
          Error.nodedown(
            node,
            "is not connected, or the agent #{inspect(name)} is not created yet"
          )}
 
+      {:error, error} ->
+        {:error, error}
+    end
+  end
+
+  # Agent names are scoped to their Pynode: the registry key is {:agent, pynode, name}.
+  defp lookup(name, nil) do
+    case Registry.select(Pynode.Registry, [
+           {{{:agent, :"$1", name}, :"$2", :"$3"}, [], [{{:"$1", :"$2", :"$3"}}]}
+         ]) do
+      [{_pynode, pid, value}] ->
+        {:ok, {pid, value}}
+
       [] ->
+        {:error, not_running(name)}
+
+      several ->
+        hosts = several |> Enum.map(&inspect(elem(&1, 0))) |> Enum.sort() |> Enum.join(", ")
+
         {:error,
          %Error{
-           kind: :unknown_agent,
-           message: "no Pynode.Agent named #{inspect(name)} is running"
+           kind: :bad_request,
+           message:
+             "more than one Pynode hosts an agent named #{inspect(name)} (#{hosts}): " <>
+               "say which with the pynode: option"
          }}
     end
   end
+
+  defp lookup(name, pynode) do
+    case Registry.lookup(Pynode.Registry, {:agent, pynode, name}) do
+      [{pid, value}] -> {:ok, {pid, value}}
+      [] -> {:error, not_running(name, pynode)}
+    end
+  end
+
+  defp not_running(name),
+    do: %Error{kind: :unknown_agent, message: "no Pynode.Agent named #{inspect(name)} is running"}
+
+  defp not_running(name, pynode),
+    do: %Error{
+      kind: :unknown_agent,
+      message: "no Pynode.Agent named #{inspect(name)} is running on #{inspect(pynode)}"
+    }
 
   defp spec(opts) do
     spec = Map.new(Keyword.fetch!(opts, :spec))
@@ -127,21 +185,25 @@ defmodule Pynode.Agent do
   def init(opts) do
     Process.flag(:trap_exit, true)
     name = opts[:name]
-    {node, _status} = GenServer.call(opts[:pynode], :info)
+    pynode = opts[:pynode]
+    {node, _status} = GenServer.call(pynode, :info)
     # A restarted Pynode child has no subscribers: this process then restarts too, and subscribes.
-    Process.monitor(GenServer.whereis(opts[:pynode]))
+    Process.monitor(GenServer.whereis(pynode))
 
-    case Registry.register(Pynode.Registry, {:agent, name}, %{node: node, ready: false}) do
+    case Registry.register(Pynode.Registry, {:agent, pynode, name}, %{node: node, ready: false}) do
       {:ok, _} ->
-        :ok = GenServer.call(opts[:pynode], {:subscribe, self()})
+        :ok = GenServer.call(pynode, {:subscribe, self()})
 
         {:ok,
          %{
            name: name,
+           pynode: pynode,
            node: node,
            spec: opts[:spec],
            if_exists: opts[:if_exists],
            retry_interval: opts[:retry_interval],
+           create_timeout: opts[:create_timeout],
+           creating: nil,
            ready: false,
            up: false,
            waiters: []
@@ -159,51 +221,94 @@ defmodule Pynode.Agent do
     do: {:noreply, %{state | waiters: [from | state.waiters]}}
 
   @impl true
-  def handle_info({:pynode, :up, node}, %{node: node} = state),
-    do: {:noreply, create(%{state | up: true})}
+  # The create_agent request is in flight while this process goes on serving: its reply (or its
+  # failure) arrives as a message like any other.
+  def handle_info(message, %{creating: {request, timer}} = state) do
+    case Call.check_response(message, request, {:pynode, state.node}) do
+      :no_reply ->
+        handle_message(message, state)
 
-  def handle_info({:pynode, :down, node}, %{node: node} = state),
-    do: {:noreply, set_ready(%{state | up: false}, false)}
-
-  def handle_info(:create, %{up: true, ready: false} = state), do: {:noreply, create(state)}
-  def handle_info(:create, state), do: {:noreply, state}
-  def handle_info({:EXIT, _pid, reason}, state), do: {:stop, reason, state}
-
-  def handle_info({:DOWN, _mon, :process, _pid, reason}, state),
-    do: {:stop, {:pynode_child_exited, reason}, set_ready(state, false)}
-
-  def handle_info(_other, state), do: {:noreply, state}
-
-  @impl true
-  def terminate(_reason, %{ready: true} = state) do
-    _ = Call.call({:pynode, state.node}, {:delete_agent, state.name}, 5_000)
-    :ok
-  end
-
-  def terminate(_reason, _state), do: :ok
-
-  defp create(state) do
-    request =
-      {:create_agent, state.name, state.spec, %{if_exists: state.if_exists, owner: self()}}
-
-    case Call.call({:pynode, state.node}, request, 30_000) do
-      {:ok, _name} ->
-        Logger.info("pynode: agent #{inspect(state.name)} created on #{state.node}")
-        set_ready(state, true)
-
-      {:error, %Error{} = error} ->
-        Logger.error(
-          "pynode: could not create agent #{inspect(state.name)} on #{state.node}: " <>
-            Exception.message(error) <> "; trying again in #{state.retry_interval} ms"
-        )
-
-        Process.send_after(self(), :create, state.retry_interval)
-        set_ready(state, false)
+      reply ->
+        Process.cancel_timer(timer)
+        {:noreply, created(reply, %{state | creating: nil})}
     end
   end
 
+  def handle_info(message, state), do: handle_message(message, state)
+
+  defp handle_message({:pynode, :up, node}, %{node: node} = state),
+    do: {:noreply, create(%{state | up: true})}
+
+  defp handle_message({:pynode, :down, node}, %{node: node} = state),
+    do: {:noreply, state |> cancel_create() |> Map.put(:up, false) |> set_ready(false)}
+
+  defp handle_message(:create, %{up: true, ready: false, creating: nil} = state),
+    do: {:noreply, create(state)}
+
+  defp handle_message(:create, state), do: {:noreply, state}
+
+  defp handle_message({:create_timeout, request}, %{creating: {request, _}} = state) do
+    error = %Error{
+      kind: :timeout,
+      message: "#{state.node} did not answer create_agent within #{state.create_timeout} ms"
+    }
+
+    {:noreply, created({:error, error}, cancel_create(state))}
+  end
+
+  defp handle_message({:EXIT, _pid, reason}, state), do: {:stop, reason, state}
+
+  defp handle_message({:DOWN, _mon, :process, _pid, reason}, state),
+    do: {:stop, {:pynode_child_exited, reason}, set_ready(state, false)}
+
+  defp handle_message(_other, state), do: {:noreply, state}
+
+  # Nothing to do on the node: this process owns the agent, so the node deletes it when this
+  # process exits, however it exits.
+  @impl true
+  def terminate(_reason, _state), do: :ok
+
+  defp create(state) do
+    state = cancel_create(state)
+
+    request =
+      {:create_agent, state.name, state.spec, %{if_exists: state.if_exists, owner: self()}}
+
+    id = Call.send_request({:pynode, state.node}, request)
+    timer = Process.send_after(self(), {:create_timeout, id}, state.create_timeout)
+    %{state | creating: {id, timer}}
+  end
+
+  defp cancel_create(%{creating: nil} = state), do: state
+
+  defp cancel_create(%{creating: {id, timer}} = state) do
+    Call.abandon_request(id)
+    Process.cancel_timer(timer)
+    %{state | creating: nil}
+  end
+
+  defp created({:ok, _name}, state) do
+    Logger.info("pynode: agent #{inspect(state.name)} created on #{state.node}")
+    set_ready(state, true)
+  end
+
+  defp created({:error, %Error{} = error}, state) do
+    Logger.error(
+      "pynode: could not create agent #{inspect(state.name)} on #{state.node}: " <>
+        Exception.message(error) <> "; trying again in #{state.retry_interval} ms"
+    )
+
+    Process.send_after(self(), :create, state.retry_interval)
+    set_ready(state, false)
+  end
+
   defp set_ready(state, ready) do
-    {_, _} = Registry.update_value(Pynode.Registry, {:agent, state.name}, &%{&1 | ready: ready})
+    {_, _} =
+      Registry.update_value(
+        Pynode.Registry,
+        {:agent, state.pynode, state.name},
+        &%{&1 | ready: ready}
+      )
 
     if ready do
       for from <- state.waiters, do: GenServer.reply(from, :ok)

@@ -4,7 +4,13 @@ defmodule Pynode.Application do
 
   @impl true
   def start(_type, _args) do
-    children = [{Registry, keys: :unique, name: Pynode.Registry}]
+    # The registry of Pynode.Agent names, and the supervisor of every run's tool server and of
+    # the tool functions they call.
+    children = [
+      {Registry, keys: :unique, name: Pynode.Registry},
+      {Task.Supervisor, name: Pynode.TaskSupervisor}
+    ]
+
     Supervisor.start_link(children, strategy: :one_for_one, name: Pynode.Supervisor)
   end
 end

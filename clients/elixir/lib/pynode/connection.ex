@@ -8,12 +8,14 @@ defmodule Pynode.Connection do
   require Logger
 
   @connect_poll 200
+  @epmd_wait 5_000
+  @epmd_poll 50
 
   @type state :: %{
           name: GenServer.name() | nil,
           node: node(),
           start: keyword() | nil,
-          cookie: atom(),
+          cookie: atom() | nil,
           port: port() | nil,
           os_pid: non_neg_integer() | nil,
           status: :up | :down,
@@ -23,7 +25,8 @@ defmodule Pynode.Connection do
           backoff_max: pos_integer(),
           backoff: pos_integer(),
           stop_timeout: pos_integer(),
-          connect_timer: reference() | nil
+          connect_timer: reference() | nil,
+          epmd: %{name: node(), mode: :longnames | :shortnames, deadline: integer()} | nil
         }
 
   @spec start_link(keyword()) :: GenServer.on_start()
@@ -32,35 +35,50 @@ defmodule Pynode.Connection do
     GenServer.start_link(__MODULE__, Keyword.merge(opts, gen_opts), gen_opts)
   end
 
+  # init/1 only tries to start distribution (a few ms): when no epmd answers, it starts one and
+  # waits for it with timer messages, serving calls meanwhile, as it does while connecting.
   @impl true
   def init(opts) do
+    Process.flag(:trap_exit, true)
     node = Keyword.fetch!(opts, :node)
+    initial = opts[:backoff_initial]
 
-    with :ok <- ensure_distributed(node, opts[:client_name]) do
-      Process.flag(:trap_exit, true)
-      if opts[:cookie], do: :erlang.set_cookie(node, opts[:cookie])
-      initial = opts[:backoff_initial]
+    state = %{
+      name: opts[:name],
+      node: node,
+      start: start_opts(opts[:start]),
+      cookie: opts[:cookie],
+      port: nil,
+      os_pid: nil,
+      status: :down,
+      subscribers: %{},
+      waiters: [],
+      backoff_initial: initial,
+      backoff_max: opts[:backoff_max],
+      backoff: initial,
+      stop_timeout: opts[:stop_timeout],
+      connect_timer: nil,
+      epmd: nil
+    }
 
-      state = %{
-        name: opts[:name],
-        node: node,
-        start: opts[:start],
-        cookie: opts[:cookie] || Node.get_cookie(),
-        port: nil,
-        os_pid: nil,
-        status: :down,
-        subscribers: %{},
-        waiters: [],
-        backoff_initial: initial,
-        backoff_max: opts[:backoff_max],
-        backoff: initial,
-        stop_timeout: opts[:stop_timeout],
-        connect_timer: nil
-      }
-
-      if state.start, do: {:ok, spawn_node(state)}, else: {:ok, schedule_connect(state, 0)}
+    case distribute(node, opts[:client_name]) do
+      :ok -> {:ok, state, {:continue, :distributed}}
+      {:await_epmd, epmd} -> {:ok, %{state | epmd: epmd}, {:continue, :await_epmd}}
+      {:error, reason} -> {:stop, {:distribution_not_started, reason}}
     end
   end
+
+  @impl true
+  def handle_continue(:distributed, state) do
+    if state.cookie, do: :erlang.set_cookie(state.node, state.cookie)
+    state = %{state | cookie: state.cookie || Node.get_cookie(), epmd: nil}
+
+    if state.start,
+      do: {:noreply, spawn_node(state)},
+      else: {:noreply, schedule_connect(state, 0)}
+  end
+
+  def handle_continue(:await_epmd, state), do: await_epmd(state)
 
   @impl true
   def handle_call(:await_ready, from, state) do
@@ -106,6 +124,8 @@ defmodule Pynode.Connection do
         {:noreply, state}
     end
   end
+
+  def handle_info(:await_epmd, %{epmd: %{}} = state), do: await_epmd(state)
 
   def handle_info(:restart, state) do
     if state.port == nil, do: {:noreply, spawn_node(state)}, else: {:noreply, state}
@@ -187,7 +207,7 @@ defmodule Pynode.Connection do
 
   defp spawn_node(state) do
     opts = state.start
-    cmd = executable(Keyword.fetch!(opts, :cmd))
+    cmd = Keyword.fetch!(opts, :cmd)
     args = name_args(opts[:args] || [], state.node)
 
     # PYNODE_STOP_ON_EOF: the node stops when the Port's pipe closes, so it goes with this VM
@@ -210,6 +230,10 @@ defmodule Pynode.Connection do
     Logger.info("pynode: started #{cmd} as #{state.node} (OS pid #{os_pid})")
     schedule_connect(%{state | port: port, os_pid: os_pid}, @connect_poll)
   end
+
+  # The command is found at start, so a wrong one is an error of start_link.
+  defp start_opts(nil), do: nil
+  defp start_opts(start), do: Keyword.put(start, :cmd, executable(Keyword.fetch!(start, :cmd)))
 
   defp executable(cmd) do
     cmd = to_string(cmd)
@@ -258,7 +282,7 @@ defmodule Pynode.Connection do
 
   ## Distribution
 
-  defp ensure_distributed(node, client_name) do
+  defp distribute(node, client_name) do
     if Node.alive?() do
       :ok
     else
@@ -268,22 +292,41 @@ defmodule Pynode.Connection do
 
       with {:error, reason} <- start_distribution(name, mode),
            # As `erl -name` does: when no epmd answers, start one (`epmd -daemon`) and try again.
-           {:ok, :started} <- start_epmd(reason),
-           {:error, reason} <- start_distribution(name, mode) do
-        not_started(name, reason)
+           {:ok, :started} <- start_epmd(reason) do
+        deadline = System.monotonic_time(:millisecond) + @epmd_wait
+        {:await_epmd, %{name: name, mode: mode, deadline: deadline}}
       else
         :ok -> :ok
-        {:error, reason} -> not_started(name, reason)
+        {:error, reason} -> {:error, not_started(name, reason)}
       end
     end
   end
 
+  defp await_epmd(%{epmd: epmd} = state) do
+    cond do
+      match?({:ok, _}, :net_adm.names()) ->
+        case start_distribution(epmd.name, epmd.mode) do
+          :ok ->
+            {:noreply, state, {:continue, :distributed}}
+
+          {:error, reason} ->
+            {:stop, {:distribution_not_started, not_started(epmd.name, reason)}, state}
+        end
+
+      System.monotonic_time(:millisecond) > epmd.deadline ->
+        reason = "epmd did not answer within #{@epmd_wait} ms of its start"
+        {:stop, {:distribution_not_started, not_started(epmd.name, reason)}, state}
+
+      true ->
+        Process.send_after(self(), :await_epmd, @epmd_poll)
+        {:noreply, state}
+    end
+  end
+
   defp not_started(name, reason) do
-    {:stop,
-     {:distribution_not_started,
-      "this node is not distributed and could not start distribution as #{name}: " <>
-        "#{reason}; epmd must be reachable or startable (epmd -daemon, port " <>
-        "$ERL_EPMD_PORT or 4369), or start the app with --name/--sname and --cookie"}}
+    "this node is not distributed and could not start distribution as #{name}: " <>
+      "#{reason}; epmd must be reachable or startable (epmd -daemon, port " <>
+      "$ERL_EPMD_PORT or 4369), or start the app with --name/--sname and --cookie"
   end
 
   defp start_distribution(name, mode) do
@@ -294,32 +337,16 @@ defmodule Pynode.Connection do
     end
   end
 
-  @epmd_wait 5_000
-
   defp start_epmd(reason) do
     with {:error, :address} <- :net_adm.names(),
          epmd when is_binary(epmd) <- epmd_executable() do
       Logger.info("pynode: no epmd answers; starting #{epmd} -daemon")
       {_, _} = System.cmd(epmd, ["-daemon"], stderr_to_stdout: true)
-      await_epmd(System.monotonic_time(:millisecond) + @epmd_wait)
+      {:ok, :started}
     else
       {:ok, _names} -> {:error, reason}
       nil -> {:error, "#{reason} (no epmd answers, and no epmd executable was found)"}
       {:error, other} -> {:error, "#{reason} (epmd: #{inspect(other)})"}
-    end
-  end
-
-  defp await_epmd(deadline) do
-    cond do
-      match?({:ok, _}, :net_adm.names()) ->
-        {:ok, :started}
-
-      System.monotonic_time(:millisecond) > deadline ->
-        {:error, "epmd did not answer within #{@epmd_wait} ms of its start"}
-
-      true ->
-        Process.sleep(50)
-        await_epmd(deadline)
     end
   end
 

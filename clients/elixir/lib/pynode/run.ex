@@ -87,7 +87,7 @@ defmodule Pynode.Run do
     timeout = Keyword.get(opts, :timeout, 60_000)
     deadline = System.monotonic_time(:millisecond) + timeout
 
-    with {:ok, dest} <- Pynode.Agent.resolve(agent) do
+    with {:ok, dest} <- Pynode.Agent.resolve(agent, opts[:pynode]) do
       {node_opts, tool_server} = node_options(opts, mode)
       mon = Process.monitor(dest)
 
@@ -124,7 +124,7 @@ defmodule Pynode.Run do
   defp node_options(opts, mode) do
     {tools, opts} = Keyword.pop(opts, :tools, [])
     {output, opts} = Keyword.pop(opts, :output)
-    opts = Keyword.drop(opts, [:timeout, :on_event])
+    opts = Keyword.drop(opts, [:timeout, :on_event, :pynode])
     node_opts = Map.new(opts)
 
     node_opts =

@@ -1,24 +1,31 @@
 defmodule Pynode.ToolServer do
   @moduledoc false
-  # Serves one run's Elixir tools: the run's tool_handler. Each tool call runs in a process of its
-  # own (calls of one run may overlap), bounded by the tool's timeout; its return value, raise,
-  # throw or exit becomes {tool_result, CallId, Reply} sent to the run's reply_to. It ends when
-  # the run ends (stop/1) or when the process that started the run exits.
+  # Serves one run's Elixir tools: the run's tool_handler. It runs under Pynode.TaskSupervisor,
+  # and so does each tool call, as a task of its own (calls of one run may overlap) bounded by
+  # the tool's timeout. What the call returns, raises, throws or exits with - even a kill or a
+  # linked crash - becomes {tool_result, CallId, Reply} sent to the run's reply_to, and this
+  # server goes on. It ends when the run ends (stop/1) or when the process that started the run
+  # exits, and takes its calls still running with it.
 
   alias Pynode.Tool
 
+  @supervisor Pynode.TaskSupervisor
+
   @spec start([Tool.t()], pid(), map()) :: pid()
   def start(tools, owner, deps) do
-    spawn(fn ->
-      state = %{
-        tools: Map.new(tools, &{&1.name, &1}),
-        owner: Process.monitor(owner),
-        deps: deps,
-        calls: %{}
-      }
+    {:ok, pid} =
+      Task.Supervisor.start_child(@supervisor, fn ->
+        state = %{
+          tools: Map.new(tools, &{&1.name, &1}),
+          owner: Process.monitor(owner),
+          deps: deps,
+          calls: %{}
+        }
 
-      loop(state)
-    end)
+        loop(state)
+      end)
+
+    pid
   end
 
   @spec stop(pid() | nil) :: :ok
@@ -34,23 +41,18 @@ defmodule Pynode.ToolServer do
       {:pynode_tool_call, run_ref, %{call_id: id, name: name, args: args, reply_to: reply_to}} ->
         loop(start_call(state, run_ref, id, name, args, reply_to))
 
-      {:DOWN, mon, :process, _pid, reason} when is_map_key(state.calls, mon) ->
-        {{id, reply_to, name, timer, _pid}, calls} = Map.pop(state.calls, mon)
-        cancel_timer(timer)
-        send(reply_to, {:tool_result, id, worker_reply(name, reason)})
-        loop(%{state | calls: calls})
+      {ref, reply} when is_map_key(state.calls, ref) ->
+        Process.demonitor(ref, [:flush])
+        loop(answer(state, ref, reply))
 
-      {:tool_timeout, mon, timeout} when is_map_key(state.calls, mon) ->
-        {{id, reply_to, name, _timer, pid}, calls} = Map.pop(state.calls, mon)
-        Process.demonitor(mon, [:flush])
-        Process.exit(pid, :kill)
+      {:DOWN, ref, :process, _pid, reason} when is_map_key(state.calls, ref) ->
+        %{name: name} = state.calls[ref]
+        loop(answer(state, ref, {:error, "tool #{name} exited: #{inspect(reason)}"}))
 
-        send(
-          reply_to,
-          {:tool_result, id, {:error, "tool #{name} did not answer within #{timeout} ms"}}
-        )
-
-        loop(%{state | calls: calls})
+      {:tool_timeout, ref, timeout} when is_map_key(state.calls, ref) ->
+        %{name: name, task: task} = state.calls[ref]
+        _ = Task.shutdown(task, :brutal_kill)
+        loop(answer(state, ref, {:error, "tool #{name} did not answer within #{timeout} ms"}))
 
       {:DOWN, mon, :process, _pid, _reason} when mon == state.owner ->
         shutdown(state)
@@ -67,9 +69,9 @@ defmodule Pynode.ToolServer do
     case state.tools do
       %{^name => tool} ->
         ctx = %{deps: state.deps, run_ref: run_ref, call_id: id, tool: name}
-        {pid, mon} = spawn_monitor(fn -> exit({:pynode_reply, invoke(tool, args, ctx)}) end)
-        timer = tool_timer(tool.timeout, mon)
-        %{state | calls: Map.put(state.calls, mon, {id, reply_to, name, timer, pid})}
+        task = Task.Supervisor.async_nolink(@supervisor, fn -> invoke(tool, args, ctx) end)
+        call = %{id: id, reply_to: reply_to, name: name, task: task, timer: timer(tool, task)}
+        %{state | calls: Map.put(state.calls, task.ref, call)}
 
       _ ->
         send(
@@ -81,26 +83,29 @@ defmodule Pynode.ToolServer do
     end
   end
 
-  defp tool_timer(:infinity, _mon), do: nil
+  defp answer(state, ref, reply) do
+    {%{id: id, reply_to: reply_to, timer: timer}, calls} = Map.pop(state.calls, ref)
+    cancel_timer(timer)
+    send(reply_to, {:tool_result, id, reply})
+    %{state | calls: calls}
+  end
 
-  defp tool_timer(timeout, mon),
-    do: Process.send_after(self(), {:tool_timeout, mon, timeout}, timeout)
+  defp timer(%Tool{timeout: :infinity}, _task), do: nil
+
+  defp timer(%Tool{timeout: timeout}, task),
+    do: Process.send_after(self(), {:tool_timeout, task.ref, timeout}, timeout)
 
   defp cancel_timer(nil), do: :ok
   defp cancel_timer(timer), do: Process.cancel_timer(timer)
 
   defp shutdown(state) do
-    for {mon, {_id, _reply_to, _name, timer, pid}} <- state.calls do
-      Process.demonitor(mon, [:flush])
+    for {_ref, %{task: task, timer: timer}} <- state.calls do
       cancel_timer(timer)
-      Process.exit(pid, :kill)
+      Task.shutdown(task, :brutal_kill)
     end
 
     :ok
   end
-
-  defp worker_reply(_name, {:pynode_reply, reply}), do: reply
-  defp worker_reply(name, reason), do: {:error, "tool #{name} exited: #{inspect(reason)}"}
 
   @doc false
   @spec invoke(Tool.t(), map(), map()) ::
