@@ -175,9 +175,12 @@ async def test_kill_really_kills(beam: BeamFactory) -> None:
         await e1.eval("ok")
 
 
-async def test_stop_ends_the_node(epmd_port: int, cookie: str) -> None:
+@pytest.mark.parametrize("orderly", [True, False], ids=["init_stop", "halt"])
+async def test_stop_ends_the_node(epmd_port: int, cookie: str, orderly: bool) -> None:
     node = await BeamNode.start("e9", cookie=cookie, epmd_port=epmd_port)
-    await node.stop()
+    await node.eval('io:format(user, "written before the stop~n", [])')
+    await node.stop(orderly=orderly)
+    assert "written before the stop\n" in node._stdout_tail  # flushed, even by a halt
     assert not node.running
     assert await node.wait() == 0
     with pytest.raises(ProcessLookupError):

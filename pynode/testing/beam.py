@@ -274,11 +274,16 @@ class BeamNode:
                 return message
             self._saved.append(message)
 
-    async def stop(self, grace: float = 10) -> None:
-        """Stop the node (init:stop / System.stop); kill it by pid if it has not ended after `grace` s."""
+    async def stop(self, grace: float = 10, *, orderly: bool = True) -> None:
+        """Stop the node; kill it by pid if it has not ended after `grace` s.
+
+        ``orderly``: through init:stop / System.stop, which stops its applications (and spends a
+        second waiting for the ``user`` process); else ``erlang:halt(0)``, which only flushes its
+        output, as a test's teardown wants.
+        """
         if self._proc.returncode is None:
             with contextlib.suppress(ConnectionError):
-                await self._send("0 s -")
+                await self._send("0 s -" if orderly else "0 h -")
             try:
                 await asyncio.wait_for(self._proc.wait(), grace)
             except TimeoutError:

@@ -90,9 +90,13 @@ class Beam:
         """:meth:`BeamNode.receive` on the default node's test process."""
         return await (await self.node()).receive(timeout, match)
 
-    async def stop_all(self) -> None:
-        """Stop every node started; the first failure to stop one is raised after all have been tried."""
-        outcomes = await asyncio.gather(*(node.stop() for node in self.nodes), return_exceptions=True)
+    async def stop_all(self, *, orderly: bool = False) -> None:
+        """Stop every node started (halted, unless ``orderly``: see :meth:`BeamNode.stop`).
+
+        The first failure to stop one is raised after all have been tried.
+        """
+        stops = (node.stop(orderly=orderly) for node in self.nodes)
+        outcomes = await asyncio.gather(*stops, return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome

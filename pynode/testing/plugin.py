@@ -120,7 +120,7 @@ def otp(request: pytest.FixtureRequest) -> str | None:
 
 @_async_fixture
 async def beam(epmd_port: int, cookie: str, otp: str | None) -> AsyncIterator[Beam]:
-    """Start BEAM nodes with the test's cookie and epmd, or drive a default one; all stop at teardown."""
+    """Start BEAM nodes with the test's cookie and epmd, or drive a default one; all are halted at teardown."""
     nodes = Beam(cookie=cookie, epmd_port=epmd_port, otp=otp)
     try:
         yield nodes

@@ -12,6 +12,8 @@
 %%             Id r Base64(Etf)      the test process receives within TimeoutMs
 %%             Id k -                kill the evaluation Id (the caller gave up)
 %%             Id s -                stop the node (init:stop / System.stop)
+%%             Id h -                halt the node at once (erlang:halt(0), output flushed):
+%%                                   init:stop spends a second waiting for the `user` process
 %% Answers:    MARK 0 ready OsPid OtpRelease Base64(term_to_binary(TestPid))
 %%             MARK 0 test Base64(term_to_binary(TestPid))    (a new test process)
 %%             MARK Id ok Base64(Payload)
@@ -104,6 +106,9 @@ request([_Id, "s", _], #ctl{kind = erl} = State) ->
     State;
 request([_Id, "s", _], #ctl{kind = elixir} = State) ->
     'Elixir.System':stop(),
+    State;
+request([_Id, "h", _], State) ->
+    erlang:halt(0),
     State;
 request(_Other, State) ->
     State.
