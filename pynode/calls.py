@@ -75,7 +75,8 @@ async def call(host: CallHost, dest: Dest, request: Term, *, timeout: float | No
             raise CallTimeout(f"no reply from {dest!r} within {timeout} s") from None
         if len(reply) == 5 and reply[0] == DOWN:
             raise CallExit(reply[4], format_term(reply[4], limit=500))
-        return reply[1]
+        answer: Term = reply[1]
+        return answer
 
 
 async def erpc(

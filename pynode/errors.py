@@ -7,6 +7,11 @@ what it must: a bad term drops one message, a protocol breach one connection.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for annotations: the codec imports this module
+    from pynode.etf.types import Term
+
 
 class PynodeError(Exception):
     """Base of every error raised by pynode."""
@@ -62,7 +67,7 @@ class CallExit(PynodeError):
 class ErpcError(PynodeError):
     """``erpc:call`` raised on the remote node: ``kind`` is throw, exit or error."""
 
-    def __init__(self, kind: str, reason: object, stack: object = None, *, shown: str | None = None) -> None:
+    def __init__(self, kind: str, reason: Term, stack: Term = None, *, shown: str | None = None) -> None:
         """``shown``: the reason in Erlang syntax, made by the caller (the codec sits above this module)."""
         super().__init__(f"{kind}: {shown if shown is not None else reason!r}")
         self.kind = kind

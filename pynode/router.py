@@ -23,6 +23,7 @@ from pynode.runtime.signals import Signals
 from pynode.runtime.table import ProcessTable
 from pynode.wire import control as c
 from pynode.wire.flags import DFlag
+from pynode.wire.framing import NoPayload
 
 __all__ = ["Router"]
 
@@ -30,7 +31,9 @@ log = logging.getLogger("pynode.router")
 
 _NOTSUP: Final = Atom("notsup")
 
-Handler = Callable[[Connection, Any, Term], None]
+Handler = Callable[[Connection, Any, Any], None]
+"""A handler of one control type: those that carry a payload are always handed a term, the others
+``NO_PAYLOAD``; the framing guarantees which, so each handler types its payload as it gets it."""
 
 
 class Router:
@@ -127,7 +130,7 @@ class Router:
 
     # -- incoming --------------------------------------------------------------------
 
-    def dispatch_control(self, conn: Connection, control: c.ControlMessage, payload: Term) -> None:
+    def dispatch_control(self, conn: Connection, control: c.ControlMessage, payload: Term | NoPayload) -> None:
         """Act on one control message from ``conn`` (called for every packet)."""
         handler = self._handlers.get(type(control))
         if handler is None:

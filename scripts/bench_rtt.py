@@ -4,10 +4,10 @@ One run starts a private epmd, the pynode node ``py@127.0.0.1`` in its own
 process (``python -m pynode``), an erl node ``echo@127.0.0.1`` with a
 registered gen_server ``echo`` (``ping`` -> ``pong``), and an erl node
 ``bench@127.0.0.1`` that runs the measuring loops. The loops run on the BEAM
-so that both targets are timed by the same clock and the same caller; this
-script only tells the bench node what to run (one line on its stdin) and
-reads the samples back (``term_to_binary``, base64, one marked line on its
-stdout), decoded with pynode's own codec.
+so that both targets are timed by the same clock and the same caller. The erl
+side lives in ``scripts/bench/pynode_bench.erl``; its nodes, their epmd and
+their control channel are pynode.testing's (:class:`BeamNode`, ``running_epmd``),
+so the samples come back as terms, decoded with pynode's own codec.
 
 The two targets are measured in alternation (py, beam, py, beam, ...) so a
 noisy machine hurts both alike. Then the codec is timed in this process, and
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import functools
 import json
@@ -33,133 +32,33 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from pynode.epmd.launcher import find_epmd_executable
 from pynode.etf import Atom, Term, decode, encode
+from pynode.testing import BeamEvalError, BeamNode, BeamNodeError, running_epmd
 
 ROOT = Path(__file__).resolve().parent.parent
-
-MARK = "<<bench>> "
-"""Prefix of every line the erl side means for this script; anything else it prints is ignored."""
+ERL_SOURCE = Path(__file__).resolve().parent / "bench" / "pynode_bench.erl"
 
 PY_NODE = "py@127.0.0.1"
 ECHO_NODE = "echo@127.0.0.1"
 BENCH_NODE = "bench@127.0.0.1"
 
 START_TIMEOUT = 30.0
-"""Seconds a node gets to come up (and print its ready line)."""
+"""Seconds the Python node gets to come up (and print its ready line)."""
 CALL_TIMEOUT_MS = 10_000
 """The timeout of each gen_server:call on the bench node."""
 STOP_GRACE = 5.0
 """Seconds a process gets to end after it was asked to, before SIGKILL."""
-
-ECHO_ERL = """\
-%% The BEAM-to-BEAM reference of scripts/bench_rtt: a registered gen_server that answers ping.
--module(pynode_bench_echo).
--behaviour(gen_server).
--export([serve/0, init/1, handle_call/3, handle_cast/2]).
-
-serve() ->
-    {ok, _} = gen_server:start({local, echo}, ?MODULE, [], []),
-    io:put_chars(["<<bench>> ready ", os:getpid(), "\\n"]),
-    wait_eof().
-
-%% The node lives until the driver closes our stdin (or ends us by pid).
-wait_eof() ->
-    case io:get_line("") of
-        eof -> halt(0);
-        {error, _} -> halt(0);
-        _ -> wait_eof()
-    end.
-
-init([]) -> {ok, nostate}.
-
-handle_call(ping, _From, State) -> {reply, pong, State}.
-
-handle_cast(_Request, State) -> {noreply, State}.
-"""
-
-BENCH_ERL = """\
-%% The measuring side of scripts/bench_rtt: runs call loops on request, one command per stdin line.
-%%   seq Target N        N sequential calls           -> {WallNs, [LatencyNs]}
-%%   conc Target N C     C callers, N div C calls each -> {WallNs, [LatencyNs]}
-%%   info                                              -> {OtpRelease, SchedulersOnline}
-%% Target is py or beam. Each answer is one line: "<<bench>> ok Base64(term_to_binary(Result))"
-%% or "<<bench>> err Reason". When stdin closes, the node halts.
--module(pynode_bench).
--export([main/1]).
-
-main([PyNode, EchoNode]) ->
-    ok = io:setopts([binary]),
-    Targets = #{<<"py">> => {pynode, PyNode}, <<"beam">> => {echo, EchoNode}},
-    io:put_chars(["<<bench>> ready ", os:getpid(), "\\n"]),
-    loop(Targets).
-
-loop(Targets) ->
-    case io:get_line("") of
-        Line when is_binary(Line) ->
-            Words = binary:split(string:trim(Line), <<" ">>, [global, trim_all]),
-            Answer =
-                try command(Words, Targets) of
-                    Result -> ["ok ", base64:encode(term_to_binary(Result))]
-                catch
-                    Class:Reason -> ["err ", io_lib:format("~w:~w", [Class, Reason])]
-                end,
-            io:put_chars(["<<bench>> ", Answer, "\\n"]),
-            loop(Targets);
-        _ ->
-            halt(0)
-    end.
-
-command([<<"seq">>, Target, N], Targets) ->
-    Dest = maps:get(Target, Targets),
-    T0 = erlang:monotonic_time(),
-    Latencies = calls(Dest, binary_to_integer(N), []),
-    {ns(erlang:monotonic_time() - T0), [ns(L) || L <- Latencies]};
-command([<<"conc">>, Target, N, C], Targets) ->
-    conc(maps:get(Target, Targets), binary_to_integer(N), binary_to_integer(C));
-command([<<"info">>], _Targets) ->
-    {list_to_binary(erlang:system_info(otp_release)), erlang:system_info(schedulers_online)}.
-
-calls(_Dest, 0, Acc) ->
-    Acc;
-calls(Dest, K, Acc) ->
-    T0 = erlang:monotonic_time(),
-    pong = gen_server:call(Dest, ping, ?CALL_TIMEOUT),
-    calls(Dest, K - 1, [erlang:monotonic_time() - T0 | Acc]).
-
-%% Each caller waits for `go`, so spawning them is not timed; its samples come back as its exit reason.
-conc(Dest, N, C) ->
-    Each = max(1, N div C),
-    Callers = [spawn_monitor(fun() -> receive go -> exit({done, calls(Dest, Each, [])}) end end)
-               || _ <- lists:seq(1, C)],
-    T0 = erlang:monotonic_time(),
-    [Pid ! go || {Pid, _} <- Callers],
-    Samples = [await(Pid, Ref) || {Pid, Ref} <- Callers],
-    Wall = erlang:monotonic_time() - T0,
-    {ns(Wall), [ns(L) || L <- lists:append(Samples)]}.
-
-await(Pid, Ref) ->
-    receive
-        {'DOWN', Ref, process, Pid, {done, Latencies}} -> Latencies;
-        {'DOWN', Ref, process, Pid, Other} -> error({caller_failed, Other})
-    after 600000 ->
-        error(caller_timeout)
-    end.
-
-ns(Native) -> erlang:convert_time_unit(Native, native, nanosecond).
-"""
 
 UVLOOP_BOOT = """\
 import asyncio, sys
@@ -176,22 +75,33 @@ class BenchError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
-# child processes
+# the processes: the Python node and py-spy here; the erl nodes and epmd are pynode.testing's
 
 
 @dataclass
 class Child:
-    """A process started here, with how to ask it to end and where its stderr went."""
+    """A process started here (the Python node, py-spy): its stderr goes to a file, stdout is kept read."""
 
     name: str
     proc: asyncio.subprocess.Process
     log_path: Path
-    os_pids: set[int] = field(default_factory=set)
-    """Pids to end: the child's own, plus the pid a BEAM reports if it differs."""
-    stop_by_stdin: bool = False
-    """True for the erl nodes: closing stdin makes them halt."""
     stdout_tail: deque[str] = field(default_factory=lambda: deque(maxlen=30))
     drainer: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None) -> Child:
+        log_path = workdir / f"{name}.log"
+        with log_path.open("wb") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log_file,
+                env=env,
+                cwd=ROOT,
+                limit=64 * 1024 * 1024,
+            )
+        return cls(name, proc, log_path)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -200,8 +110,21 @@ class Child:
             text = ""
         return "\n".join([*self.stdout_tail, *text.splitlines()[-lines:]])
 
-    def drain_stdout(self) -> None:
-        """Once nothing more is wanted from stdout: keep reading it, so the child never blocks on a full pipe."""
+    async def wait_for_line(self, marker: bytes, timeout: float) -> None:
+        """Read stdout until a line holds ``marker``; then keep reading it, so the child never blocks."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    raw = await stdout.readline()
+                    if not raw:
+                        raise BenchError(f"{self.name} exited (code {self.proc.returncode}):\n{self.log_tail()}")
+                    if marker in raw:
+                        break
+                    self.stdout_tail.append(raw.decode(errors="replace").rstrip())
+        except TimeoutError:
+            raise BenchError(f"{self.name} printed no {marker!r} line within {timeout} s:\n{self.log_tail()}") from None
         self.drainer = asyncio.create_task(self._drain(), name=f"{self.name} stdout")
 
     async def _drain(self) -> None:
@@ -210,120 +133,33 @@ class Child:
         while raw := await stdout.readline():
             self.stdout_tail.append(raw.decode(errors="replace").rstrip())
 
-
-class Children:
-    """Every process the benchmark starts; :meth:`stop_all` ends them by pid, newest first."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.started: list[Child] = []
-
-    async def start(
-        self,
-        name: str,
-        argv: list[str],
-        *,
-        env: dict[str, str] | None = None,
-        stdin: bool = False,
-        stop_by_stdin: bool = False,
-    ) -> Child:
-        log_path = self.workdir / f"{name}.log"
-        with log_path.open("wb") as log_file:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log_file,
-                env=env,
-                cwd=ROOT,
-                limit=64 * 1024 * 1024,
-            )
-        child = Child(name, proc, log_path, {proc.pid}, stop_by_stdin)
-        self.started.append(child)
-        return child
-
-    async def stop_all(self) -> None:
-        for child in reversed(self.started):
-            await _stop(child)
-
-
-async def _stop(child: Child) -> None:
-    proc = child.proc
-    if proc.returncode is None and child.stop_by_stdin and proc.stdin is not None:
-        proc.stdin.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), STOP_GRACE)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if proc.returncode is not None:
-            break
-        for pid in child.os_pids:
+    async def stop(self, first: signal.Signals = signal.SIGTERM) -> None:
+        """``first``, then SIGKILL after STOP_GRACE s, by its pid."""
+        for sig in (first, signal.SIGKILL):
+            if self.proc.returncode is not None:
+                break
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), STOP_GRACE)
-    # A BEAM whose pid differs from the one we started may outlive it: make sure it is gone.
-    for pid in child.os_pids - {proc.pid}:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    if child.drainer is not None:
-        child.drainer.cancel()
-        await asyncio.gather(child.drainer, return_exceptions=True)
+                os.kill(self.proc.pid, sig)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), STOP_GRACE if sig is first else 30)
+        if self.drainer is not None:
+            self.drainer.cancel()
+            await asyncio.gather(self.drainer, return_exceptions=True)
 
 
-async def read_marked_line(child: Child, timeout: float) -> str:
-    """The next stdout line that starts with MARK (without it); other lines are skipped."""
-    stdout = child.proc.stdout
-    assert stdout is not None
-    async with asyncio.timeout(timeout):
-        while True:
-            raw = await stdout.readline()
-            if not raw:
-                raise BenchError(f"{child.name} exited (code {child.proc.returncode}):\n{child.log_tail()}")
-            line = raw.decode(errors="replace").rstrip("\r\n")
-            if line.startswith(MARK):
-                return line[len(MARK) :]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def epmd_executable() -> str:
-    found = find_epmd_executable()
-    if found is None:
-        raise BenchError("epmd not found (scripts/_setup.sh installs Erlang)")
-    return found
-
-
-def epmd_answers(port: int) -> bool:
+@contextlib.asynccontextmanager
+async def started(child: Child) -> AsyncIterator[Child]:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-            sock.sendall(b"\x00\x01\x6e")  # NAMES_REQ
-            return len(sock.recv(4)) > 0
-    except OSError:
-        return False
+        yield child
+    finally:
+        await child.stop()
 
 
-async def start_epmd(children: Children) -> int:
-    port = free_port()
-    child = await children.start("epmd", [epmd_executable(), "-port", str(port), "-address", "127.0.0.1"])
-    child.drain_stdout()
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if child.proc.returncode is not None:
-            raise BenchError(f"epmd exited (code {child.proc.returncode}):\n{child.log_tail()}")
-        if await asyncio.to_thread(epmd_answers, port):
-            return port
-        await asyncio.sleep(0.05)
-    raise BenchError(f"epmd did not answer on port {port} within {START_TIMEOUT} s")
-
-
-async def start_py_node(children: Children, *, cookie: str, epmd_port: int, agents_dir: Path, uvloop: bool) -> Child:
+async def start_py_node(workdir: Path, *, cookie: str, epmd_port: int, uvloop: bool) -> Child:
     python = ROOT / ".venv" / "bin" / "python"
     interpreter = str(python) if python.exists() else sys.executable
+    agents_dir = workdir / "agents"
+    agents_dir.mkdir()
     args = ["--name", PY_NODE, "--cookie", cookie, "--epmd-port", str(epmd_port), "--agents", str(agents_dir)]
     env = dict(os.environ)
     if uvloop:
@@ -334,86 +170,43 @@ async def start_py_node(children: Children, *, cookie: str, epmd_port: int, agen
     else:
         env.pop("PYNODE_UVLOOP", None)
         argv = [interpreter, "-m", "pynode", *args]
-    child = await children.start("pynode", argv, env=env)
-    stdout = child.proc.stdout
-    assert stdout is not None
-    try:
-        async with asyncio.timeout(START_TIMEOUT):
-            while True:
-                raw = await stdout.readline()
-                if not raw:
-                    raise BenchError(f"pynode exited (code {child.proc.returncode}):\n{child.log_tail()}")
-                if b" ready " in raw:
-                    break
-                child.stdout_tail.append(raw.decode(errors="replace").rstrip())
-    except TimeoutError:
-        raise BenchError(f"pynode printed no ready line within {START_TIMEOUT} s:\n{child.log_tail()}") from None
-    child.drain_stdout()
-    return child
+    return await Child.start("pynode", argv, workdir, env)
 
 
 def compile_erl(workdir: Path) -> Path:
     code = workdir / "ebin"
     code.mkdir()
-    sources = []
-    for module, text in (("pynode_bench_echo", ECHO_ERL), ("pynode_bench", BENCH_ERL)):
-        path = workdir / f"{module}.erl"
-        path.write_text(text)
-        sources.append(str(path))
     done = subprocess.run(
-        ["erlc", f"-DCALL_TIMEOUT={CALL_TIMEOUT_MS}", "-o", str(code), *sources],
+        ["erlc", f"-DCALL_TIMEOUT={CALL_TIMEOUT_MS}", "-o", str(code), str(ERL_SOURCE)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     if done.returncode != 0:
-        raise BenchError(f"erlc failed:\n{done.stdout}{done.stderr}")
+        raise BenchError(f"erlc {ERL_SOURCE} failed:\n{done.stdout}{done.stderr}")
     return code
 
 
-@dataclass(frozen=True, slots=True)
-class ErlSetup:
-    """What both erl nodes share."""
-
-    cookie: str
-    epmd_port: int
-    code: Path
-    flags: list[str]
-
-
-async def start_erl(children: Children, name: str, full_name: str, expr: str, setup: ErlSetup) -> Child:
-    argv = [
-        "erl", "-noshell", "-name", full_name, "-setcookie", setup.cookie, "-start_epmd", "false",
-        "-pa", str(setup.code), *setup.flags, "-eval", expr,
-    ]  # fmt: skip
-    env = {**os.environ, "ERL_EPMD_PORT": str(setup.epmd_port)}
-    child = await children.start(name, argv, env=env, stdin=True, stop_by_stdin=True)
+@contextlib.asynccontextmanager
+async def erl_node(name: str, *, cookie: str, epmd_port: int, extra_args: list[str]) -> AsyncIterator[BeamNode]:
     try:
-        ready = await read_marked_line(child, START_TIMEOUT)
-    except TimeoutError:
-        raise BenchError(f"{full_name} did not start within {START_TIMEOUT} s:\n{child.log_tail()}") from None
-    match ready.split():
-        case ["ready", os_pid] if os_pid.isdigit():
-            child.os_pids.add(int(os_pid))
-        case _:
-            raise BenchError(f"{full_name}: unexpected first line {ready!r}")
-    return child
-
-
-async def command(bench: Child, line: str, timeout: float) -> Term:
-    """Send one command to the bench node; its decoded result."""
-    stdin = bench.proc.stdin
-    assert stdin is not None
-    stdin.write(line.encode() + b"\n")
-    await stdin.drain()
+        node = await BeamNode.start(name, cookie=cookie, epmd_port=epmd_port, extra_args=extra_args)
+    except BeamNodeError as exc:
+        raise BenchError(str(exc)) from None
     try:
-        answer = await read_marked_line(bench, timeout)
+        yield node
+    finally:
+        await node.stop(orderly=False)
+
+
+async def command(bench: BeamNode, expr: str, timeout: float) -> Term:
+    """Evaluate ``expr`` on the bench node; its result, decoded."""
+    try:
+        return decode(await bench.eval_term(expr, timeout=timeout))
     except TimeoutError:
-        raise BenchError(f"bench node: no answer to {line!r} within {timeout:.0f} s") from None
-    status, _, payload = answer.partition(" ")
-    if status != "ok":
-        raise BenchError(f"bench node: {line!r} failed: {payload}")
-    return decode(base64.b64decode(payload))
+        raise BenchError(f"bench node: no answer to {expr!r} within {timeout:.0f} s") from None
+    except BeamEvalError as exc:
+        raise BenchError(f"bench node: {expr!r} failed: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,45 +335,56 @@ class Options:
     quick: bool
 
 
-async def measure(children: Children, opts: Options, workdir: Path) -> dict[str, Any]:
+async def measure(opts: Options, workdir: Path, profiler: list[Child]) -> dict[str, Any]:
     cookie = "bench_" + secrets.token_hex(12)
     code = await asyncio.to_thread(compile_erl, workdir)
-    epmd_port = await start_epmd(children)
-    agents_dir = workdir / "agents"
-    agents_dir.mkdir()
-    py = await start_py_node(children, cookie=cookie, epmd_port=epmd_port, agents_dir=agents_dir, uvloop=opts.uvloop)
     erl_flags = [] if opts.busy_wait else ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"]
-    setup = ErlSetup(cookie, epmd_port, code, erl_flags)
-    echo = await start_erl(children, "echo", ECHO_NODE, "pynode_bench_echo:serve()", setup)
-    echo.drain_stdout()
-    bench = await start_erl(children, "bench", BENCH_NODE, f"pynode_bench:main(['{PY_NODE}', '{ECHO_NODE}'])", setup)
-    try:
-        return await run_loops(children, bench, py, opts)
-    except BenchError as exc:
-        raise BenchError(f"{exc}\npynode's log:\n{py.log_tail()}") from None
+    extra_args = ["-pa", str(code), *erl_flags]
+    with running_epmd() as epmd:
+        py_node = await start_py_node(workdir, cookie=cookie, epmd_port=epmd.port, uvloop=opts.uvloop)
+        async with (
+            started(py_node) as py,
+            erl_node("echo", cookie=cookie, epmd_port=epmd.port, extra_args=extra_args) as echo,
+            erl_node("bench", cookie=cookie, epmd_port=epmd.port, extra_args=extra_args) as bench,
+        ):
+            await py.wait_for_line(b" ready ", START_TIMEOUT)
+            await echo.eval("pynode_bench:start_echo()")
+            try:
+                return await run_loops(bench, py, opts, workdir, profiler)
+            except BenchError as exc:
+                raise BenchError(f"{exc}\npynode's log:\n{py.log_tail()}") from None
 
 
-async def run_loops(children: Children, bench: Child, py: Child, opts: Options) -> dict[str, Any]:
+TARGETS = {"py": f"{{pynode, '{PY_NODE}'}}", "beam": f"{{echo, '{ECHO_NODE}'}}"}
+"""The two destinations, as the bench node's calls name them."""
+
+
+async def run_loops(bench: BeamNode, py: Child, opts: Options, workdir: Path, profiler: list[Child]) -> dict[str, Any]:
     """Warm-up, then each mode's rounds alternating the targets; the figures of both."""
     py_pid = py.proc.pid
-    info = await command(bench, "info", 30)
+    info = await command(bench, "pynode_bench:info()", 30)
     rss_start = proc_status_kb(py_pid, "VmRSS")
 
     # How long one command's answer may take; the overall time limit bounds the whole run anyway.
     budget = max(60.0, opts.time_limit / 2)
-    for target in ("py", "beam"):
-        await command(bench, f"seq {target} {opts.warmup}", budget)
+    for target in TARGETS.values():
+        await command(bench, f"pynode_bench:seq({target}, {opts.warmup})", budget)
     rss_before = proc_status_kb(py_pid, "VmRSS")
 
-    profiler = await start_profiler(children, py_pid, opts.profile) if opts.profile else None
+    if opts.profile:
+        profiler.append(await start_profiler(py_pid, opts.profile, workdir))
     per_round = max(1, opts.calls // opts.rounds)
     results: dict[str, dict[str, Samples]] = {"seq": {}, "conc": {}}
     for mode in ("seq", "conc"):
         for _ in range(opts.rounds):
-            for target in ("py", "beam"):
-                line = f"seq {target} {per_round}" if mode == "seq" else f"conc {target} {per_round} {opts.concurrency}"
+            for target, dest in TARGETS.items():
+                expr = (
+                    f"pynode_bench:seq({dest}, {per_round})"
+                    if mode == "seq"
+                    else f"pynode_bench:conc({dest}, {per_round}, {opts.concurrency})"
+                )
                 user0, system0 = proc_cpu_seconds(py_pid)
-                result = await command(bench, line, budget)
+                result = await command(bench, expr, budget)
                 user1, system1 = proc_cpu_seconds(py_pid)
                 samples = results[mode].setdefault(target, Samples())
                 samples.add(result)
@@ -588,8 +392,8 @@ async def run_loops(children: Children, bench: Child, py: Child, opts: Options) 
                 samples.node_system_s += system1 - system0
     rss_after = proc_status_kb(py_pid, "VmRSS")
     rss_peak = proc_status_kb(py_pid, "VmHWM")
-    if profiler is not None:
-        await stop_profiler(profiler)
+    for running in profiler:
+        await stop_profiler(running)
 
     summary: dict[str, Any] = {mode: {t: s.summary() for t, s in by.items()} for mode, by in results.items()}
     otp, schedulers = info if isinstance(info, tuple) else ("?", 0)
@@ -613,15 +417,14 @@ async def run_loops(children: Children, bench: Child, py: Child, opts: Options) 
     }
 
 
-async def start_profiler(children: Children, pid: int, path: Path) -> Child:
+async def start_profiler(pid: int, path: Path, workdir: Path) -> Child:
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(ROOT / ".venv" / "bin"))
     if py_spy is None:
         raise BenchError("--profile needs py-spy (.venv/bin/python -m pip install py-spy)")
     argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(path), "--rate", "1000"]
     # Blocking sampling (py-spy pauses the node for each sample) gives whole stacks; it also slows
     # the node a little, so figures from a --profile run are not the ones to quote.
-    child = await children.start("py-spy", argv)
-    child.drain_stdout()
+    child = await Child.start("py-spy", argv, workdir)
     await asyncio.sleep(1.0)  # py-spy attaches; samples before the loops start are idle ones
     if child.proc.returncode is not None:
         raise BenchError(f"py-spy exited (code {child.proc.returncode}):\n{child.log_tail()}")
@@ -629,12 +432,8 @@ async def start_profiler(children: Children, pid: int, path: Path) -> Child:
 
 
 async def stop_profiler(child: Child) -> None:
-    """SIGINT makes py-spy write its file; then it is waited for (and ended by pid if it hangs)."""
-    if child.proc.returncode is None:
-        child.proc.send_signal(signal.SIGINT)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(child.proc.wait(), 30)
-    await _stop(child)
+    """SIGINT makes py-spy write its file (then SIGKILL by pid if it hangs)."""
+    await child.stop(signal.SIGINT)
 
 
 def _function(frame: str) -> str:
@@ -669,16 +468,17 @@ def hot_spots(path: Path, top: int) -> dict[str, Any]:
 
 
 async def run(opts: Options) -> dict[str, Any]:
-    started = time.monotonic()
+    started_at = time.monotonic()
+    profiler: list[Child] = []
     with tempfile.TemporaryDirectory(prefix="pynode-bench-") as scratch:
-        children = Children(Path(scratch))
         try:
             async with asyncio.timeout(opts.time_limit):
-                figures = await measure(children, opts, Path(scratch))
+                figures = await measure(opts, Path(scratch), profiler)
         except TimeoutError:
             raise BenchError(f"the benchmark took over its time limit of {opts.time_limit:.0f} s") from None
         finally:
-            await children.stop_all()
+            for running in profiler:
+                await running.stop(signal.SIGINT)
     figures["codec"] = await asyncio.to_thread(codec_timings, opts.codec_runs)
     if opts.profile is not None:
         figures["profile"] = {"path": str(opts.profile), **hot_spots(opts.profile, 15)}
@@ -693,7 +493,7 @@ async def run(opts: Options) -> dict[str, Any]:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         **figures,
-        "elapsed_s": round(time.monotonic() - started, 1),
+        "elapsed_s": round(time.monotonic() - started_at, 1),
     }
 
 

@@ -17,16 +17,14 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from pynode.testing import BeamNode, running_epmd
 
-from beam import BeamNode, running_epmd  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PY = "'py@127.0.0.1'"
 COOKIE = "bench_runs_cookie"

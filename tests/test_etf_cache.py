@@ -151,6 +151,7 @@ def test_slot_built_values_are_ordinary_frozen_dataclasses() -> None:
     made_pid, made_ref = Pid(NODE, 91, 0, 7), Reference(NODE, 7, (1, 2, 3))
     assert (pid, hash(pid), repr(pid)) == (made_pid, hash(made_pid), repr(made_pid))
     assert (ref, hash(ref), repr(ref)) == (made_ref, hash(made_ref), repr(made_ref))
+    assert isinstance(pid, Pid) and isinstance(ref, Reference)
     assert dataclasses.replace(pid) == pid and dataclasses.replace(ref) == ref
     with pytest.raises(dataclasses.FrozenInstanceError):
         pid.id = 5
@@ -166,6 +167,7 @@ def test_decoded_pids_and_references_encode_back_to_their_bytes() -> None:
         term = decode(b"\x83" + data)
         assert ENCODED[id(term)] == (term, data)
         assert encode(term) == b"\x83" + data
+        assert isinstance(term, (Pid, Reference))
         fresh = dataclasses.replace(term)  # equal, not the cached object
         assert id(fresh) not in ENCODED
         assert encode(fresh) == b"\x83" + data

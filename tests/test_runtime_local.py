@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pynode.errors import CallExit, CallTimeout
-from pynode.etf.types import Atom, Pid, Reference
+from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.node import Node
-from pynode.runtime.genserver import DEFER, NOREPLY, From, GenServer
+from pynode.runtime.genserver import DEFER, NOREPLY, CallNowReply, CallReply, From, GenServer
 from pynode.runtime.process import Process, ProcessExit
 
 
@@ -18,7 +18,7 @@ class Counter(GenServer):
         self.count = 0
         self.later: list[From] = []
 
-    async def handle_call(self, request: object, caller: From) -> object:
+    async def handle_call(self, request: Term, caller: From) -> CallReply:
         if request == Atom("incr"):
             self.count += 1
             return self.count
@@ -218,13 +218,13 @@ class FastCounter(GenServer):
         self.count = 0
         self.fast_answers = 0
 
-    def handle_call_now(self, request: object, caller: From) -> object:
+    def handle_call_now(self, request: Term, caller: From) -> CallNowReply:
         if request == Atom("get"):
             self.fast_answers += 1
             return self.count
         return DEFER
 
-    async def handle_call(self, request: object, caller: From) -> object:
+    async def handle_call(self, request: Term, caller: From) -> CallReply:
         if request == Atom("get"):
             return self.count
         return await super().handle_call(request, caller)
@@ -235,7 +235,8 @@ class FastCounter(GenServer):
 
 
 async def test_fast_path_answers_idle_calls_and_keeps_order(node: Node) -> None:
-    server = node.spawn(FastCounter(), name="fast")
+    server = FastCounter()
+    node.spawn(server, name="fast")
     await asyncio.sleep(0)
     assert await node.call(Atom("fast"), Atom("get")) == 0
     assert server.fast_answers == 1

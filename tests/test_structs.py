@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pynode.bridge.errors import BridgeError
 from pynode.bridge.termmap import to_json
 from pynode.etf.pretty import format_term
-from pynode.etf.types import Atom, Export, OpaqueFun, Pid, Port, Reference
+from pynode.etf.types import Atom, Export, OpaqueFun, Pid, Port, Reference, Term
 
 A = Atom
 
@@ -143,7 +143,7 @@ def test_malformed_calendar_structs_are_refused(term: Any, why: str) -> None:
 
 
 def test_mapset_is_a_list_of_its_members() -> None:
-    members = {1: [], b"two": [], A("three"): []}
+    members: dict[Term, list[Term]] = {1: [], b"two": [], A("three"): []}
     assert to_json(struct("Elixir.MapSet", map=members, version=2)) == [1, "two", "three"]
 
 

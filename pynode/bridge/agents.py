@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeGuard
 
 from pynode.bridge.errors import BridgeError, error_term
 from pynode.bridge.models import ModelCache
@@ -21,7 +21,7 @@ from pynode.bridge.termmap import text_from_prompt
 from pynode.bridge.tools import check_run_tools
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
-from pynode.runtime.genserver import NOREPLY, From, GenServer
+from pynode.runtime.genserver import NOREPLY, CallReply, From, GenServer
 
 __all__ = ["AgentProcess", "RunLimits"]
 
@@ -67,7 +67,7 @@ class AgentProcess(GenServer):
     def agent_name(self) -> str:
         return self.definition.name
 
-    def handle_call_now(self, request: Term, caller: From) -> Term:
+    def handle_call_now(self, request: Term, caller: From) -> CallReply:
         # Every request is answered without waiting (a run answers later from its own process),
         # so calls take the fast path whenever this process is idle.
         try:
@@ -75,7 +75,7 @@ class AgentProcess(GenServer):
         except BridgeError as exc:
             return error_term(exc.kind, exc.message)
 
-    async def handle_call(self, request: Term, caller: From) -> Term:
+    async def handle_call(self, request: Term, caller: From) -> CallReply:
         return self.handle_call_now(request, caller)
 
     async def handle_cast(self, request: Term) -> None:
@@ -89,7 +89,7 @@ class AgentProcess(GenServer):
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("agent %s ignores %s", self.agent_name, format_term(message, limit=500))
 
-    def handle_request(self, request: Term, caller: From) -> Term:
+    def handle_request(self, request: Term, caller: From) -> CallReply:
         if request == INFO:
             return (OK, self.info())
         if type(request) is not tuple or not request:
@@ -107,7 +107,7 @@ class AgentProcess(GenServer):
             return self.forward_tool_result(request[1], request[2])
         raise BridgeError("bad_request", f"agent {self.agent_name} does not understand {format_term(request)}")
 
-    def start(self, prompt: Term, opts: Term, caller: From, *, synchronous: bool) -> Term:
+    def start(self, prompt: Term, opts: Term, caller: From, *, synchronous: bool) -> CallReply:
         text = text_from_prompt(prompt)
         options = parse_run_options(opts)
         defn = self.definition
@@ -204,5 +204,5 @@ class AgentProcess(GenServer):
                 log.warning("agent %s: %d runs did not end within %s s", self.agent_name, len(pending), timeout)
 
 
-def _is_tool_result(term: Term) -> bool:
+def _is_tool_result(term: Term) -> TypeGuard[tuple[Term, Term, Term]]:
     return type(term) is tuple and len(term) == 3 and term[0] == TOOL_RESULT

@@ -17,7 +17,7 @@ from pynode.bridge.spec import parse_agent_spec, parse_create_options
 from pynode.bridge.supervision import start_agent, stop_agent
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Reference, Term
-from pynode.runtime.genserver import DEFER, From, GenServer
+from pynode.runtime.genserver import DEFER, CallNowReply, CallReply, From, GenServer
 from pynode.runtime.process import DOWN, Process
 from pynode.runtime.services import node_supervisor
 from pynode.runtime.supervisor import ChildSpec, Supervisor
@@ -73,7 +73,7 @@ class Registry(GenServer):
     def agents(self) -> dict[str, AgentProcess]:
         return self.limits.agents
 
-    def handle_call_now(self, request: Term, caller: From) -> Term:
+    def handle_call_now(self, request: Term, caller: From) -> CallNowReply:
         # Requests answered without waiting take the fast path whenever this process is idle;
         # those that may wait for an old agent's runs to answer go through the mailbox, in order.
         if _may_wait(request):
@@ -83,7 +83,7 @@ class Registry(GenServer):
         except BridgeError as exc:
             return error_term(exc.kind, exc.message)
 
-    async def handle_call(self, request: Term, caller: From) -> Term:
+    async def handle_call(self, request: Term, caller: From) -> CallReply:
         try:
             if _may_wait(request):
                 return await self.handle_waiting_request(request, caller)
@@ -92,8 +92,10 @@ class Registry(GenServer):
             return error_term(exc.kind, exc.message)
 
     async def handle_info(self, message: Term) -> None:
-        if type(message) is tuple and len(message) == 5 and message[0] == DOWN and message[1] in self.owners:
-            await self.owner_down(message[1], message[4])
+        if type(message) is tuple and len(message) == 5 and message[0] == DOWN:
+            ref = message[1]
+            if type(ref) is Reference and ref in self.owners:
+                await self.owner_down(ref, message[4])
 
     def handle_request(self, request: Term, caller: From | None = None) -> Term:
         """One request; ``caller`` (absent for a cast) is the creator of an agent it creates."""

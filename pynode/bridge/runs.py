@@ -32,7 +32,7 @@ from pynode.bridge.runner import (
     ToolCallStarted,
     execute_run,
 )
-from pynode.bridge.spec import MFHandler, ProcessHandler, RunOptions, ToolSpec
+from pynode.bridge.spec import MFHandler, ProcessDest, ProcessHandler, RunOptions, ToolSpec
 from pynode.bridge.termmap import JSONValue, from_json, text_from_prompt
 from pynode.bridge.tools import ToolFailed, ToolReply, function_reply, parse_tool_reply
 from pynode.etf.pretty import format_term
@@ -247,7 +247,7 @@ class RunProcess(Process):
             log.exception("run %s could not handle %s", self.run_id, format_term(message, limit=500))
 
     def handle_message(self, message: Term) -> None:
-        if type(message) is tuple and len(message) == 5 and message[0] == DOWN:
+        if type(message) is tuple and len(message) == 5 and message[0] == DOWN and type(message[1]) is Reference:
             self._on_down(message[1], message[4])
             return
         envelope = open_envelope(message)
@@ -299,7 +299,7 @@ class RunProcess(Process):
         handler = tool.handler
         if isinstance(handler, MFHandler):
             return await self._call_mf(handler, args)
-        dest: Term
+        dest: ProcessDest
         if isinstance(handler, ProcessHandler):
             dest = handler.dest
         elif self.request.options.tool_handler is not None:
@@ -337,7 +337,7 @@ class RunProcess(Process):
                 " not a binary or an iolist",
             ) from None
 
-    async def _call_process(self, dest: Term, tool: ToolSpec, call_id: str, args: dict[str, Any]) -> ToolReply:
+    async def _call_process(self, dest: ProcessDest, tool: ToolSpec, call_id: str, args: dict[str, Any]) -> ToolReply:
         loop = asyncio.get_running_loop()
         wait: asyncio.Future[ToolReply] = loop.create_future()
         self._waits[call_id] = wait

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
-from typing import Any, Final, Literal, TypeAlias, get_type_hints
+from typing import Any, Final, Literal, TypeAlias, TypeGuard, get_type_hints
 
 import pydantic
 import pydantic_core
@@ -489,8 +489,8 @@ def _handler(where: str, value: Term, kind: ErrorKind) -> ToolHandler | None:
         return None
     if isinstance(value, Pid):
         return ProcessHandler(value)
-    if _atoms(value, 2) and "@" in value[1]:
-        return ProcessHandler((value[0], value[1]))
+    if _atom_pair(value) and "@" in value[1]:
+        return ProcessHandler(value)
     handler = _mf(value)
     if handler is None:
         raise BridgeError(
@@ -501,15 +501,19 @@ def _handler(where: str, value: Term, kind: ErrorKind) -> ToolHandler | None:
     return handler
 
 
-def _atoms(value: Term, size: int) -> bool:
-    return type(value) is tuple and len(value) == size and all(type(v) is Atom for v in value)
+def _atom_pair(value: Term) -> TypeGuard[tuple[Atom, Atom]]:
+    return type(value) is tuple and len(value) == 2 and all(type(v) is Atom for v in value)
+
+
+def _atom_triple(value: Term) -> TypeGuard[tuple[Atom, Atom, Atom]]:
+    return type(value) is tuple and len(value) == 3 and all(type(v) is Atom for v in value)
 
 
 def _mf(value: Term) -> MFHandler | None:
     """``{M, F}`` or ``{M, F, Node}`` (a node name holds an ``@``), else ``None``."""
-    if _atoms(value, 2) and "@" not in value[1]:
+    if _atom_pair(value) and "@" not in value[1]:
         return MFHandler(value[0], value[1])
-    if _atoms(value, 3) and "@" in value[2]:
+    if _atom_triple(value) and "@" in value[2]:
         return MFHandler(value[0], value[1], value[2])
     return None
 
@@ -582,6 +586,6 @@ def _pid(name: str, value: Term) -> Pid | None:
 def _process_dest(name: str, value: Term) -> ProcessDest | None:
     if value is None or isinstance(value, Pid):
         return value
-    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, Atom) for v in value):
-        return (value[0], value[1])
+    if _atom_pair(value):
+        return value
     raise BridgeError("bad_request", f"{name} must be a pid or {{Name, Node}}, got {_show(value)}")

@@ -118,7 +118,7 @@ def _is_keyword_list(term: list[Term]) -> bool:
     )
 
 
-def _keyword_to_json(pairs: list[Term], path: str) -> dict[str, JSONValue]:
+def _keyword_to_json(pairs: list[tuple[Term, Term]], path: str) -> dict[str, JSONValue]:
     """A keyword list as an object; a key given twice is refused (an object holds each key once)."""
     result: dict[str, JSONValue] = {}
     for k, v in pairs:
@@ -246,7 +246,7 @@ def text_from_prompt(term: Term) -> str:
     raise BridgeError("bad_request", f"the prompt must be a binary, a charlist or an iolist, not {_describe(term)}")
 
 
-def _chardata(term: Term, out: list[str]) -> None:
+def _chardata(term: list[Term] | ImproperList, out: list[str]) -> None:
     if isinstance(term, ImproperList):
         for item in term.elements:
             _chardata_item(item, out)

@@ -84,6 +84,7 @@ REF_CACHE_LIMIT: Final = 1024
 
 _Buffer = bytes | memoryview
 _Reader = Callable[[_Buffer, int, int], tuple[Term, int]]
+_AtomReader = Callable[[_Buffer, int, int], tuple["Atom | bool", int]]
 _T = TypeVar("_T", Pid, Reference)
 
 _U16 = struct.Struct(">H").unpack_from
@@ -242,7 +243,7 @@ def _term(buf: _Buffer, o: int, budget: int) -> tuple[Term, int]:
             plain = _PLAIN_KEYS
             atoms = _UTF8_ATOMS
             for _ in range(arity):
-                key = None
+                key: Term = None
                 if buf[o] == 119:  # the usual key, a known atom: skip a call
                     e = o + 2 + buf[o + 1]
                     key = atoms.get(bytes(buf[o + 2 : e]))
@@ -414,11 +415,11 @@ def _new_atom(raw: bytes, n: int, e: int, encoding: str, cache: dict[bytes, Atom
     return atom
 
 
-def _atom_reader(length_size: int, encoding: str) -> _Reader:
+def _atom_reader(length_size: int, encoding: str) -> _AtomReader:
     """A reader for one of the other three atom tags (``length_size`` is 1 or 2 bytes)."""
     cache = _UTF8_ATOMS if encoding == "utf-8" else _LATIN1_ATOMS
 
-    def read(buf: _Buffer, o: int, budget: int) -> tuple[Term, int]:
+    def read(buf: _Buffer, o: int, budget: int) -> tuple[Atom | bool, int]:
         n = buf[o] if length_size == 1 else _U16(buf, o)[0]
         e = o + length_size + n
         raw = bytes(buf[o + length_size : e])
@@ -447,7 +448,7 @@ _PID_NODE, _PID_ID, _PID_SERIAL, _PID_CREATION = (vars(Pid)[f].__set__ for f in 
 _REF_NODE, _REF_CREATION, _REF_IDS = (vars(Reference)[f].__set__ for f in ("node", "creation", "ids"))
 
 
-def _new_pid(buf: _Buffer, o: int, budget: int) -> tuple[Term, int]:
+def _new_pid(buf: _Buffer, o: int, budget: int) -> tuple[Pid, int]:
     node, o = _name(buf, o, "NEW_PID_EXT node")
     pid_id, serial, creation = _U32X3(buf, o)
     pid = _new(Pid)
@@ -489,7 +490,7 @@ def _new_reference(buf: _Buffer, o: int, budget: int) -> tuple[Term, int]:
     return _reference(buf, o, wide_creation=False)
 
 
-def _reference(buf: _Buffer, o: int, *, wide_creation: bool) -> tuple[Term, int]:
+def _reference(buf: _Buffer, o: int, *, wide_creation: bool) -> tuple[Reference, int]:
     """``Len:16, Node, Creation:32 (or :8), ID:32 * Len``."""
     (words,) = _U16(buf, o)
     if not 1 <= words <= MAX_REFERENCE_WORDS:
@@ -568,7 +569,7 @@ def _bad_tag(tag: int, o: int) -> CodecError:
     return CodecError(f"unknown tag {tag} at offset {o}")
 
 
-_ATOM_READERS: Final[dict[int, _Reader]] = {
+_ATOM_READERS: Final[dict[int, _AtomReader]] = {
     Tag.SMALL_ATOM_UTF8: _atom_reader(1, "utf-8"),
     Tag.ATOM_UTF8: _atom_reader(2, "utf-8"),
     Tag.SMALL_ATOM: _atom_reader(1, "latin-1"),

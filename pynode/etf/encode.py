@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from pynode.errors import CodecError
 from pynode.etf.decode import MAX_REFERENCE_WORDS, Tag
@@ -37,7 +37,8 @@ from pynode.etf.types import (
 
 __all__ = ["encode", "encode_into"]
 
-_Writer = Callable[[bytearray, Term], None]
+_Writer = Callable[[bytearray, Any], None]
+"""Appends a term of the one type it is registered for."""
 
 _TAG_U32 = struct.Struct(">BI").pack  # BINARY, LIST, MAP, LARGE_TUPLE
 _INTEGER = struct.Struct(">Bi").pack
@@ -109,8 +110,12 @@ for _name in ("true", "false", "nil"):
     _atom_bytes(_name)
 
 
-def _put(out: bytearray, term: Term) -> None:
-    """Append one term; containers are handled here so nesting costs one frame per level."""
+def _put(out: bytearray, term: Any) -> None:
+    """Append one term; containers are handled here so nesting costs one frame per level.
+
+    ``term`` is ``Any`` here only: the hot path dispatches on ``type(term)`` held in a local, which
+    mypy cannot narrow by; the public functions take a :data:`Term`.
+    """
     t = type(term)
     if t is Atom:
         out += _ATOMS.get(term) or _atom_bytes(term)
@@ -325,7 +330,7 @@ def _writer(term: Term) -> _Writer:
     raise CodecError(f"cannot encode a value of Python type {type(term).__qualname__}")
 
 
-_SUBCLASSES: Final[tuple[tuple[type, Callable[[Term], Term]], ...]] = (
+_SUBCLASSES: Final[tuple[tuple[type, Callable[[Any], Term]], ...]] = (
     (bool, bool),
     (Atom, lambda v: Atom(str(v))),
     (int, int),

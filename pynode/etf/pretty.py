@@ -276,7 +276,7 @@ def _printable(char: int) -> bool:
     return 32 <= char < 127 or 160 <= char < 256 or char in _CONTROL_ESCAPES
 
 
-def _chars(items: list[Term], count: int) -> str:
+def _chars(items: list[int], count: int) -> str:
     return "".join(map(chr, items[:count]))
 
 

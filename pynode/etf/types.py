@@ -44,9 +44,6 @@ __all__ = [
 
 MAX_ATOM_CHARS: Final = 255
 
-Term: TypeAlias = Any
-"""Any value the codec can encode; kept as ``Any`` because terms nest freely."""
-
 
 class Atom(str):
     """An Erlang atom.
@@ -204,3 +201,33 @@ def _needs_wrapping(term: Term) -> bool:
 def map_key(term: Term) -> Term:
     """The dict key under which the decoder stores a map key ``term``."""
     return MapKey(term) if _needs_wrapping(term) else term
+
+
+Term: TypeAlias = (
+    int
+    | float
+    | str
+    | bytes
+    | bytearray
+    | memoryview
+    | Pid
+    | Port
+    | Reference
+    | ImproperList
+    | BitBinary
+    | Export
+    | OpaqueFun
+    | MapKey
+    | tuple["Term", ...]
+    | list[Any]
+    | dict[Any, Any]
+    | None
+)
+"""A value the codec encodes, and (without ``str``, ``bytearray``, ``memoryview`` and ``None``)
+what it decodes to; ``Atom`` and ``bool`` are among ``str`` and ``int``.
+
+A real union, so code that takes a term apart must first say which kind it holds (``type(t) is
+tuple``, ``isinstance``) and mypy checks that it did. Tuples nest as terms; list elements and map
+keys and values are ``Any`` because those containers are invariant (a ``dict[Atom, bytes]`` is
+not a ``dict[Term, Term]``), and the codec checks every element it encodes at run time.
+"""

@@ -25,7 +25,7 @@ from pynode.runtime.signals import PeerSignals
 from pynode.wire import control as c
 from pynode.wire.control import ControlMessage
 from pynode.wire.flags import DFlag
-from pynode.wire.framing import NO_PAYLOAD, TICK_FRAME, BadPayload, DistMessage, DistReader, DistWriter, Tick
+from pynode.wire.framing import NO_PAYLOAD, TICK_FRAME, BadPayload, DistMessage, DistReader, DistWriter, NoPayload, Tick
 from pynode.wire.handshake import (
     AliveQuery,
     HandshakeAcceptor,
@@ -65,7 +65,7 @@ class ChannelOwner(Protocol):
     """What the readers may hold (message size, unfinished fragments)."""
     log_budget: LogBudget
     """The rate limit on lines a peer can make the node repeat."""
-    dispatch_control: Callable[[Connection, ControlMessage, Term], None]
+    dispatch_control: Callable[[Connection, ControlMessage, Term | NoPayload], None]
     """Called for every control message, in the callback that read it."""
 
     def handshake_started(self, proto: DistProtocol) -> bool:
@@ -156,7 +156,7 @@ class Connection:
 
     # -- writing ---------------------------------------------------------------------
 
-    def send(self, control: ControlMessage, payload: Term = NO_PAYLOAD) -> None:
+    def send(self, control: ControlMessage, payload: Term | NoPayload = NO_PAYLOAD) -> None:
         """Queue one control message (and payload) for the peer; never blocks.
 
         The BEAM keeps order per (sender, receiver) pair only, so a small message passes the

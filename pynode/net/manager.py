@@ -26,7 +26,7 @@ from pynode.net.channel import Connection, DistProtocol
 from pynode.net.transport import DistTransport, TcpTransport, peer_address
 from pynode.wire import control as c
 from pynode.wire.flags import DFlag
-from pynode.wire.framing import NO_PAYLOAD
+from pynode.wire.framing import NO_PAYLOAD, NoPayload
 from pynode.wire.handshake import HandshakeAcceptor, HandshakeInitiator, Status
 
 __all__ = ["MAX_PENDING_SENDS", "ConnectionEvents", "ConnectionManager", "split_node_name"]
@@ -91,14 +91,14 @@ class ConnectionManager:
         self.stopping = False
         self.connections: dict[str, Connection] = {}
         self._connecting: dict[str, asyncio.Future[Connection]] = {}
-        self._pending_sends: dict[str, list[tuple[c.ControlMessage, Term]]] = {}
+        self._pending_sends: dict[str, list[tuple[c.ControlMessage, Term | NoPayload]]] = {}
         self._dialling: set[DistProtocol] = set()
         self._accepting: set[DistProtocol] = set()
         self._admission: Admission[DistProtocol] = Admission(limits)
         self._setup_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
-        self.dispatch_control: Callable[[Connection, c.ControlMessage, Term], None] = _no_dispatcher
+        self.dispatch_control: Callable[[Connection, c.ControlMessage, Term | NoPayload], None] = _no_dispatcher
         """Every control message read, called in the callback that read it: the owner sets it."""
 
     # -- lifecycle -------------------------------------------------------------------
@@ -146,7 +146,7 @@ class ConnectionManager:
 
     # -- sending ---------------------------------------------------------------------
 
-    def send_later(self, node: str, control: c.ControlMessage, payload: Term = NO_PAYLOAD) -> None:
+    def send_later(self, node: str, control: c.ControlMessage, payload: Term | NoPayload = NO_PAYLOAD) -> None:
         """Send to ``node``, connecting first (as the BEAM does) if there is no connection yet."""
         conn = self.connections.get(node)
         if conn is not None:
@@ -350,5 +350,5 @@ def _setup_over(setuptime: float) -> HandshakeError:
     return HandshakeError("setup", f"no complete handshake within net_setuptime ({setuptime:g} s)")
 
 
-def _no_dispatcher(conn: Connection, control: c.ControlMessage, payload: Term) -> None:
+def _no_dispatcher(conn: Connection, control: c.ControlMessage, payload: Term | NoPayload) -> None:
     raise PynodeError("the connection manager was given no dispatcher")

@@ -10,15 +10,26 @@ error tuple, and the process goes on serving.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal, TypeAlias
 
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, ImproperList, Pid, Reference, Term
 from pynode.runtime.process import Process, ProcessExit
 
-__all__ = ["DEFER", "NOREPLY", "Envelope", "From", "GenServer", "open_envelope", "send_reply"]
+__all__ = [
+    "DEFER",
+    "NOREPLY",
+    "CallNowReply",
+    "CallReply",
+    "Envelope",
+    "From",
+    "GenServer",
+    "open_envelope",
+    "send_reply",
+]
 
 log = logging.getLogger("pynode.genserver")
 
@@ -65,26 +76,27 @@ def send_reply(process: Process, caller: From, reply: Term) -> None:
     node.reply(caller.pid, caller.alias, (caller.tag, reply), sender=process.pid)
 
 
-class _NoReply:
-    __slots__ = ()
+class Sentinel(enum.Enum):
+    """The two answers of a call callback that are not a reply (enum members, so ``is`` narrows)."""
+
+    NOREPLY = "NOREPLY"
+    DEFER = "DEFER"
 
     def __repr__(self) -> str:
-        return "NOREPLY"
+        return self.value
 
 
-NOREPLY: Final = _NoReply()
+NOREPLY: Final = Sentinel.NOREPLY
 """Return from ``handle_call`` to answer later with :meth:`GenServer.reply`."""
 
-
-class _Defer:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "DEFER"
-
-
-DEFER: Final = _Defer()
+DEFER: Final = Sentinel.DEFER
 """Return from ``handle_call_now`` to leave the request to ``handle_call``."""
+
+CallReply: TypeAlias = Term | Literal[Sentinel.NOREPLY]
+"""What ``handle_call`` returns: the reply, or ``NOREPLY``."""
+
+CallNowReply: TypeAlias = Term | Sentinel
+"""What ``handle_call_now`` returns: the reply, ``NOREPLY``, or ``DEFER``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +128,11 @@ def open_envelope(message: Term) -> Envelope:
 class GenServer(Process):
     """Override ``handle_call``, ``handle_cast`` and ``handle_info``."""
 
-    async def handle_call(self, request: Term, caller: From) -> Term:
+    async def handle_call(self, request: Term, caller: From) -> CallReply:
         """Return the reply, or ``NOREPLY`` and answer later with ``self.reply``."""
         return (ERROR, (Atom("bad_request"), f"unknown call: {format_term(request, limit=500)}"))
 
-    def handle_call_now(self, request: Term, caller: From) -> Term:
+    def handle_call_now(self, request: Term, caller: From) -> CallNowReply:
         """Answer a call synchronously, as it arrives, or return ``DEFER``.
 
         When the server is idle, a call it can answer without waiting is answered in the

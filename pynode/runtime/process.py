@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.kernel import Dest, Kernel
@@ -26,6 +26,7 @@ __all__ = [
     "NORMAL",
     "SHUTDOWN",
     "Dest",
+    "MonitorTarget",
     "Process",
     "ProcessExit",
 ]
@@ -41,6 +42,9 @@ NOCONNECTION: Final = Atom("noconnection")
 EXIT: Final = Atom("EXIT")
 DOWN: Final = Atom("DOWN")
 PROCESS: Final = Atom("process")
+
+MonitorTarget: TypeAlias = Pid | tuple[Atom, Atom]
+"""What a monitor watches, as its ``DOWN`` names it: a pid, or ``{Name, Node}``."""
 
 
 class ProcessExit(Exception):
@@ -62,9 +66,9 @@ class Process:
         self.trap_exit = False
         self.links: set[Pid] = set()
         # Monitors other processes hold on this one: ref -> (watcher pid, target as the watcher named it).
-        self.monitored_by: dict[Reference, tuple[Pid, Term]] = {}
+        self.monitored_by: dict[Reference, tuple[Pid, MonitorTarget]] = {}
         # Monitors this process holds: ref -> target (pid, or (name, node)).
-        self.monitors: dict[Reference, Term] = {}
+        self.monitors: dict[Reference, MonitorTarget] = {}
         self.task: asyncio.Task[None] | None = None
         self.exit_reason: Term | None = None
         self.kill_reason: Term | None = None

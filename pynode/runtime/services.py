@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, ImproperList, Pid, Term
-from pynode.runtime.genserver import From, GenServer
+from pynode.runtime.genserver import CallReply, From, GenServer
 from pynode.runtime.process import Process
 from pynode.runtime.supervisor import ChildSpec, RestartIntensity, Supervisor
 from pynode.runtime.table import ProcessTable
@@ -54,7 +54,7 @@ _GETS: Final = frozenset(map(Atom, ("get_chars", "get_line", "get_until", "get_p
 class NetKernel(GenServer):
     """Answers ``{is_auth, Node}`` with ``yes``: that is all ``net_adm:ping`` asks."""
 
-    async def handle_call(self, request: Term, caller: From) -> Term:
+    async def handle_call(self, request: Term, caller: From) -> CallReply:
         if type(request) is tuple and len(request) == 2 and request[0] == Atom("is_auth"):
             return Atom("yes")
         return Atom("ignored")

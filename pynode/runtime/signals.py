@@ -18,10 +18,10 @@ from typing import Any, Final, Protocol
 
 from pynode.errors import PynodeError
 from pynode.etf.types import Atom, Pid, Reference, Term
-from pynode.runtime.process import DOWN, KILL, NOCONNECTION, NOPROC, PROCESS, Process
+from pynode.runtime.process import DOWN, KILL, NOCONNECTION, NOPROC, PROCESS, MonitorTarget, Process
 from pynode.runtime.table import ProcessTable
 from pynode.wire import control as c
-from pynode.wire.framing import NO_PAYLOAD
+from pynode.wire.framing import NO_PAYLOAD, NoPayload
 
 __all__ = ["SPAWN_REPLY", "PeerPort", "PeerSignals", "Peers", "Signals"]
 
@@ -50,7 +50,7 @@ class PeerPort(Protocol):
     peer_name: str
     signals: PeerSignals
 
-    def send(self, control: c.ControlMessage, payload: Term = NO_PAYLOAD) -> None: ...
+    def send(self, control: c.ControlMessage, payload: Term | NoPayload = NO_PAYLOAD) -> None: ...
 
     def send_exit(self, sender: Pid, to: Pid, reason: Term, *, linked: bool) -> None: ...
 
@@ -65,7 +65,7 @@ class Peers(Protocol):
         """The established connections, by peer node name."""
         ...
 
-    def send_later(self, node: str, control: c.ControlMessage, payload: Term = NO_PAYLOAD) -> None:
+    def send_later(self, node: str, control: c.ControlMessage, payload: Term | NoPayload = NO_PAYLOAD) -> None:
         """Send once a connection to ``node`` is up (connecting if need be)."""
         ...
 
@@ -153,7 +153,7 @@ class Signals:
         node: str
         if type(target) is Pid:
             node = target.node
-            down_target: Term = target
+            down_target: MonitorTarget = target
             wire_target: Pid | Atom = target
         elif type(target) is tuple:
             name, node = Atom(target[0]), str(target[1])
@@ -172,6 +172,7 @@ class Signals:
             if local is None:
                 process.deliver((DOWN, ref, PROCESS, down_target, NOPROC))
                 return ref
+            assert local.pid is not None
             local.monitored_by[ref] = (watcher, down_target)
             process.monitors[ref] = local.pid
             return ref
@@ -194,19 +195,19 @@ class Signals:
         # A DOWN already queued for this monitor is flushed, as demonitor(Ref, [flush]) would.
         process.mailbox.take_nowait(lambda m: type(m) is tuple and len(m) == 5 and m[0] == DOWN and m[1] == ref)
 
-    def _drop_monitor(self, watcher: Pid, ref: Reference, target: Term) -> None:
+    def _drop_monitor(self, watcher: Pid, ref: Reference, target: MonitorTarget) -> None:
         if type(target) is Pid and target.node == self.node_name:
             local = self.processes.pid(target)
             if local is not None and local.monitored_by.pop(ref, None) is not None:
                 local.demonitored(ref, watcher)
             return
-        node = str(target.node) if type(target) is Pid else str(target[1])
+        node = str(target.node) if isinstance(target, Pid) else str(target[1])
         conn = self._connections.get(node)
         if conn is not None and conn.signals.monitors_out.pop(ref, None) is not None:
-            wire = target if type(target) is Pid else target[0]
+            wire = target if isinstance(target, Pid) else target[0]
             conn.send(c.DemonitorP(watcher, wire, ref))
 
-    def _down(self, watcher: Pid, ref: Reference, target: Term, reason: Term, *, from_pid: Pid) -> None:
+    def _down(self, watcher: Pid, ref: Reference, target: MonitorTarget, reason: Term, *, from_pid: Pid) -> None:
         """A monitored local process ended: tell its watcher, here or remote."""
         if watcher.node == self.node_name:
             self.deliver_down(watcher, ref, target if type(target) is tuple else from_pid, reason)
@@ -300,7 +301,7 @@ class Signals:
 
     # -- what peers send ---------------------------------------------------------------
 
-    def on_link(self, conn: PeerPort, msg: Any, payload: Term) -> None:
+    def on_link(self, conn: PeerPort, msg: Any, payload: Term | NoPayload) -> None:
         process = self.processes.pid(msg.to_pid)
         if process is None:
             conn.send_exit(msg.to_pid, msg.from_pid, NOPROC, linked=True)
@@ -308,14 +309,14 @@ class Signals:
         process.links.add(msg.from_pid)
         conn.signals.links.add((msg.to_pid, msg.from_pid))
 
-    def on_unlink_id(self, conn: PeerPort, msg: Any, payload: Term) -> None:
+    def on_unlink_id(self, conn: PeerPort, msg: Any, payload: Term | NoPayload) -> None:
         process = self.processes.pid(msg.to_pid)
         if process is not None:
             process.links.discard(msg.from_pid)
         conn.signals.links.discard((msg.to_pid, msg.from_pid))
         conn.send(c.UnlinkIdAck(msg.id, msg.to_pid, msg.from_pid))
 
-    def on_exit(self, conn: PeerPort, msg: Any, payload: Term) -> None:
+    def on_exit(self, conn: PeerPort, msg: Any, payload: Term | NoPayload) -> None:
         reason = payload if payload is not NO_PAYLOAD else msg.reason
         conn.signals.links.discard((msg.to_pid, msg.from_pid))
         process = self.processes.pid(msg.to_pid)
@@ -323,13 +324,13 @@ class Signals:
             process.links.discard(msg.from_pid)
             process.exit_signal(msg.from_pid, reason, linked=True)
 
-    def on_exit2(self, conn: PeerPort, msg: Any, payload: Term) -> None:
+    def on_exit2(self, conn: PeerPort, msg: Any, payload: Term | NoPayload) -> None:
         reason = payload if payload is not NO_PAYLOAD else msg.reason
         process = self.processes.pid(msg.to_pid)
         if process is not None:
             process.exit_signal(msg.from_pid, reason, linked=False)
 
-    def on_monitor_p(self, conn: PeerPort, msg: Any, payload: Term) -> None:
+    def on_monitor_p(self, conn: PeerPort, msg: Any, payload: Term | NoPayload) -> None:
         target = msg.target
         process = self.processes.pid(target) if type(target) is Pid else self.processes.name(target)
         if process is None:
@@ -339,21 +340,21 @@ class Signals:
         process.monitored_by[msg.ref] = (msg.from_pid, target if type(target) is Pid else (target, self.node_name))
         conn.signals.monitors_in[msg.ref] = process.pid
 
-    def on_demonitor_p(self, conn: PeerPort, msg: Any, payload: Term) -> None:
+    def on_demonitor_p(self, conn: PeerPort, msg: Any, payload: Term | NoPayload) -> None:
         pid = conn.signals.monitors_in.pop(msg.ref, None)
         if pid is not None:
             process = self.processes.pid(pid)
             if process is not None and process.monitored_by.pop(msg.ref, None) is not None:
                 process.demonitored(msg.ref, msg.from_pid)
 
-    def on_monitor_p_exit(self, conn: PeerPort, msg: Any, payload: Term) -> None:
+    def on_monitor_p_exit(self, conn: PeerPort, msg: Any, payload: Term | NoPayload) -> None:
         reason = payload if payload is not NO_PAYLOAD else msg.reason
         entry = conn.signals.monitors_out.pop(msg.ref, None)
         if entry is not None:
             watcher, target = entry
             self.deliver_down(watcher, msg.ref, target, reason)
 
-    def on_spawn_reply(self, conn: PeerPort, msg: Any, payload: Term) -> None:
+    def on_spawn_reply(self, conn: PeerPort, msg: Any, payload: Term | NoPayload) -> None:
         """The answer to a SPAWN_REQUEST of ours; with the monitor flag, a monitor comes with it."""
         requester = conn.signals.spawn_requests.pop(msg.req_id, None)
         if requester is None:

@@ -24,7 +24,7 @@ from typing import Final, Literal, TypeAlias
 
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Term
-from pynode.runtime.genserver import From, GenServer
+from pynode.runtime.genserver import CallReply, From, GenServer
 from pynode.runtime.process import NORMAL, SHUTDOWN, Process
 
 __all__ = [
@@ -278,7 +278,7 @@ class Supervisor(GenServer):
         text = f"the supervisor {self.label} does not understand {format_term(request, limit=200)}"
         return (_ERROR, (_BAD_REQUEST, text))
 
-    async def handle_call(self, request: Term, caller: From) -> Term:
+    async def handle_call(self, request: Term, caller: From) -> CallReply:
         return self.handle_call_now(request, caller)
 
 

@@ -269,6 +269,8 @@ class BeamNode:
             answer = decode(await self._request("r", encode(_millis(left)), left + MARGIN, "receive"))
             if answer == Atom("timeout"):
                 raise TimeoutError(f"{self.name}: no message {'that matches ' if match else ''}within {timeout} s")
+            if type(answer) is not tuple or len(answer) != 2:
+                raise BeamNodeError(f"{self.name}: the control loop answered a receive with {answer!r}")
             message = answer[1]
             if match is None or match(message):
                 return message

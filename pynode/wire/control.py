@@ -571,4 +571,4 @@ def _parse_checked(term: Term) -> ControlMessage:
                 f"{cls.OP.name} element {index} is {format_term(value, limit=200)}, expected {_KIND_NAMES[check]}"
             )
         args.append(value)
-    return _MAKE[op](*args)
+    return _MAKE[cls.OP](*args)

@@ -22,6 +22,7 @@ connection; a payload that inflates past the limit costs its message.
 
 from __future__ import annotations
 
+import enum
 import struct
 from dataclasses import dataclass
 from typing import Final
@@ -68,16 +69,19 @@ _COPY_UNDER: Final = 1 << 16
 _Frame = bytes | memoryview
 
 
-class NoPayload:
-    """Sentinel type: the control message carries no second term (LINK, MONITOR_P, ...)."""
+class NoPayload(enum.Enum):
+    """Sentinel type: the control message carries no second term (LINK, MONITOR_P, ...).
 
-    __slots__ = ()
+    An enum of one member, so that ``payload is NO_PAYLOAD`` narrows ``Term | NoPayload``.
+    """
+
+    NO_PAYLOAD = "NO_PAYLOAD"
 
     def __repr__(self) -> str:
         return "NO_PAYLOAD"
 
 
-NO_PAYLOAD: Final = NoPayload()
+NO_PAYLOAD: Final = NoPayload.NO_PAYLOAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +97,14 @@ class DistMessage:
     """One complete message; ``payload`` is ``NO_PAYLOAD`` for control-only operations."""
 
     control: ControlMessage
-    payload: Term
+    payload: Term | NoPayload
 
 
 _new = object.__new__
 _SET_CONTROL, _SET_PAYLOAD = (vars(DistMessage)[f].__set__ for f in ("control", "payload"))
 
 
-def _message(control: ControlMessage, payload: Term) -> DistMessage:
+def _message(control: ControlMessage, payload: Term | NoPayload) -> DistMessage:
     """``DistMessage(control, payload)`` made by filling its two slots: the same object, at 60% of the cost."""
     message = _new(DistMessage)
     _SET_CONTROL(message, control)
@@ -324,7 +328,7 @@ class DistWriter:
         self.fragment_size = fragment_size
         self._seq = 0
 
-    def encode(self, control: ControlMessage, payload: Term = NO_PAYLOAD) -> list[bytes]:
+    def encode(self, control: ControlMessage, payload: Term | NoPayload = NO_PAYLOAD) -> list[bytes]:
         """Frames with their length prefix: one, or a fragment sequence for a big message."""
         if (payload is NO_PAYLOAD) == control.HAS_PAYLOAD:
             raise LocalProtocolError(f"{control.OP.name} {'needs' if control.HAS_PAYLOAD else 'takes no'} payload")
