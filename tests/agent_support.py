@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from beam import BeamNode
@@ -54,6 +55,16 @@ async def create(erl: BeamNode, name: str, spec: str, node: str = PY) -> None:
     """Create agent ``name`` from an erl node through the registry of ``node``; it must succeed."""
     got = await erl.eval(f"gen_server:call({{pynode, {node}}}, {{create_agent, {name}, {spec}}})")
     assert got == f"{{ok,{name}}}"
+
+
+async def load_erlang(node: BeamNode, tmp_path: Path, source: str, module: str) -> None:
+    """Compile ``source`` (module ``module``) and load it into a BEAM node."""
+    path = tmp_path / f"{module}.erl"
+    path.write_text(source)
+    loaded = await node.eval(
+        f'{{ok, M, Bin}} = compile:file("{path}", [binary, return_errors]), code:load_binary(M, "{path}", Bin)'
+    )
+    assert loaded == f"{{module,{module}}}"
 
 
 @pytest.fixture

@@ -462,7 +462,9 @@ def raising(exc: Exception) -> FunctionModel:
 @pytest.mark.parametrize(
     ("exc", "kind", "words"),
     [
-        (ModelHTTPError(429, "gpt-x", {"error": "slow down"}), "model_http_error", "429"),
+        (ModelHTTPError(500, "gpt-x", {"error": "overloaded"}), "model_http_error", "500"),
+        (ModelHTTPError(429, "gpt-x", {"error": "slow down"}), "rate_limited", "slow down"),
+        (ModelHTTPError(401, "gpt-x", {"error": "bad key"}), "auth_failed", "bad key"),
         (UnexpectedModelBehavior("garbled"), "unexpected_model_behavior", "garbled"),
         (ZeroDivisionError("oops"), "internal_error", "ZeroDivisionError: oops"),
     ],
@@ -557,7 +559,7 @@ async def test_timeout_around_the_run() -> None:
         (UsageLimitExceeded("request_limit of 1 exceeded"), "usage_limit_exceeded"),
         (ConcurrencyLimitExceeded("queue full"), "overloaded"),
         (ModelHTTPError(503, "claude-x", "overloaded"), "model_http_error"),
-        (ModelConnectionError("gpt-x", "connection reset"), "model_error"),
+        (ModelConnectionError("gpt-x", "connection reset"), "model_http_error"),
         (ModelAPIError("gpt-x", "bad gateway"), "model_error"),
         (UnexpectedModelBehavior("Exceeded maximum output retries (1)"), "unexpected_model_behavior"),
         (UserError("Unknown model: foo"), "model_unavailable"),

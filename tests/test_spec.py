@@ -57,6 +57,7 @@ WEATHER_PARAMS = {
 def test_spec_tables_match_the_protocol() -> None:
     assert {
         "model",
+        "fallback",
         "instructions",
         "system_prompt",
         "output_schema",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_support import PY, REG, registry_of, term
+from agent_support import PY, REG, load_erlang, registry_of, term
 from beam import BeamFactory, BeamNode
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
@@ -209,15 +209,6 @@ find(#{<<"item">> := <<"yam">>}) -> exit(gone).
 prompt(#{<<"user">> := User}) -> [<<"You help ">>, User, $.];
 prompt(#{}) -> "You help nobody.".
 """
-
-
-async def load_erlang(node: BeamNode, tmp_path: Path, source: str, module: str) -> None:
-    path = tmp_path / f"{module}.erl"
-    path.write_text(source)
-    loaded = await node.eval(
-        f'{{ok, M, Bin}} = compile:file("{path}", [binary, return_errors]), code:load_binary(M, "{path}", Bin)'
-    )
-    assert loaded == f"{{module,{module}}}"
 
 
 async def test_erlang_tool_returns_from_a_synchronous_run(py_node: Node, erl: BeamNode, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Final, Literal, TypeAlias, get_args
 
 from pydantic_ai import exceptions as pai
 
+from pynode.bridge.secrets import SECRETS
 from pynode.etf.types import Atom
 
 __all__ = ["ERROR_KINDS", "BridgeError", "ErrorKind", "classify", "error_term", "quoted"]
@@ -30,6 +31,9 @@ ErrorKind: TypeAlias = Literal[
     "cancelled",
     "overloaded",
     "internal_error",
+    "rate_limited",
+    "auth_failed",
+    "model_timeout",
 ]
 
 ERROR_KINDS: Final[frozenset[str]] = frozenset(get_args(ErrorKind))
@@ -57,6 +61,7 @@ class BridgeError(Exception):
     def __init__(self, kind: ErrorKind, message: str) -> None:
         if kind not in ERROR_KINDS:
             raise ValueError(f"unknown error kind {kind!r}")
+        message = SECRETS.redact(message)  # a key a provider or a spec repeated goes no further
         super().__init__(f"{kind}: {message}")
         self.kind = kind
         self.message = message
@@ -67,10 +72,10 @@ class BridgeError(Exception):
 
 
 def error_term(kind: ErrorKind, message: str) -> tuple[Atom, tuple[Atom, str]]:
-    """``{error, {Kind, Message}}``; the message encodes as a binary."""
+    """``{error, {Kind, Message}}``; the message encodes as a binary, with every known secret taken out."""
     if kind not in ERROR_KINDS:
         raise ValueError(f"unknown error kind {kind!r}")
-    return (ERROR, (Atom(kind), message))
+    return (ERROR, (Atom(kind), SECRETS.redact(message)))
 
 
 def quoted(name: str) -> str:
@@ -79,7 +84,13 @@ def quoted(name: str) -> str:
 
 
 def classify(exc: BaseException) -> tuple[ErrorKind, str]:
-    """The error kind and message for an exception escaping a run (the one mapping of pydantic-ai errors).
+    """The error kind and message for an exception escaping a run, with every known secret taken out."""
+    kind, message = _classify(exc)
+    return kind, SECRETS.redact(message)
+
+
+def _classify(exc: BaseException) -> tuple[ErrorKind, str]:
+    """The one mapping of pydantic-ai errors to kinds.
 
     Order matters: pydantic-ai's classes overlap (``RunTimedOut`` is a ``RunCancelled`` and a
     ``TimeoutError``; an HTTP error is also one of the category classes).
@@ -96,13 +107,13 @@ def classify(exc: BaseException) -> tuple[ErrorKind, str]:
         return "usage_limit_exceeded", exc.message
     if isinstance(exc, pai.ConcurrencyLimitExceeded):
         return "overloaded", exc.message
-    if isinstance(exc, pai.ModelHTTPError):
-        return "model_http_error", f"HTTP {exc.status_code} from model {exc.model_name}: {exc.body}"
     if isinstance(exc, pai.ModelAPIError):
-        return "model_error", f"{type(exc).__name__} from model {exc.model_name}: {exc.message}"
+        return _provider_error(exc)
     if isinstance(exc, pai.FallbackExceptionGroup):
-        causes = "; ".join(classify(e)[1] for e in exc.exceptions)
-        return "model_error", f"every fallback model failed: {causes}"
+        failures = [classify(e) for e in exc.exceptions]
+        kinds = {kind for kind, _ in failures}
+        causes = "; ".join(message for _, message in failures)
+        return (kinds.pop() if len(kinds) == 1 else "model_error"), f"every fallback model failed: {causes}"
     if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         return classify(exc.exceptions[0])  # a task group's wrapping of the one real failure
     if isinstance(exc, pai.UnexpectedModelBehavior):
@@ -110,6 +121,36 @@ def classify(exc: BaseException) -> tuple[ErrorKind, str]:
     if isinstance(exc, (pai.UserError, ImportError)) and _about_model_setup(str(exc)):
         return "model_unavailable", str(exc)
     return "internal_error", f"{type(exc).__name__}: {exc}"
+
+
+def _provider_error(exc: pai.ModelAPIError) -> tuple[ErrorKind, str]:
+    """A provider's failure as its section 6 kind, with the provider's own message as the text."""
+    model = exc.model_name
+    said = _provider_message(exc.body) or exc.message
+    status = exc.status_code if isinstance(exc, pai.ModelHTTPError) else None
+    if isinstance(exc, pai.ModelAuthenticationError) or status in (401, 403):
+        return "auth_failed", f"model {model} refused the API key (HTTP {status}): {said}"
+    if isinstance(exc, pai.ModelRateLimitError) or status == 429:
+        wait = f"; it asked to retry after {exc.retry_after:g} s" if exc.retry_after is not None else ""
+        return "rate_limited", f"model {model} is rate limited (HTTP 429): {said}{wait}"
+    if isinstance(exc, (pai.ModelTimeoutError, pai.ModelRequestTimeout)):
+        return "model_timeout", f"model {model} did not answer in time: {exc.message}"
+    if status is not None:
+        return "model_http_error", f"HTTP {status} from model {model}: {said}"
+    if isinstance(exc, pai.ModelConnectionError):
+        return "model_http_error", f"model {model} could not be reached: {exc.message}"
+    return "model_error", f"{type(exc).__name__} from model {model}: {exc.message}"
+
+
+def _provider_message(body: object) -> str | None:
+    """The human part of a provider's error body: OpenAI's ``message``, Anthropic's ``error.message``."""
+    if isinstance(body, dict):
+        for candidate in (body, body.get("error")):
+            if isinstance(candidate, dict) and isinstance(candidate.get("message"), str):
+                return str(candidate["message"])
+    if isinstance(body, str) and body:
+        return body
+    return None
 
 
 def _about_model_setup(message: str) -> bool:

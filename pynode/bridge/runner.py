@@ -183,7 +183,7 @@ def build_agent(spec: AgentSpec, models: ModelCache, *, name: str, home: Atom | 
     dynamic = any(isinstance(entry, MFHandler) for entry in spec.instructions)
     static = [entry for entry in spec.instructions if isinstance(entry, str)]
     agent: Agent[Any, Any] = Agent(
-        models.get(spec.model),
+        models.get_with_fallbacks(spec.model, spec.fallback),
         instructions=None if dynamic else static or None,
         system_prompt=spec.system_prompt,
         model_settings=spec.model_settings,
@@ -195,7 +195,7 @@ def build_agent(spec: AgentSpec, models: ModelCache, *, name: str, home: Atom | 
         agent=agent,
         spec=spec,
         origin="remote",
-        model_name=spec.model,
+        model_name=models.label(spec.model),
         tools=list(spec.tools),
         home=home,
         instructions=spec.instructions if dynamic else (),
@@ -289,9 +289,17 @@ async def _run(
         usage_limits=usage_limits,
         infer_name=False,
         toolsets=toolsets or None,
-        event_stream_handler=_stream_handler(on_event) if on_event is not None else None,
+        event_stream_handler=(
+            _stream_handler(on_event, structured=_structured(defn, output_type)) if on_event is not None else None
+        ),
         capabilities=capabilities or None,
     )
+
+
+def _structured(defn: AgentDefinition, output_type: Any) -> bool:
+    """Whether the run's output is structured (a schema, or a Python agent's own output type)."""
+    chosen = output_type if output_type is not None else defn.agent.output_type
+    return chosen is not str
 
 
 async def _agent_instructions(
@@ -354,27 +362,46 @@ def _messages_terms(messages: list[ModelMessage]) -> Term:
 
 
 def _stream_handler(
-    on_event: EventSink,
+    on_event: EventSink, *, structured: bool
 ) -> Callable[[RunContext[Any], AsyncIterable[AgentStreamEvent]], Any]:
+    """``structured``: the run has an output schema. A model that writes it as text (native or
+    prompted structured output) then sends JSON text: that is the output, streamed as
+    ``output_delta``, never as ``text_delta``."""
+
     async def handle(ctx: RunContext[Any], events: AsyncIterable[AgentStreamEvent]) -> None:
         # A model response's stream can validate its output so far; a tool-calling step's cannot.
         partials = _PartialOutput(events) if isinstance(events, AgentStream) else None
+        held: RunEvent | None = None  # a structured run's first text: output or chatter? the next event says
+        output_text = False
         async for event in events:
+            if held is not None:
+                if isinstance(event, FinalResultEvent) and event.tool_name is None:
+                    output_text = True
+                else:
+                    await _emit(on_event, held)
+                held = None
             run_event = _run_event(event)
+            if isinstance(run_event, TextDelta) and structured:
+                if output_text:
+                    run_event = None
+                elif isinstance(event, PartStartEvent):
+                    held, run_event = run_event, None
             if run_event is not None:
                 await _emit(on_event, run_event)
-            if partials is not None and (partial := await partials.after(event)) is not None:
+            if partials is not None and (partial := await partials.after(event, structured=structured)) is not None:
                 await _emit(on_event, OutputDelta(partial))
+        if held is not None:
+            await _emit(on_event, held)
 
     return handle
 
 
 class _PartialOutput:
-    """The output of one streamed model response as it grows, once the model writes to an output tool.
+    """The output of one streamed model response as it grows, once the model writes its output.
 
-    pydantic-ai validates it with ``allow_partial`` (an unfinished string is kept as far as it goes,
-    an unfinished key is left out); a snapshot that does not validate yet, or equals the last one,
-    gives nothing.
+    That is an output tool's arguments, or, in a structured run, JSON text. pydantic-ai validates
+    it with ``allow_partial`` (an unfinished string is kept as far as it goes, an unfinished key is
+    left out); a snapshot that does not validate yet, or equals the last one, gives nothing.
     """
 
     def __init__(self, stream: AgentStream[Any, Any]) -> None:
@@ -382,10 +409,11 @@ class _PartialOutput:
         self.writing = False
         self.last: JSONValue = None
 
-    async def after(self, event: AgentStreamEvent) -> dict[str, JSONValue] | None:
+    async def after(self, event: AgentStreamEvent, *, structured: bool) -> dict[str, JSONValue] | None:
         if isinstance(event, FinalResultEvent):
-            self.writing = event.tool_name is not None  # ``None``: text output, streamed as text_delta
-        elif not isinstance(event, PartDeltaEvent) or not isinstance(event.delta, ToolCallPartDelta):
+            # ``None``: the output is text: plain text (text_delta), or a structured run's JSON text.
+            self.writing = event.tool_name is not None or structured
+        elif not isinstance(event, PartDeltaEvent) or not isinstance(event.delta, (ToolCallPartDelta, TextPartDelta)):
             return None
         if not self.writing:
             return None

@@ -20,6 +20,7 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import UsageLimits
 
 from pynode.bridge.errors import BridgeError, ErrorKind, quoted
+from pynode.bridge.models import EnvKey, ModelConfig, ModelRef, OpenAIApi, Provider, Secret
 from pynode.bridge.output import SchemaOutput, check_json_schema, schema_output
 from pynode.bridge.termmap import JSONValue, text_from_prompt, to_json
 from pynode.etf.pretty import format_term
@@ -104,8 +105,10 @@ class ToolSpec:
 class AgentSpec:
     """A BEAM-created agent, as ``{create_agent, Name, Spec}`` described it."""
 
-    model: str
-    """A pydantic-ai model name such as ``openai:gpt-4o``, or ``test``."""
+    model: ModelRef
+    """A pydantic-ai model name such as ``openai:gpt-4o`` or ``test``, a ``--models`` name, or a provider map."""
+    fallback: tuple[ModelRef, ...] = ()
+    """Tried in order when the model before fails with a provider error."""
     instructions: tuple[Instruction, ...] = ()
     """In order; ``{M, F}`` entries are called with the run's deps before each run."""
     system_prompt: tuple[str, ...] = ()
@@ -134,7 +137,7 @@ class RunOptions:
     """The conversation so far, from an earlier Result's ``messages``."""
     deps: dict[str, JSONValue] | None = None
     instructions: tuple[str, ...] = ()
-    model: str | None = None
+    model: ModelRef | None = None
     model_settings: ModelSettings | None = None
     usage_limits: UsageLimits | None = None
     output_schema: dict[str, Any] | TextOutput | None = None
@@ -206,7 +209,8 @@ def parse_agent_spec(term: Term) -> AgentSpec:
         raise BridgeError("bad_spec", 'the agent spec needs a model (e.g. <<"openai:gpt-4o">> or <<"test">>)')
     kind: ErrorKind = "bad_spec"
     return AgentSpec(
-        model=_text("model", values["model"], kind),
+        model=parse_model("model", values["model"], kind),
+        fallback=_fallback(values.get("fallback"), kind),
         instructions=_instructions(values.get("instructions"), kind),
         system_prompt=_texts("system_prompt", values.get("system_prompt"), kind),
         output_schema=_output_schema(values.get("output_schema"), kind),
@@ -238,7 +242,7 @@ def parse_run_options(term: Term) -> RunOptions:
         message_history=_message_history(values.get("message_history")),
         deps=_map("deps", values.get("deps"), kind),
         instructions=_texts("instructions", values.get("instructions"), kind),
-        model=None if model is None else _text("model", model, kind),
+        model=None if model is None else parse_model("model", model, kind),
         model_settings=_model_settings(values.get("model_settings"), kind),
         usage_limits=_usage_limits(values.get("usage_limits"), kind),
         output_schema=_run_output_schema(values.get("output_schema")),
@@ -374,6 +378,60 @@ def _messages_as(value: Term) -> MessagesAs:
     if _is_word(value, "terms"):
         return "terms"
     raise BridgeError("bad_request", f"messages_as must be json or terms, got {_show(value)}")
+
+
+_MODEL_KEYS: Final = frozenset({"provider", "name", "base_url", "api", "api_key", "settings", "max_concurrency"})
+_PROVIDERS: Final[tuple[Provider, ...]] = ("openai", "anthropic")
+_OPENAI_APIS: Final[tuple[OpenAIApi, ...]] = ("chat", "responses")
+
+
+def parse_model(where: str, value: Term, kind: ErrorKind) -> ModelRef:
+    """A model as a spec or run names it (PROTOCOL.md section 3): a name (Bin) or a provider map.
+
+    An ``api_key`` given as a binary is read as a :class:`Secret` before anything can show it.
+    """
+    if not isinstance(value, dict):
+        return _text(where, value, kind)
+    value = dict(value)  # the key is taken out of a copy: nothing after this can show it
+    api_key = value.pop(Atom("api_key"), None)
+    if api_key is None:
+        api_key = value.pop(b"api_key", None)
+    if isinstance(api_key, (bytes, bytearray)):
+        secret: Secret | EnvKey | None = Secret(bytes(api_key).decode(errors="replace"))
+    elif api_key is None:
+        secret = None
+    elif type(api_key) is tuple and len(api_key) == 2 and _is_word(api_key[0], "env"):
+        secret = EnvKey(_text(f"{where}.api_key's variable", api_key[1], kind))
+    else:
+        raise BridgeError(kind, f"{where}.api_key must be a binary or {{env, Name}}")  # never shown: a secret
+    values = _fields(value, f"the {where} map", _MODEL_KEYS - {"api_key"}, kind)
+    provider = next((p for p in _PROVIDERS if _is_word(values.get("provider"), p)), None)
+    if provider is None:
+        raise BridgeError(kind, f"{where}.provider must be openai or anthropic, got {_show(values.get('provider'))}")
+    if "name" not in values:
+        raise BridgeError(kind, f'the {where} map needs a name (e.g. <<"gpt-4o">>)')
+    api_value = values.get("api")
+    api = next((a for a in _OPENAI_APIS if _is_word(api_value, a)), None)
+    if api_value is not None and (api is None or provider != "openai"):
+        raise BridgeError(kind, f"{where}.api must be chat or responses, and only for openai, got {_show(api_value)}")
+    settings = _model_settings(values.get("settings"), kind)
+    return ModelConfig(
+        provider=provider,
+        name=_text(f"{where}.name", values["name"], kind),
+        base_url=None if values.get("base_url") is None else _text(f"{where}.base_url", values["base_url"], kind),
+        api=api,
+        api_key=secret,
+        settings_json=ModelConfig.settings_text(settings),
+        max_concurrency=_int(f"{where}.max_concurrency", values.get("max_concurrency"), kind, minimum=1),
+    )
+
+
+def _fallback(value: Term, kind: ErrorKind) -> tuple[ModelRef, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise BridgeError(kind, f"fallback must be a list of models, got {_show(value)}")
+    return tuple(parse_model(f"fallback[{i}]", v, kind) for i, v in enumerate(value))
 
 
 def _is_word(value: Term, word: str) -> bool:

@@ -3,9 +3,10 @@
 Installed with the ``testing`` extra (``pip install 'pynode[testing]'``), the pytest plugin
 :mod:`pynode.testing.plugin` gives a project that asks for it the fixtures ``epmd``,
 ``epmd_port``, ``cookie``, ``otp``, ``beam``, ``pynode_node``, ``pynode_agents_dir``,
-``py_node`` and ``erl``. It is opt-in, so a project that merely installs pynode keeps its own
-fixtures of those names: put ``pytest_plugins = ["pynode.testing.plugin"]`` in the top-level
-``conftest.py``, or run ``pytest -p pynode.testing.plugin``. The classes behind them live here::
+``py_node``, ``erl``, ``fake_openai`` and ``fake_anthropic``. It is opt-in, so a project that
+merely installs pynode keeps its own fixtures of those names: put
+``pytest_plugins = ["pynode.testing.plugin"]`` in the top-level ``conftest.py``, or run
+``pytest -p pynode.testing.plugin``. The classes behind them live here::
 
     async def test_ping(beam, pynode_node):
         assert await beam.call(pynode_node.address("pynode"), Atom("ping")) == Atom("pong")
@@ -32,6 +33,7 @@ from pynode.testing.beam import (
 )
 from pynode.testing.cluster import Beam, BeamFactory
 from pynode.testing.epmd import Epmd, epmd_answers, epmd_executable, epmd_names, free_port, running_epmd
+from pynode.testing.fake_provider import FakeProvider, Recorded, ToolCall, Turn, running_fake_provider
 
 if TYPE_CHECKING:
     from pynode.testing.local import AgentsNotLoaded, PynodeNode, running_pynode
@@ -49,7 +51,11 @@ __all__ = [
     "BeamNodeError",
     "Destination",
     "Epmd",
+    "FakeProvider",
     "PynodeNode",
+    "Recorded",
+    "ToolCall",
+    "Turn",
     "control_module_dir",
     "epmd_answers",
     "epmd_executable",
@@ -58,6 +64,7 @@ __all__ = [
     "node_command",
     "on_otp",
     "running_epmd",
+    "running_fake_provider",
     "running_pynode",
 ]
 

@@ -20,6 +20,10 @@ Fixtures (each ended when its test ends; every OS process by its pid):
   parametrize it (:func:`~pynode.testing.on_otp`) to run a test on several releases.
 - ``py_node`` and ``erl``: the project's own pair, an in-loop node ``py@127.0.0.1`` with its
   registry and no Python agents, and an erl node ``e1@127.0.0.1`` already connected to it.
+- ``fake_openai`` and ``fake_anthropic``: a :class:`~pynode.testing.FakeProvider` each, a scripted
+  provider server on 127.0.0.1 (``fake_openai.openai_url``, ``fake_anthropic.anthropic_url`` are
+  the ``base_url`` of a model map). pydantic-ai sends model requests only when allowed: mark such
+  tests as the project does (pynode's own tests: ``@pytest.mark.model_requests``).
 
 Async tests need pytest-asyncio: ``asyncio_mode = "auto"``, or ``@pytest.mark.asyncio`` on each.
 """
@@ -39,6 +43,7 @@ from pynode.testing import otp as otp_runtimes
 from pynode.testing.beam import BeamNode
 from pynode.testing.cluster import Beam
 from pynode.testing.epmd import Epmd, running_epmd
+from pynode.testing.fake_provider import FakeProvider, running_fake_provider
 
 if TYPE_CHECKING:
     from pynode import Node
@@ -179,3 +184,17 @@ async def erl(py_node: Node, beam: Beam) -> AsyncIterator[BeamNode]:
     node = await beam("e1")
     assert await node.eval("net_adm:ping('py@127.0.0.1')") == "pong"
     yield node
+
+
+@_async_fixture
+async def fake_openai() -> AsyncIterator[FakeProvider]:
+    """A scripted OpenAI-compatible server (Chat Completions and Responses) on 127.0.0.1."""
+    async with running_fake_provider() as provider:
+        yield provider
+
+
+@_async_fixture
+async def fake_anthropic() -> AsyncIterator[FakeProvider]:
+    """A scripted Anthropic Messages server on 127.0.0.1."""
+    async with running_fake_provider() as provider:
+        yield provider
