@@ -22,6 +22,7 @@ from pynode.net.transport import DistTransport
 from pynode.runtime.supervisor import DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_PERIOD, RestartIntensity
 
 if TYPE_CHECKING:
+    from pynode.bridge.models import ModelCache
     from pynode.runtime.supervisor import Supervisor
 
 __all__ = ["agents_folder", "limits_from", "main", "parse_size", "resolve_cookie"]
@@ -171,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--connect", action="append", default=[], metavar="NODE", help="connect to NODE at start")
     parser.add_argument("--agents", type=Path, help="folder of Python-defined agents (default: ./agents)")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        metavar="FILE",
+        help="TOML file of named provider models ([models.NAME] provider, name, base_url, api_key_env, ...)"
+        " that agents and runs name as model (else $PYNODE_MODELS)",
+        default=Path(os.environ["PYNODE_MODELS"]) if os.environ.get("PYNODE_MODELS") else None,
+    )
     parser.add_argument("--net-ticktime", type=float, default=60.0, help="seconds, as net_ticktime (default 60)")
     parser.add_argument("--max-runs", type=int, default=1000, help="agent runs in flight on the node (default 1000)")
     parser.add_argument(
@@ -275,11 +284,27 @@ def agents_folder(explicit: Path | None) -> Path | None:
     return default
 
 
+def model_cache(models_file: Path | None) -> ModelCache:
+    """The node's models, with the named ones of ``--models``; a bad file stops the command."""
+    from pynode.bridge.model_file import ModelsFileError, load_models_file
+    from pynode.bridge.models import ModelCache
+
+    if models_file is None:
+        return ModelCache()
+    try:
+        named = load_models_file(models_file)
+    except ModelsFileError as exc:
+        raise SystemExit(f"pynode: --models {exc}") from None
+    log.info("models from %s: %s", models_file, ", ".join(f"{n} ({c.label})" for n, c in named.items()))
+    return ModelCache(named=named)
+
+
 async def serve(args: argparse.Namespace) -> int:
     from pynode.bridge.registry import start_registry
     from pynode.node import Node
     from pynode.runtime.services import node_supervisor
 
+    models = model_cache(args.models)
     agents_dir = agents_folder(args.agents)
     cookie = resolve_cookie(args.cookie)
     limits = limits_from(args)
@@ -313,7 +338,7 @@ async def serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     stdin_watch = await _watch_stdin(stop) if args.stop_on_eof else None
-    registry = await start_registry(node, agents_dir=agents_dir, max_runs=args.max_runs)
+    registry = await start_registry(node, agents_dir=agents_dir, max_runs=args.max_runs, models=models)
     for peer in args.connect:
         try:
             await node.connect(peer)
@@ -380,10 +405,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    _redact_logs()
     try:
         return run_loop(serve(args), args.loop)
     except KeyboardInterrupt:
         return 130
+
+
+def _redact_logs() -> None:
+    """Every handler of the root logger drops the node's API keys from what it writes."""
+    from pynode.bridge.secrets import RedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
 
 
 def run_loop(main: Coroutine[Any, Any, int], loop: str) -> int:

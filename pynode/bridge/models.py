@@ -28,6 +28,7 @@ Provider: TypeAlias = Literal["openai", "anthropic"]
 OpenAIApi: TypeAlias = Literal["chat", "responses"]
 
 _PROVIDER_EXTRAS = {"openai": "openai", "anthropic": "anthropic"}
+_PROVIDER_KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +198,8 @@ def _api_key(config: ModelConfig) -> str | None:
             SECRETS.add(found)
             return found
         case _:
+            # The provider reads its usual variable itself; its value is as secret as any other key.
+            SECRETS.add(os.environ.get(_PROVIDER_KEY_VARIABLES[config.provider], ""))
             return None
 
 

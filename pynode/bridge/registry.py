@@ -62,7 +62,7 @@ class Registry(GenServer):
         self.limits = limits or RunLimits(max_runs=max_runs)
         self.supervisor = supervisor
         """Where agents are started (the node's ``pynode_sup``); None: agents run unsupervised."""
-        self.models = models or ModelCache()
+        self.models = models if models is not None else ModelCache()
         self._pydantic_ai = _pydantic_ai_version()
         self.owners: dict[Reference, str] = {}
         """The monitor on each owned agent's owner -> the agent's name."""
@@ -267,9 +267,11 @@ async def _flushed(node: Kernel[Process], deadline: float) -> None:
         await asyncio.sleep(0.01)
 
 
-async def start_registry(node: Node, *, agents_dir: Path | None = None, max_runs: int = 1000) -> Registry:
+async def start_registry(
+    node: Node, *, agents_dir: Path | None = None, max_runs: int = 1000, models: ModelCache | None = None
+) -> Registry:
     """Register ``pynode`` and the Python-defined agents found in ``agents_dir``."""
-    registry = start_supervised_registry(node, max_runs=max_runs)
+    registry = start_supervised_registry(node, max_runs=max_runs, models=models)
     if agents_dir is not None:
         for definition in load_agents(agents_dir):
             if node.whereis(definition.name) is not None:
@@ -279,10 +281,11 @@ async def start_registry(node: Node, *, agents_dir: Path | None = None, max_runs
     return registry
 
 
-def start_supervised_registry(node: Node, *, max_runs: int = 1000) -> Registry:
+def start_supervised_registry(node: Node, *, max_runs: int = 1000, models: ModelCache | None = None) -> Registry:
     """``pynode`` as a child of the node's supervisor, with a table that outlives each registry process."""
     supervisor = node_supervisor(node)
-    child = _registry_child(supervisor=supervisor, limits=RunLimits(max_runs=max_runs), models=ModelCache())
+    models = models if models is not None else ModelCache()
+    child = _registry_child(supervisor=supervisor, limits=RunLimits(max_runs=max_runs), models=models)
     registry = supervisor.start_child(child)
     assert isinstance(registry, Registry)
     return registry
