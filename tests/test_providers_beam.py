@@ -324,3 +324,86 @@ async def test_a_cancelled_run_closes_its_provider_connection_within_a_second(
     sent = request.events_sent
     await asyncio.sleep(0.2)
     assert request.events_sent == sent  # nothing is sent, or read, after the close
+
+
+# -- the model's own timeouts ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("stall", ["first_byte", "next_chunk"])
+async def test_a_provider_stalling_past_the_models_timeout_is_model_timeout(
+    api: str, stall: str, py_node: Node, erl: BeamNode, fake_openai: FakeProvider, fake_anthropic: FakeProvider
+) -> None:
+    server = server_for(api, fake_openai, fake_anthropic)
+    timeout = ", settings => #{timeout => 0.3}"
+    await create(erl, "stalling", f"#{{model => {model_map(api, server, extra=timeout)}}}")
+    if stall == "first_byte":
+        server.script(*[Turn(text="too late", delay=3.0)] * 3)  # the SDK retries a timed-out request twice
+        kind, message = await run_error(erl, "stalling")
+    else:  # the stream starts, then no next chunk comes
+        server.script(Turn(text="a start and then nothing " * 4, chunk_chars=25, chunk_delay=3.0))
+        got = await term(
+            erl,
+            COLLECT + f'{{ok, Ref}} = gen_server:call({{stalling, {PY}}}, {{start_run, <<"Go">>, #{{}}}}),'
+            " Collect(Ref, [])",
+        )
+        _events, (status, (error_kind, text)) = got
+        assert status == Atom("error")
+        (request,) = server.requests
+        assert request.stream and request.events_sent >= 1  # the stream had started: no next chunk came
+        kind, message = str(error_kind), text.decode()
+    assert kind == "model_timeout", message
+    assert "did not answer in time" in message and KEY not in message
+
+
+# -- a model's max_concurrency -----------------------------------------------------------------
+
+
+async def test_max_concurrency_bounds_requests_in_flight_across_agents_and_the_rest_wait(
+    py_node: Node, erl: BeamNode, fake_openai: FakeProvider
+) -> None:
+    bounded = model_map("chat", fake_openai, extra=", max_concurrency => 2")
+    await create(erl, "first", f"#{{model => {bounded}}}")
+    await create(erl, "second", f"#{{model => {bounded}}}")  # an equal map: the same model, the same limit
+    fake_openai.script(*[Turn(text="done", delay=0.25)] * 8)
+    got = await term(
+        erl,
+        "Self = self(), Agents = [first, second, first, second, first, second, first, second],"
+        f' [spawn(fun() -> Self ! {{done, catch gen_server:call({{A, {PY}}}, {{run, <<"Hi">>}}, 20000)}} end)'
+        " || A <- Agents], [receive {done, R} -> R after 25000 -> timeout end || _ <- Agents]",
+        timeout=30,
+    )
+    assert [r[0] for r in got] == [Atom("ok")] * 8, got  # none failed with overloaded: they waited
+    assert len(fake_openai.requests) == 8
+    assert fake_openai.most_in_flight == 2
+
+
+# -- many streams at once ----------------------------------------------------------------------
+
+
+async def test_200_concurrent_streamed_runs_each_get_exactly_their_own_text(
+    py_node: Node, erl: BeamNode, fake_openai: FakeProvider
+) -> None:
+    await create(erl, "echoer", f"#{{model => {model_map('chat', fake_openai)}}}")  # the server echoes each prompt
+    got = await term(
+        erl,
+        "Self = self(), N = 200,"
+        " Stream = fun Loop(Ref, Acc) -> receive"
+        " {pynode_event, Ref, {text_delta, T}} -> Loop(Ref, [T | Acc]);"
+        " {pynode_event, Ref, _} -> Loop(Ref, Acc);"
+        " {pynode_result, Ref, R} -> {iolist_to_binary(lists:reverse(Acc)), R}"
+        " after 60000 -> {timeout, timeout} end end,"
+        ' [spawn(fun() -> Prompt = iolist_to_binary([<<"stream number ">>, integer_to_binary(I),'
+        ' <<" of many, each with its own words">>]),'
+        f" {{ok, Ref}} = gen_server:call({{echoer, {PY}}}, {{start_run, Prompt, #{{}}}}, 30000),"
+        " Self ! {I, Prompt, Stream(Ref, [])} end) || I <- lists:seq(1, N)],"
+        " [receive {I, P, Got} -> {P, Got} after 90000 -> {I, lost} end || I <- lists:seq(1, N)]",
+        timeout=100,
+    )
+    assert len(got) == 200
+    for prompt, (streamed, (status, result)) in got:
+        expected = b"echo: " + prompt
+        assert status == Atom("ok"), result
+        assert streamed == expected  # the deltas reassemble this run's text, nothing from another run
+        assert result[Atom("output")] == expected
+    assert len(fake_openai.requests) == 200

@@ -199,6 +199,10 @@ class FakeProvider:
         self.responder = responder
         self.requests: list[Recorded] = []
         self.connections_opened = 0
+        self.in_flight = 0
+        """Requests whose answer is being prepared or sent now."""
+        self.most_in_flight = 0
+        """The most requests ever answered at once (what a model's ``max_concurrency`` bounds)."""
         self._turns: deque[Turn] = deque()
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -272,12 +276,16 @@ class FakeProvider:
                 request = await self._read_request(reader)
                 if request is None:
                     return
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
                 try:
                     keep_alive = await self._answer(request, reader, writer)
                 except OSError:  # the client left while its answer was being written
                     if request.closed_by_client_at is None:
                         request.closed_by_client_at = time.monotonic()
                     raise
+                finally:
+                    self.in_flight -= 1
                 if not keep_alive:
                     return
         except (OSError, asyncio.IncompleteReadError, _ClientGone):
