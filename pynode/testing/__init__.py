@@ -33,12 +33,13 @@ from pynode.testing.beam import (
 )
 from pynode.testing.cluster import Beam, BeamFactory
 from pynode.testing.epmd import Epmd, epmd_answers, epmd_executable, epmd_names, free_port, running_epmd
-from pynode.testing.fake_provider import FakeProvider, Recorded, ToolCall, Turn, running_fake_provider
 
 if TYPE_CHECKING:
+    from pynode.testing.fake_provider import FakeProvider, Recorded, ToolCall, Turn, running_fake_provider
     from pynode.testing.local import AgentsNotLoaded, PynodeNode, running_pynode
 
 _LOCAL_NAMES = frozenset({"AgentsNotLoaded", "PynodeNode", "running_pynode"})
+_FAKE_PROVIDER_NAMES = frozenset({"FakeProvider", "Recorded", "ToolCall", "Turn", "running_fake_provider"})
 
 __all__ = [
     "START_TIMEOUT",
@@ -83,4 +84,9 @@ def __getattr__(name: str) -> Any:
         from pynode.testing import local
 
         return getattr(local, name)
+    if name in _FAKE_PROVIDER_NAMES:
+        # Lazy too, so that ``python -m pynode.testing.fake_provider`` runs the module only once.
+        from pynode.testing import fake_provider
+
+        return getattr(fake_provider, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -135,7 +135,7 @@ defmodule Pynode.PureTest do
     kinds =
       ~w(bad_request bad_spec unknown_agent already_exists model_unavailable model_http_error
          model_error unexpected_model_behavior usage_limit_exceeded tool_error timeout cancelled
-         overloaded internal_error nodedown)a
+         overloaded internal_error rate_limited auth_failed model_timeout draining nodedown)a
 
     for kind <- kinds do
       error = Error.from_reply({kind, "why"})

@@ -9,7 +9,16 @@ defmodule Pynode.Error do
   The node's kinds, exactly as it sends them (PROTOCOL.md section 6):
   `:bad_request`, `:bad_spec`, `:unknown_agent`, `:already_exists`, `:model_unavailable`,
   `:model_http_error`, `:model_error`, `:unexpected_model_behavior`, `:usage_limit_exceeded`,
-  `:tool_error`, `:timeout`, `:cancelled`, `:overloaded`, `:internal_error`.
+  `:tool_error`, `:timeout`, `:cancelled`, `:overloaded`, `:internal_error`, `:draining`; and,
+  from providers:
+
+    * `:rate_limited` - HTTP 429 after the model's own retries; the message says the provider's
+      retry-after when it gave one. Back off, or name a `fallback` model.
+    * `:auth_failed` - HTTP 401/403: the node's API key for that model is missing or wrong. Retrying
+      will not help; fix the key (the message never shows it).
+    * `:model_timeout` - the provider sent no answer, or no next chunk, within the model's
+      timeouts (`settings: %{timeout: seconds}`).
+    * `:model_http_error` - any other HTTP status, or the provider could not be reached.
 
   And two from this side:
 
@@ -43,6 +52,10 @@ defmodule Pynode.Error do
           | :cancelled
           | :overloaded
           | :internal_error
+          | :rate_limited
+          | :auth_failed
+          | :model_timeout
+          | :draining
           | :nodedown
 
   @type t :: %__MODULE__{kind: kind(), message: String.t()}
