@@ -74,6 +74,13 @@ defmodule Demo do
     {:ok, ref} = GenServer.call({:chat, @py}, {:start_run, "Say hello to the BEAM.", %{}})
     stream(ref)
 
+    IO.puts("\n== A streamed run through a provider's HTTP API (the scripted OpenAI server, offline)")
+    url = System.fetch_env!("DEMO_PROVIDER_URL")
+    provider = %{provider: :openai, name: "gpt-4o-mini", base_url: url <> "/v1", api_key: "sk-demo-not-a-real-key"}
+    show("model (a run's own)", Map.put(provider, :api_key, "(never shown by the node)"))
+    {:ok, ref} = GenServer.call({:chat, @py}, {:start_run, "Say hello to the BEAM.", %{model: provider}})
+    stream(ref)
+
     IO.puts("\n== The Python-defined research agent (agents/research.py)")
 
     {:ok, research} =
