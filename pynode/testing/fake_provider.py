@@ -34,9 +34,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["FakeProvider", "Recorded", "ToolCall", "Turn", "running_fake_provider"]
+__all__ = ["STAMP", "FakeProvider", "Recorded", "ToolCall", "Turn", "running_fake_provider"]
 
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -78,6 +78,9 @@ class Turn:
     drop_after: int | None = None
     input_tokens: int = 11
     output_tokens: int = 7
+    stamp_chunks: bool = False
+    """Each ``%STAMP%`` in a streamed event becomes the wall-clock time, in microseconds, at which
+    that event is written: a benchmark's receiver subtracts it from its own clock (one clock)."""
     output: dict[str, Any] | None = None
     """Structured output, answered as the request asks for it: JSON text when it asks for a JSON
     schema format (native structured output), else a call of its output tool (``final_result``)."""
@@ -183,6 +186,10 @@ def _strings(value: Any) -> Iterator[str]:
                 yield from _strings(value[key])
 
 
+STAMP: Final = "%STAMP%"
+"""What :attr:`Turn.stamp_chunks` replaces with the time an event is sent."""
+
+
 def echo_responder(request: Recorded) -> Turn:
     """The answer when nothing is scripted: the last user message, echoed."""
     return Turn(text=f"echo: {request.last_user_text()}")
@@ -237,7 +244,7 @@ class FakeProvider:
         return len(self._turns)
 
     async def start(self, port: int = 0) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port, limit=_MAX_HEADER_BYTES)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port, limit=_MAX_HEADER_BYTES, backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -378,6 +385,8 @@ class FakeProvider:
             text = (
                 f"event: {event}\n" if event else ""
             ) + f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+            if turn.stamp_chunks:
+                text = text.replace(STAMP, str(time.time_ns() // 1000))
             chunk = text.encode()
             writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
             await writer.drain()
