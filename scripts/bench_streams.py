@@ -198,7 +198,10 @@ async def through_node(opts: argparse.Namespace, url: str) -> dict[str, Any]:
             task = asyncio.create_task(erl.eval_term(STREAMS.format(py=PY, n=opts.streams), timeout=900))
             await asyncio.sleep(opts.chunks * opts.interval / 2)
             rss_mid = rss_kb(node.pid)
-            wall_us, ok, events, delays = decode(await task)
+            got = decode(await task)
+            assert isinstance(got, tuple) and len(got) == 4, got
+            wall_us, ok, events, delays = got
+            assert isinstance(wall_us, int) and isinstance(events, int) and isinstance(delays, list)
             cpu = cpu_s(node.pid) - cpu0
         finally:
             if erl is not None:
