@@ -90,3 +90,19 @@ def test_no_test_reaches_a_provider_unless_marked() -> None:
 @pytest.mark.model_requests
 def test_a_marked_test_may_send_model_requests() -> None:
     assert pydantic_ai.models.ALLOW_MODEL_REQUESTS is True
+
+
+@pytest.mark.parametrize(("provider", "module"), [("openai", "openai"), ("anthropic", "anthropic")])
+def test_a_provider_whose_package_is_missing_is_unavailable_with_the_pip_line(
+    provider: str, module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pynode.bridge.models import ModelConfig, Secret
+
+    # As on a node installed without the extra: the provider's model module cannot be imported.
+    monkeypatch.setitem(__import__("sys").modules, f"pydantic_ai.models.{module}", None)
+    config = ModelConfig(provider=provider, name="some-model", api_key=Secret("sk-missing-package"))  # type: ignore[arg-type]
+    with pytest.raises(BridgeError) as exc:
+        ModelCache().get(config)
+    assert exc.value.kind == "model_unavailable"
+    assert f"pip install 'pynode[{provider}]'" in exc.value.message
+    assert "sk-missing-package" not in exc.value.message

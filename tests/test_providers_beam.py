@@ -407,3 +407,35 @@ async def test_200_concurrent_streamed_runs_each_get_exactly_their_own_text(
         assert streamed == expected  # the deltas reassemble this run's text, nothing from another run
         assert result[Atom("output")] == expected
     assert len(fake_openai.requests) == 200
+
+
+async def test_node_shutdown_closes_the_provider_connections_of_its_runs(
+    py_node: Node, erl: BeamNode, fake_openai: FakeProvider
+) -> None:
+    from pynode.bridge.registry import current_registry
+
+    await create(erl, "slow", f"#{{model => {model_map('chat', fake_openai)}}}")
+    fake_openai.script(SLOW)
+    await erl.eval(
+        "spawn(fun() ->"
+        f' {{ok, Ref}} = gen_server:call({{slow, {PY}}}, {{start_run, <<"Go">>, #{{}}}}),'
+        " receive {pynode_result, Ref, R} -> pynode_test ! {ended, R} after 10000 -> ok end end), ok"
+    )
+    (request,) = await fake_openai.wait_for_requests(1)
+    for _ in range(100):  # bounded: until the stream has begun
+        if request.events_sent > 2:
+            break
+        await asyncio.sleep(0.02)
+    registry = current_registry(py_node)
+    assert registry is not None
+    started = time.monotonic()
+    await registry.shutdown()
+    for _ in range(100):  # bounded: at most a second and a half
+        if request.closed_by_client_at is not None:
+            break
+        await asyncio.sleep(0.015)
+    assert request.closed_by_client_at is not None, "the provider's connection stayed open"
+    assert request.closed_by_client_at - started < 1.0
+    assert 0 < request.events_sent < 200
+    _, ended = await erl.receive(timeout=5, match=lambda m: isinstance(m, tuple) and m[0] == Atom("ended"))
+    assert ended[0] == Atom("error") and ended[1][0] == Atom("cancelled"), ended  # the caller was told
