@@ -20,7 +20,12 @@ defmodule Pynode do
 
     * `:name` - the name of this child, used by `await_ready/2`, `subscribe/1` and `Pynode.Agent`
       (required)
-    * `:node` - the Python node's name, such as `:"py@127.0.0.1"` (required)
+    * `:node` - the Python node's name, such as `:"py@127.0.0.1"`. Default: derived from this
+      node's name, short or long as it is: `:"shop_py@myhost"` for an app started as
+      `--sname shop`, `:"shop_py@10.0.0.5"` for `--name shop@10.0.0.5`, and
+      `:"pynode_py_<os pid>@127.0.0.1"` for an app that is not distributed yet. A name of the other
+      mode (a long name from a `--sname` app, or the reverse) cannot be reached: `start_link/1`
+      raises `ArgumentError` saying so
     * `:start` - start the node as an OS process: `[cmd: "pynode", args: [...], env: [{"K", "V"}],
       cd: dir]`. `--name NODE` (or `--sname`) is added unless `args` has one, and the cookie is
       handed over in `$PYNODE_COOKIE`. Its output goes to `Logger`; when it exits it is started
@@ -150,9 +155,7 @@ defmodule Pynode do
         stop_timeout: 5_000
       ])
 
-    unless is_atom(opts[:node]) and opts[:node] != nil and
-             String.contains?("#{opts[:node]}", "@"),
-           do: raise(ArgumentError, ":node must be a node name such as :\"py@127.0.0.1\"")
+    opts = Keyword.put(opts, :node, Pynode.NodeName.resolve(opts[:node]))
 
     if start = opts[:start], do: Keyword.validate!(start, [:cmd, :args, :env, :cd])
     Pynode.Connection.start_link(opts)

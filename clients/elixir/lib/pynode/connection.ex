@@ -365,5 +365,5 @@ defmodule Pynode.Connection do
     end
   end
 
-  defp longnames?(node), do: node |> Atom.to_string() |> String.contains?(".")
+  defp longnames?(node), do: Pynode.NodeName.longname?(node)
 end
