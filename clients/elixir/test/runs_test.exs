@@ -158,6 +158,15 @@ defmodule Pynode.RunsTest do
     assert_received {:where, [Pynode.TaskSupervisor | _], true, true}
   end
 
+  test "inspecting a result leaves out the conversation, which stays in the struct" do
+    assert {:ok, result} = Pynode.run(:runs_plain, "Weather?", tools: [weather_tool(self())])
+    assert is_binary(result.messages) and byte_size(result.messages) > 500
+    shown = inspect(result)
+    assert shown =~ "#Pynode.Result<" and shown =~ "output: " and shown =~ "usage: "
+    refute shown =~ "messages"
+    assert byte_size(shown) < byte_size(result.messages)
+  end
+
   test "stream/3: events, then the result" do
     events =
       Pynode.stream(:runs_plain, "Weather?", tools: [weather_tool(self())]) |> Enum.to_list()

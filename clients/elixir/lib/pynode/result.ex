@@ -8,6 +8,9 @@ defmodule Pynode.Result do
     * `:new_messages` - this run's messages only, in the same form
     * `:usage` - `%{requests: n, input_tokens: n, output_tokens: n, tool_calls: n}`
     * `:run_id` - the run's id on the node
+
+  `inspect/1` (and so `IO.inspect/1` and test failures) leaves out `:messages` and
+  `:new_messages`, which grow with the conversation; read them from the struct.
   """
 
   @type messages :: String.t() | [map()]
@@ -19,6 +22,7 @@ defmodule Pynode.Result do
           run_id: String.t() | nil
         }
 
+  @derive {Inspect, except: [:messages, :new_messages]}
   defstruct [:output, :messages, :new_messages, :run_id, usage: %{}]
 
   @doc false
