@@ -1,4 +1,4 @@
-"""Agents as named processes, driven from real Erlang and Elixir nodes (PROTOCOL.md §3-§5)."""
+"""Agents as named processes, driven from real Erlang and Elixir nodes (docs/protocol.md §3-§5)."""
 
 from __future__ import annotations
 

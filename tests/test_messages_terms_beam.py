@@ -1,4 +1,4 @@
-"""Conversations as terms (PROTOCOL.md section 4, ``messages_as``): stored and passed back without JSON."""
+"""Conversations as terms (docs/protocol.md section 4, ``messages_as``): stored and passed back without JSON."""
 
 from __future__ import annotations
 

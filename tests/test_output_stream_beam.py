@@ -1,4 +1,4 @@
-"""Structured output as it streams, and ``output_schema => text`` for one run (PROTOCOL.md sections 4 and 5)."""
+"""Structured output as it streams, and ``output_schema => text`` for one run (docs/protocol.md sections 4 and 5)."""
 
 from __future__ import annotations
 

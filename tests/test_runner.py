@@ -411,7 +411,7 @@ async def test_streamed_tool_failure() -> None:
     models = ModelCache()
     defn = remote(models, model="test", tools=(ECHO,))
     await run(defn, models=models, dispatch=Dispatch(ToolFailed("broken")), on_event=events.append)
-    # A failed tool is a tool_error event (PROTOCOL.md section 5), never a tool_result.
+    # A failed tool is a tool_error event (docs/protocol.md section 5), never a tool_result.
     assert ToolCallFailed("echo", "broken", "pyd_ai_tool_call_id__echo") in events
     assert not any(isinstance(event, ToolCallFinished) for event in events)
 

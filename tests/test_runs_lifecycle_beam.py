@@ -1,4 +1,4 @@
-"""Runs that end cleanly for their watchers (PROTOCOL.md sections 3 and 4), from real erl and Elixir nodes.
+"""Runs that end cleanly for their watchers (docs/protocol.md sections 3 and 4), from real erl and Elixir nodes.
 
 - A synchronous run whose ``gen_server:call`` timed out is cancelled: the call's DEMONITOR is the
   signal, and nobody gets a late reply.

@@ -1,4 +1,4 @@
-"""Agent specs and run options: every key of PROTOCOL.md sections 3 and 4, and every refusal."""
+"""Agent specs and run options: every key of docs/protocol.md sections 3 and 4, and every refusal."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stream events reach the BEAM in order, before the result (PROTOCOL.md §5), from real erl nodes."""
+"""Stream events reach the BEAM in order, before the result (docs/protocol.md §5), from real erl nodes."""
 
 from __future__ import annotations
 

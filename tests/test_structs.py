@@ -1,4 +1,4 @@
-"""Elixir structs and keyword lists where JSON is meant (PROTOCOL.md section 8), on terms alone.
+"""Elixir structs and keyword lists where JSON is meant (docs/protocol.md section 8), on terms alone.
 
 The same values built by a real Elixir node are checked in tests/test_termmap_elixir.py; here the
 edge cases that need no node: Decimal's printing rules, malformed structs, refusals.

@@ -1,4 +1,4 @@
-"""The node's own processes killed from real erl/elixir nodes come back (PROTOCOL.md section 1).
+"""The node's own processes killed from real erl/elixir nodes come back (docs/protocol.md section 1).
 
 Pids come from ``gen_server:call({pynode_sup, Node}, which_children)``, as a BEAM program would
 find them; kills are ``exit(Pid, kill)`` / ``Process.exit(pid, :kill)``. Every wait is bounded.

@@ -1,4 +1,4 @@
-"""Term <-> JSON mapping (PROTOCOL.md section 8), one test per rule."""
+"""Term <-> JSON mapping (docs/protocol.md section 8), one test per rule."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Elixir values as JSON (PROTOCOL.md section 8), checked against a real Elixir node.
+"""Elixir values as JSON (docs/protocol.md section 8), checked against a real Elixir node.
 
 The node builds the values and prints what Elixir itself makes of them (``to_iso8601``,
 ``MapSet.to_list``, ``Map.from_struct``); the terms cross the wire as ``term_to_binary`` encodes

@@ -1,4 +1,4 @@
-"""TLS distribution against real OTP nodes started with `-proto_dist inet_tls` (PROTOCOL.md §1).
+"""TLS distribution against real OTP nodes started with `-proto_dist inet_tls` (docs/protocol.md §1).
 
 Certificates come from openssl, made per module: a cluster CA that signs the nodes, and another
 CA whose certificates must be refused. Every refusal is checked to log one line and to leave no

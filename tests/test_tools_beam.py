@@ -1,4 +1,4 @@
-"""BEAM tools as an Elixir or Erlang developer writes them (PROTOCOL.md sections 3, 4, 5 and 8).
+"""BEAM tools as an Elixir or Erlang developer writes them (docs/protocol.md sections 3, 4, 5 and 8).
 
 Real erl and elixir nodes define the functions, create the agents and make the runs; a scripted
 model (pydantic-ai's FunctionModel) makes the tool calls and keeps what it was sent, so each test

@@ -1,4 +1,4 @@
-"""An agent as a registered process (PROTOCOL.md §4).
+"""An agent as a registered process (docs/protocol.md §4).
 
 The agent process only accepts and routes: each run is a
 :class:`~pynode.bridge.runs.RunProcess` of its own, so a slow run never
@@ -151,7 +151,7 @@ class AgentProcess(GenServer):
         """A caller removed its monitor on this agent: a ``gen_server:call`` that stopped waiting.
 
         ``gen:call`` monitors the server for the length of the call and demonitors on a reply or
-        a timeout; a run still going then has nobody waiting for it (PROTOCOL.md section 4).
+        a timeout; a run still going then has nobody waiting for it (docs/protocol.md section 4).
         """
         run = self.waiting_calls.pop(ref, None)
         if run is not None and run.request.caller == watcher:

@@ -1,4 +1,4 @@
-"""Error kinds of the wire protocol (PROTOCOL.md section 6) and the one place that maps exceptions to them.
+"""Error kinds of the wire protocol (docs/protocol.md section 6) and the one place that maps exceptions to them.
 
 Every failure a BEAM caller sees is ``{error, {Kind, Message}}``: ``Kind`` says whose fault it is
 (the request, the spec, the model, the run's limits, this node) and ``Message`` is for a person.

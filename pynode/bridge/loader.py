@@ -1,4 +1,4 @@
-"""Agents defined in Python: every ``NAME.py`` of a directory that defines ``agent`` (PROTOCOL.md section 7).
+"""Agents defined in Python: every ``NAME.py`` of a directory that defines ``agent`` (docs/protocol.md section 7).
 
 Each file is imported as a module of its own; one that fails to import, or defines no agent, is
 reported and skipped, and the others still load. Files whose name starts with ``_`` are helpers.

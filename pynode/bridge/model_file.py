@@ -1,6 +1,6 @@
 """The node's ``--models`` file: named provider models, so endpoints and key variables stay out of apps.
 
-A TOML file (``tomllib``) of tables ``[models.NAME]`` with the keys of a model map (PROTOCOL.md
+A TOML file (``tomllib``) of tables ``[models.NAME]`` with the keys of a model map (docs/protocol.md
 section 3) but the key itself: the file names the environment variable that holds it
 (``api_key_env``), so the file can be checked in. An agent or run then says ``model => <<"NAME">>``.
 A bad file stops the node before it starts, with the file and line at fault.

@@ -1,7 +1,7 @@
 """Model objects as the BEAM names them, built once each.
 
 A model is a pydantic-ai name (``openai:gpt-4o``, ``test``), a name of the node's ``--models``
-file, or a provider map (PROTOCOL.md section 3), here a :class:`ModelConfig`. Building a provider
+file, or a provider map (docs/protocol.md section 3), here a :class:`ModelConfig`. Building a provider
 client costs tens of milliseconds (and reads the environment for keys), so agents and runs naming
 the same model, or an equal map, share one object. Failures are not cached: setting an API key
 and asking again works.

@@ -1,4 +1,4 @@
-"""The registered process ``pynode``: the node's front door (PROTOCOL.md §3)."""
+"""The registered process ``pynode``: the node's front door (docs/protocol.md §3)."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ class Registry(GenServer):
     async def create_agent_with_options(
         self, name: Term, spec_term: Term, opts_term: Term, *, home: Atom | None = None
     ) -> Term:
-        """``{create_agent, Name, Spec, CreateOpts}``: ``if_exists`` and ``owner`` (PROTOCOL.md section 3).
+        """``{create_agent, Name, Spec, CreateOpts}``: ``if_exists`` and ``owner`` (docs/protocol.md section 3).
 
         ``home``: the creator's node, where the agent's ``{M, F}`` tools and instructions run.
         """

@@ -1,4 +1,4 @@
-"""One agent run, from a checked prompt and options to the Result term (PROTOCOL.md section 4).
+"""One agent run, from a checked prompt and options to the Result term (docs/protocol.md section 4).
 
 No node here: BEAM tools go through the ``dispatch`` seam and stream events through ``on_event``.
 Timeouts and cancellation belong to the caller (``asyncio.timeout``/``task.cancel()`` around

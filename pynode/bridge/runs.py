@@ -398,7 +398,7 @@ def _content_term(content: Any) -> Term:
     """A tool's return value for a ``tool_result`` event: its JSON form, as pydantic-ai gives it to the model.
 
     Python tools may return models, dataclasses or datetimes; their JSON form, never a repr, reaches
-    the BEAM (PROTOCOL.md section 8). Only a value with no JSON form at all is sent as its text.
+    the BEAM (docs/protocol.md section 8). Only a value with no JSON form at all is sent as its text.
     """
     try:
         return from_json(to_jsonable_python(content))

@@ -1,4 +1,4 @@
-"""Agent specs (``create_agent``, PROTOCOL.md section 3) and run options (section 4), checked once.
+"""Agent specs (``create_agent``, docs/protocol.md section 3) and run options (section 4), checked once.
 
 Both arrive as maps whose keys may be atoms or binaries. Anything wrong is refused before an agent
 exists or a run starts, with a message naming the key: ``bad_spec`` for a spec, ``bad_request``
@@ -171,7 +171,7 @@ IfExists: TypeAlias = Literal["error", "replace", "keep"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreateOptions:
-    """The ``CreateOpts`` of ``{create_agent, Name, Spec, CreateOpts}`` (PROTOCOL.md section 3)."""
+    """The ``CreateOpts`` of ``{create_agent, Name, Spec, CreateOpts}`` (docs/protocol.md section 3)."""
 
     if_exists: IfExists = "error"
     """``error``: ``already_exists``; ``replace``: the old agent's runs are cancelled and it goes;
@@ -300,7 +300,7 @@ def _show_json(value: JSONValue) -> str:
 
 
 def _show(term: Term) -> str:
-    """A term in an error text, in Erlang syntax (PROTOCOL.md section 8), cut short."""
+    """A term in an error text, in Erlang syntax (docs/protocol.md section 8), cut short."""
     return format_term(term, limit=80)
 
 
@@ -386,7 +386,7 @@ _OPENAI_APIS: Final[tuple[OpenAIApi, ...]] = ("chat", "responses")
 
 
 def parse_model(where: str, value: Term, kind: ErrorKind) -> ModelRef:
-    """A model as a spec or run names it (PROTOCOL.md section 3): a name (Bin) or a provider map.
+    """A model as a spec or run names it (docs/protocol.md section 3): a name (Bin) or a provider map.
 
     An ``api_key`` given as a binary is read as a :class:`Secret` before anything can show it.
     """

@@ -1,4 +1,4 @@
-"""The agents as children of the node's supervisor (PROTOCOL.md section 1); the registry's child is in ``registry``.
+"""The agents as children of the node's supervisor (docs/protocol.md section 1); the registry's is in ``registry``.
 
 What must outlive a killed process lives outside it: the agent table and the
 run counters (:class:`~pynode.bridge.agents.RunLimits`) and the model cache are

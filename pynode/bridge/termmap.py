@@ -1,4 +1,4 @@
-"""Erlang terms <-> JSON values, where the protocol means JSON (PROTOCOL.md section 8).
+"""Erlang terms <-> JSON values, where the protocol means JSON (docs/protocol.md section 8).
 
 The codec's own mapping is exact (``bytes`` for binaries, :class:`Atom` for atoms); requests carry
 data meant as JSON (deps, tool arguments and results, schemas, settings), so this module turns it

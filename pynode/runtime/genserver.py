@@ -1,6 +1,6 @@
 """GenServer semantics for Python processes.
 
-A request arrives in one of three envelopes (PROTOCOL.md §2): a
+A request arrives in one of three envelopes (docs/protocol.md §2): a
 ``gen_server:call`` (``{'$gen_call', {Pid, Tag}, Request}``), a raw
 ``{Pid, Ref, Request}`` sent from the erl shell, or a cast. Every call gets
 exactly one ``{Tag, Reply}``: a handler that raises still answers, with an

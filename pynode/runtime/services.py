@@ -5,7 +5,7 @@ with ``erpc``: it answers io requests as a group leader would, so that
 ``io:format`` or ``IO.puts`` there neither hangs nor fails, and it writes
 what they print to this node's log.
 
-Both run under the node's supervisor ``pynode_sup`` (PROTOCOL.md section 1):
+Both run under the node's supervisor ``pynode_sup`` (docs/protocol.md section 1):
 killed, they come back under their names. The registry and the agents are
 added to the same supervisor when the bridge starts.
 """

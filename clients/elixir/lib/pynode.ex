@@ -72,11 +72,11 @@ defmodule Pynode do
     * `:message_history` - the `messages` of an earlier result: the run continues that conversation
     * `:deps`, `:instructions`, `:model`, `:model_settings`, `:usage_limits`, `:output_schema`,
       `:tool_handler`, `:stream_to`, `:events` - the node's run options of the same name
-      (PROTOCOL.md section 4)
+      (docs/protocol.md section 4)
 
   ## Errors
 
-  Every error is a `Pynode.Error` with the node's kind (PROTOCOL.md section 6), or `:nodedown`
+  Every error is a `Pynode.Error` with the node's kind (docs/protocol.md section 6), or `:nodedown`
   when the node is not connected or went away during the run, or `:timeout`.
   """
 

@@ -26,7 +26,7 @@ defmodule Pynode.Agent do
 
     * `:pynode` - the `Pynode` child (its `:name`) the agent lives on (required)
     * `:name` - the agent's name, an atom: its registered name on the node (required)
-    * `:spec` - the agent spec (PROTOCOL.md section 3), a map with `:model` (required)
+    * `:spec` - the agent spec (docs/protocol.md section 3), a map with `:model` (required)
     * `:tools` - `Pynode.Tool`s added to the spec's tools; they must be `{Module, :function}`
       handlers (or `&Module.function/1`), which the node calls on this node
     * `:output` - a keyword spec or JSON Schema for structured output (the spec's `output_schema`)

@@ -6,7 +6,7 @@ defmodule Pynode.Error do
 
   ## Error kinds
 
-  The node's kinds, exactly as it sends them (PROTOCOL.md section 6):
+  The node's kinds, exactly as it sends them (docs/protocol.md section 6):
   `:bad_request`, `:bad_spec`, `:unknown_agent`, `:already_exists`, `:model_unavailable`,
   `:model_http_error`, `:model_error`, `:unexpected_model_behavior`, `:usage_limit_exceeded`,
   `:tool_error`, `:timeout`, `:cancelled`, `:overloaded`, `:internal_error`, `:draining`; and,
@@ -36,7 +36,7 @@ defmodule Pynode.Error do
       "nodedown: py@127.0.0.1 is not connected"
   """
 
-  @typedoc "An error kind: one of the node's (PROTOCOL.md section 6), or `:nodedown`."
+  @typedoc "An error kind: one of the node's (docs/protocol.md section 6), or `:nodedown`."
   @type kind ::
           :bad_request
           | :bad_spec

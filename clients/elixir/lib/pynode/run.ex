@@ -38,7 +38,7 @@ defmodule Pynode.Run do
           owner: pid()
         }
 
-  @typedoc "A stream event of a run (PROTOCOL.md section 5)."
+  @typedoc "A stream event of a run (docs/protocol.md section 5)."
   @type event ::
           {:text_delta, String.t()}
           | {:output_delta, map()}
