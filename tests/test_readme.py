@@ -85,3 +85,13 @@ def test_the_plugin_loads_by_its_flag_without_the_agent_bridge(tmp_path: Path) -
     )
     done = run_pytest(tmp_path, "-p", "pynode.testing.plugin")
     assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_flag_table_lists_every_flag_of_the_command() -> None:
+    from pynode.cli import build_parser
+
+    flags = {s for a in build_parser()._actions for s in a.option_strings if s.startswith("--")} - {"--help"}
+    table = README.read_text().split("## Starting a node", 1)[1].split("\n\n", 3)[2]
+    first_cells = "\n".join(row.split("|")[1] for row in table.splitlines() if row.startswith("| `"))
+    documented = set(re.findall(r"(--[a-z][a-z-]*)", first_cells))
+    assert flags == documented, (sorted(flags - documented), sorted(documented - flags))
