@@ -190,6 +190,23 @@ defmodule Pynode do
   @spec node_name(pynode()) :: node()
   def node_name(pynode), do: pynode |> GenServer.call(:info) |> elem(0)
 
+  @doc """
+  The node's registry `info` (docs/protocol.md section 3): `{:ok, %{node: ..., agents: n, runs: n,
+  version: ..., pydantic_ai: ...}}`, or `{:error, %Pynode.Error{}}` (`:nodedown` when it is away).
+  """
+  @spec info(pynode(), timeout()) :: {:ok, map()} | {:error, Error.t()}
+  def info(pynode, timeout \\ 5_000),
+    do: Pynode.Call.call({:pynode, node_name(pynode)}, :info, timeout)
+
+  @doc """
+  The agents on the node (docs/protocol.md section 3): `{:ok, [%{name: atom, model: ..., origin:
+  :beam | :python, ...}]}`, or `{:error, %Pynode.Error{}}`. A model is shown by provider, name and
+  base URL, never its API key.
+  """
+  @spec list_agents(pynode(), timeout()) :: {:ok, [map()]} | {:error, Error.t()}
+  def list_agents(pynode, timeout \\ 5_000),
+    do: Pynode.Call.call({:pynode, node_name(pynode)}, :list_agents, timeout)
+
   @doc "Whether the node is connected now."
   @spec connected?(pynode()) :: boolean()
   def connected?(pynode), do: pynode |> GenServer.call(:info) |> elem(1) == :up

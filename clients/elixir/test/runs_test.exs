@@ -158,6 +158,14 @@ defmodule Pynode.RunsTest do
     assert_received {:where, [Pynode.TaskSupervisor | _], true, true}
   end
 
+  test "info/1 and list_agents/1 ask the node's registry" do
+    assert {:ok, %{agents: agents, runs: _, node: node}} = Pynode.info(RunsTest.Py)
+    assert node == Pynode.node_name(RunsTest.Py) and agents >= 3
+    assert {:ok, listed} = Pynode.list_agents(RunsTest.Py)
+    names = Enum.map(listed, & &1.name)
+    assert :runs_assistant in names and :runs_plain in names and :storyteller in names
+  end
+
   test "inspecting a result leaves out the conversation, which stays in the struct" do
     assert {:ok, result} = Pynode.run(:runs_plain, "Weather?", tools: [weather_tool(self())])
     assert is_binary(result.messages) and byte_size(result.messages) > 500
