@@ -214,6 +214,9 @@ defmodule Pynode do
   @doc """
   Runs `agent` on `prompt` and waits for its result (at most `:timeout`, default 60 s).
 
+  It returns only after the run's Elixir tool processes have exited: when a run times out or
+  fails, no tool of it is still running.
+
   ## Examples
 
       {:ok, %Pynode.Result{output: output}} = Pynode.run(:assistant, "Weather in Lisbon?",

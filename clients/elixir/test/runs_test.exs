@@ -194,6 +194,26 @@ defmodule Pynode.RunsTest do
     refute_received {:pynode_result, _, _}
   end
 
+  test "a timed-out run returns only after its tool processes have exited" do
+    me = self()
+
+    stuck =
+      Tool.new(
+        name: "stuck",
+        timeout: :infinity,
+        fun: fn _ ->
+          send(me, {:tool_pid, self()})
+          Process.sleep(:infinity)
+        end
+      )
+
+    assert {:error, %Error{kind: :timeout}} =
+             Pynode.run(:runs_plain, "Go", tools: [stuck], timeout: 1_000)
+
+    assert_received {:tool_pid, pid}
+    refute Process.alive?(pid)
+  end
+
   test "the run's timeout cancels it on the node and leaves no message behind", %{node: node} do
     stuck = Tool.new(name: "stuck", timeout: :infinity, fun: fn _ -> Process.sleep(:infinity) end)
 

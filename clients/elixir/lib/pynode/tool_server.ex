@@ -28,12 +28,27 @@ defmodule Pynode.ToolServer do
     pid
   end
 
+  @stop_wait 5_000
+
   @spec stop(pid() | nil) :: :ok
   def stop(nil), do: :ok
 
+  # Returns once the server and every tool process it started have exited, so that a run that
+  # ends (a timeout, a cancel) leaves no tool of it running.
   def stop(pid) do
+    mon = Process.monitor(pid)
     send(pid, :stop)
-    :ok
+
+    receive do
+      {:DOWN, ^mon, :process, _, _} -> :ok
+    after
+      @stop_wait ->
+        Process.exit(pid, :kill)
+
+        receive do
+          {:DOWN, ^mon, :process, _, _} -> :ok
+        end
+    end
   end
 
   defp loop(state) do
