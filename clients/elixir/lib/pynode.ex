@@ -163,8 +163,14 @@ defmodule Pynode do
 
   @doc """
   Waits until the node is connected: `:ok`, or `{:error, :timeout}` after `timeout` ms.
+
+  `{:error, {:node_failed, message}}` when the node this child starts failed at start, the same
+  way three times in a row (a name in use, a bad flag, a bad `--models` file): a restart cannot
+  fix that, so the child stops restarting it, and `message` is the node's own words (also logged
+  at `:error`).
   """
-  @spec await_ready(pynode(), timeout()) :: :ok | {:error, :timeout}
+  @spec await_ready(pynode(), timeout()) ::
+          :ok | {:error, :timeout} | {:error, {:node_failed, String.t()}}
   def await_ready(pynode, timeout \\ 30_000) do
     GenServer.call(pynode, :await_ready, timeout)
   catch

@@ -10,6 +10,12 @@ defmodule Pynode.Connection do
   @connect_poll 200
   @epmd_wait 5_000
   @epmd_poll 50
+  # A node that exits before it was ever connected, this soon after its start, failed at start;
+  # the same failure this many times in a row is one a restart cannot fix (a name in use, a bad
+  # flag or --models file): the node is then left stopped and await_ready says why.
+  @quick_exit_ms 15_000
+  @give_up_after 3
+  @tail_lines 20
 
   @type state :: %{
           name: GenServer.name() | nil,
@@ -26,7 +32,12 @@ defmodule Pynode.Connection do
           backoff: pos_integer(),
           stop_timeout: pos_integer(),
           connect_timer: reference() | nil,
-          epmd: %{name: node(), mode: :longnames | :shortnames, deadline: integer()} | nil
+          epmd: %{name: node(), mode: :longnames | :shortnames, deadline: integer()} | nil,
+          tail: [String.t()],
+          started_at: integer() | nil,
+          connected_since_start: boolean(),
+          failures: {term(), pos_integer()} | nil,
+          failed: String.t() | nil
         }
 
   @spec start_link(keyword()) :: GenServer.on_start()
@@ -58,7 +69,12 @@ defmodule Pynode.Connection do
       backoff: initial,
       stop_timeout: opts[:stop_timeout],
       connect_timer: nil,
-      epmd: nil
+      epmd: nil,
+      tail: [],
+      started_at: nil,
+      connected_since_start: false,
+      failures: nil,
+      failed: nil
     }
 
     case distribute(node, opts[:client_name]) do
@@ -82,9 +98,10 @@ defmodule Pynode.Connection do
 
   @impl true
   def handle_call(:await_ready, from, state) do
-    case state.status do
-      :up -> {:reply, :ok, state}
-      :down -> {:noreply, %{state | waiters: [from | state.waiters]}}
+    cond do
+      state.status == :up -> {:reply, :ok, state}
+      state.failed != nil -> {:reply, {:error, {:node_failed, state.failed}}, state}
+      true -> {:noreply, %{state | waiters: [from | state.waiters]}}
     end
   end
 
@@ -145,17 +162,23 @@ defmodule Pynode.Connection do
   def handle_info({port, {:data, {eol, line}}}, %{port: port} = state)
       when eol in [:eol, :noeol] do
     Logger.info(["[", Atom.to_string(state.node), "] ", line])
-    {:noreply, state}
+    {:noreply, %{state | tail: Enum.take([line | state.tail], @tail_lines)}}
   end
 
   def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
-    Logger.warning(
-      "pynode: the Python node #{state.node} (OS pid #{state.os_pid}) exited with status #{status}; " <>
-        "restarting it in #{state.backoff} ms"
-    )
+    exited = %{state | port: nil, os_pid: nil} |> down()
 
-    Process.send_after(self(), :restart, state.backoff)
-    {:noreply, %{state | port: nil, os_pid: nil} |> down() |> grow()}
+    if quick_exit?(state) do
+      failed_at_start(exited, status, reason_line(state.tail))
+    else
+      Logger.warning(
+        "pynode: the Python node #{state.node} (OS pid #{state.os_pid}) exited with status " <>
+          "#{status}; restarting it in #{state.backoff} ms"
+      )
+
+      Process.send_after(self(), :restart, state.backoff)
+      {:noreply, %{exited | failures: nil} |> grow()}
+    end
   end
 
   def handle_info({:EXIT, port, _reason}, state) when is_port(port), do: {:noreply, state}
@@ -183,7 +206,52 @@ defmodule Pynode.Connection do
     Logger.info("pynode: connected to #{state.node}")
     for from <- state.waiters, do: GenServer.reply(from, :ok)
     notify(state, :up)
-    %{state | status: :up, waiters: [], backoff: state.backoff_initial}
+
+    %{
+      state
+      | status: :up,
+        waiters: [],
+        backoff: state.backoff_initial,
+        connected_since_start: true,
+        failures: nil
+    }
+  end
+
+  defp quick_exit?(%{started_at: nil}), do: false
+
+  defp quick_exit?(state),
+    do:
+      not state.connected_since_start and
+        System.monotonic_time(:millisecond) - state.started_at < @quick_exit_ms
+
+  # The node's own words: its last line that says what went wrong (argparse's `error:`, the
+  # node's `pynode: ...` lines), else its last line.
+  defp reason_line(tail) do
+    Enum.find(tail, &(&1 =~ ~r/error|pynode: /i)) || List.first(tail) ||
+      "it printed nothing"
+  end
+
+  defp failed_at_start(state, status, reason) do
+    count =
+      case state.failures do
+        {{^status, ^reason}, n} -> n + 1
+        _ -> 1
+      end
+
+    message = "the Python node #{state.node} exited with status #{status} at start: #{reason}"
+
+    if count >= @give_up_after do
+      Logger.error(
+        "pynode: #{message} (#{count} times in a row); not restarting it: a restart cannot fix this"
+      )
+
+      for from <- state.waiters, do: GenServer.reply(from, {:error, {:node_failed, reason}})
+      {:noreply, %{state | failures: {{status, reason}, count}, failed: reason, waiters: []}}
+    else
+      Logger.error("pynode: #{message}; restarting it in #{state.backoff} ms")
+      Process.send_after(self(), :restart, state.backoff)
+      {:noreply, %{state | failures: {{status, reason}, count}} |> grow()}
+    end
   end
 
   defp down(%{status: :down} = state), do: state
@@ -228,7 +296,17 @@ defmodule Pynode.Connection do
     port = Port.open({:spawn_executable, cmd}, port_opts)
     {:os_pid, os_pid} = Port.info(port, :os_pid)
     Logger.info("pynode: started #{cmd} as #{state.node} (OS pid #{os_pid})")
-    schedule_connect(%{state | port: port, os_pid: os_pid}, @connect_poll)
+
+    state = %{
+      state
+      | port: port,
+        os_pid: os_pid,
+        tail: [],
+        started_at: System.monotonic_time(:millisecond),
+        connected_since_start: false
+    }
+
+    schedule_connect(state, @connect_poll)
   end
 
   # The command is found at start, so a wrong one is an error of start_link.
