@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_node import pct, rss_kb, start_node, stop
 
 from pynode.testing import BeamNode, running_epmd
 
@@ -28,32 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PY = "'py@127.0.0.1'"
 COOKIE = "bench_runs_cookie"
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def start_node(epmd_port: int, agents: Path, max_runs: int) -> asyncio.subprocess.Process:
-    env = dict(os.environ, PYNODE_LOG_LEVEL="warning")
-    proc = await asyncio.create_subprocess_exec(
-        str(ROOT / ".venv" / "bin" / "python"), "-m", "pynode", "--name", "py@127.0.0.1", "--cookie", COOKIE,
-        "--epmd-port", str(epmd_port), "--agents", str(agents), "--max-runs", str(max_runs),
-        stdout=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 30)
-    if b"ready" not in line:
-        raise RuntimeError(f"the node did not start: {line!r}")
-    return proc
 
 
 SEQUENTIAL = """
@@ -135,7 +110,7 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {}
     with running_epmd() as epmd, tempfile.TemporaryDirectory() as tmp:
         agents = Path(tmp)
-        node = await start_node(epmd.port, agents, max_runs=opts.in_flight + 100)
+        node = await start_node(epmd.port, cookie=COOKIE, agents=agents, max_runs=opts.in_flight + 100)
         erl: BeamNode | None = None
         try:
             erl = await BeamNode.start("bench@127.0.0.1", cookie=COOKIE, epmd_port=epmd.port)
@@ -181,8 +156,7 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
         finally:
             if erl is not None:
                 await erl.stop()
-            node.terminate()
-            await asyncio.wait_for(node.wait(), 30)
+            await stop(node)
     t, p = result["through_node"], result["in_process"]
     result["bridge_overhead_median"] = t["median_us"] / p["median_us"] - 1
     return result

@@ -18,39 +18,19 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench_node import PYTHON, ROOT, cpu_s, pct, rss_kb, start_node, stop
+
 from pynode.etf.decode import decode
 from pynode.testing import BeamNode, running_epmd
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
 PY = "'py@127.0.0.1'"
 COOKIE = "bench_streams_cookie"
 KEY = "sk-bench-not-a-key"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def pct(values: list[int] | list[float], q: float) -> float:
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))]) if ordered else float("nan")
 
 
 # -- the provider server (a process of its own) ------------------------------------------------
@@ -156,36 +136,11 @@ async def start_server(chunks: int, interval: float) -> tuple[asyncio.subprocess
     return proc, url
 
 
-async def start_node(epmd_port: int, max_runs: int, profile: Path | None = None) -> asyncio.subprocess.Process:
-    env = dict(os.environ, PYNODE_LOG_LEVEL="warning")
-    profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
-    with tempfile.TemporaryDirectory() as agents:
-        proc = await asyncio.create_subprocess_exec(
-            PYTHON, *profiler, "-m", "pynode", "--name", "py@127.0.0.1", "--cookie", COOKIE,
-            "--epmd-port", str(epmd_port), "--agents", agents, "--max-runs", str(max_runs),
-            stdout=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
-        )  # fmt: skip
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
-    if b"ready" not in line:
-        raise RuntimeError(f"the node did not start: {line!r}")
-    return proc
-
-
-async def stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
 async def through_node(opts: argparse.Namespace, url: str) -> dict[str, Any]:
-    with running_epmd() as epmd:
-        node = await start_node(epmd.port, max_runs=opts.streams + 100, profile=opts.profile_node)
+    with running_epmd() as epmd, tempfile.TemporaryDirectory() as agents:
+        node = await start_node(
+            epmd.port, cookie=COOKIE, agents=Path(agents), max_runs=opts.streams + 100, profile=opts.profile_node
+        )
         erl: BeamNode | None = None
         try:
             erl = await BeamNode.start("bench@127.0.0.1", cookie=COOKIE, epmd_port=epmd.port)

@@ -1,26 +1,34 @@
-"""scripts/bench_rtt.py --quick runs end to end and prints its JSON line (speed is never asserted)."""
+"""Each benchmark's --quick run goes end to end and prints its JSON line (speed is never asserted)."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.beam
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_rtt.py"
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_bench_prints_the_json_line() -> None:
+def quick(script: str, *args: str) -> dict[str, Any]:
+    """Run ``scripts/<script> --quick``; the JSON object of its last line."""
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--time-limit", "240"],
+        [sys.executable, str(ROOT / "scripts" / script), "--quick", *args],
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_bench_rtt_quick() -> None:
+    result = quick("bench_rtt.py", "--time-limit", "240")
     assert {
         "calls", "concurrency", "seq", "conc", "ratio_median_py_beam", "ratio_median_py_beam_conc",
         "node_cpu_us_per_call", "rss_kb", "codec", "node_loop", "otp",
@@ -37,3 +45,20 @@ def test_quick_bench_prints_the_json_line() -> None:
         assert codec["bytes"] > 0
         assert {"best_ms", "median_ms"} <= codec["encode"].keys() == codec["decode"].keys()
     assert result["node_loop"] == "asyncio"
+
+
+def test_bench_runs_quick() -> None:
+    result = quick("bench_runs.py")
+    assert set(result) >= {"through_node", "in_process", "in_flight", "bridge_overhead_median"}
+    # Nothing may be lost: every held run answered, every result ok.
+    assert result["in_flight"]["held_tool_calls"] == "{held,200}"
+    assert result["in_flight"]["results"] == "{results,200,200}"
+
+
+def test_bench_streams_quick() -> None:
+    result = quick("bench_streams.py")
+    node, local = result["through_node"], result["in_process"]
+    # Every stream ended well and every chunk reached its BEAM process, stamped by the server.
+    assert node["streams_ok"] == result["streams"] == 20
+    assert node["events"] == local["events"] == 20 * 20
+    assert node["delay_p50_ms"] > 0 and local["delay_p50_ms"] > 0

@@ -84,13 +84,10 @@ def quoted(name: str) -> str:
 
 
 def classify(exc: BaseException) -> tuple[ErrorKind, str]:
-    """The error kind and message for an exception escaping a run, with every known secret taken out."""
-    kind, message = _classify(exc)
-    return kind, SECRETS.redact(message)
+    """The error kind and message for an exception escaping a run (the one mapping of pydantic-ai errors).
 
-
-def _classify(exc: BaseException) -> tuple[ErrorKind, str]:
-    """The one mapping of pydantic-ai errors to kinds.
+    Its message reaches a caller only through :class:`BridgeError` or :func:`error_term`, which take
+    every known secret out.
 
     Order matters: pydantic-ai's classes overlap (``RunTimedOut`` is a ``RunCancelled`` and a
     ``TimeoutError``; an HTTP error is also one of the category classes).

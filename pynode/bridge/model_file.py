@@ -98,8 +98,7 @@ def _term(value: object) -> Term:
 
 
 def _header_line(lines: list[str], name: str) -> int:
-    pattern = re.compile(rf"^\s*\[\s*models\s*\.\s*[\"']?{re.escape(name)}[\"']?\s*\]")
-    return next((i + 1 for i, line in enumerate(lines) if pattern.match(line)), 1)
+    return _first_line(lines, rf"^\s*\[\s*models\s*\.\s*[\"']?{re.escape(name)}[\"']?\s*\]")
 
 
 def _key_line(lines: list[str], header: int, key: str) -> int:
@@ -115,5 +114,10 @@ def _key_line(lines: list[str], header: int, key: str) -> int:
 
 
 def _line(lines: list[str], table: str) -> int:
-    pattern = re.compile(rf"^\s*\[+\s*{re.escape(table)}\b")
-    return next((i + 1 for i, line in enumerate(lines) if pattern.match(line)), 1)
+    return _first_line(lines, rf"^\s*\[+\s*{re.escape(table)}\b")
+
+
+def _first_line(lines: list[str], pattern: str) -> int:
+    """The number of the first line that ``pattern`` matches (else 1: the file as a whole)."""
+    compiled = re.compile(pattern)
+    return next((i + 1 for i, line in enumerate(lines) if compiled.match(line)), 1)

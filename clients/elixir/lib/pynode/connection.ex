@@ -35,7 +35,6 @@ defmodule Pynode.Connection do
           epmd: %{name: node(), mode: :longnames | :shortnames, deadline: integer()} | nil,
           tail: [String.t()],
           started_at: integer() | nil,
-          connected_since_start: boolean(),
           failures: {term(), pos_integer()} | nil,
           failed: String.t() | nil
         }
@@ -72,7 +71,6 @@ defmodule Pynode.Connection do
       epmd: nil,
       tail: [],
       started_at: nil,
-      connected_since_start: false,
       failures: nil,
       failed: nil
     }
@@ -212,17 +210,16 @@ defmodule Pynode.Connection do
       | status: :up,
         waiters: [],
         backoff: state.backoff_initial,
-        connected_since_start: true,
+        started_at: nil,
         failures: nil
     }
   end
 
+  # `started_at` is the start of a node that has not been connected yet (nil once it was).
   defp quick_exit?(%{started_at: nil}), do: false
 
   defp quick_exit?(state),
-    do:
-      not state.connected_since_start and
-        System.monotonic_time(:millisecond) - state.started_at < @quick_exit_ms
+    do: System.monotonic_time(:millisecond) - state.started_at < @quick_exit_ms
 
   # The node's own words: its last line that says what went wrong (argparse's `error:`, the
   # node's `pynode: ...` lines), else its last line.
@@ -302,8 +299,7 @@ defmodule Pynode.Connection do
       | port: port,
         os_pid: os_pid,
         tail: [],
-        started_at: System.monotonic_time(:millisecond),
-        connected_since_start: false
+        started_at: System.monotonic_time(:millisecond)
     }
 
     schedule_connect(state, @connect_poll)

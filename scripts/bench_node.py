@@ -1,0 +1,60 @@
+"""What the benchmarks share: the ``pynode`` command started as production starts it, and /proc's view of it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+async def start_node(
+    epmd_port: int, *, cookie: str, agents: Path, max_runs: int, profile: Path | None = None
+) -> asyncio.subprocess.Process:
+    """``python -m pynode`` as ``py@127.0.0.1``, once it says it is ready; ``profile``: cProfile stats there."""
+    env = dict(os.environ, PYNODE_LOG_LEVEL="warning")
+    profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    proc = await asyncio.create_subprocess_exec(
+        PYTHON, *profiler, "-m", "pynode", "--name", "py@127.0.0.1", "--cookie", cookie,
+        "--epmd-port", str(epmd_port), "--agents", str(agents), "--max-runs", str(max_runs),
+        stdout=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    if b"ready" not in line:
+        raise RuntimeError(f"the node did not start: {line!r}")
+    return proc
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM by pid, SIGKILL after 30 s."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def pct(values: list[int] | list[float], q: float) -> float:
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))]) if ordered else float("nan")
