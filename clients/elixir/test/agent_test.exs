@@ -2,7 +2,7 @@ defmodule Pynode.AgentTest do
   # Pynode.Agent: names scoped to their Pynode, a create_agent that gets no answer, stopping.
   use ExUnit.Case, async: false
 
-  import Pynode.Test
+  import Pynode.TestSupport
   alias Pynode.{Error, Result}
 
   defp agents_on(node) do

@@ -3,7 +3,7 @@ defmodule Pynode.DistributionTest do
   # `erl -name` would, then distribution, then the Python node, and a run goes through.
   use ExUnit.Case, async: false
 
-  import Pynode.Test
+  import Pynode.TestSupport
 
   @tag timeout: 180_000
   test "a node that is not distributed, with no epmd to reach, starts epmd and distribution itself" do

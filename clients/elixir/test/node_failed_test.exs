@@ -4,7 +4,7 @@ defmodule Pynode.NodeFailedTest do
   use ExUnit.Case, async: false
 
   import ExUnit.CaptureLog
-  import Pynode.Test
+  import Pynode.TestSupport
 
   test "a bad --models file stops the restarts and await_ready says why" do
     missing =

@@ -3,7 +3,7 @@ defmodule Pynode.NodeNameTest do
   # starts when this node could never reach it (the `--sname` app that hung on py@127.0.0.1).
   use ExUnit.Case, async: false
 
-  import Pynode.Test
+  import Pynode.TestSupport
 
   setup_all do
     # As the first Pynode child of a `mix test` run would: long names, on 127.0.0.1.

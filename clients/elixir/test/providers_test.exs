@@ -4,7 +4,7 @@ defmodule Pynode.ProvidersTest do
   # whose model map points at it.
   use ExUnit.Case, async: false
 
-  import Pynode.Test
+  import Pynode.TestSupport
   alias Pynode.{Error, Result, Tool}
 
   @key "sk-exunit-5b0c9e2f41"

@@ -7,11 +7,11 @@ defmodule Pynode.ReadmeTest do
 
   @readmes [
     client: Path.expand("../README.md", __DIR__),
-    project: Path.join(Pynode.Test.root(), "README.md")
+    project: Path.join(Pynode.TestSupport.root(), "README.md")
   ]
 
   setup do
-    bin = Path.dirname(Pynode.Test.pynode_cmd())
+    bin = Path.dirname(Pynode.TestSupport.pynode_cmd())
     path = System.get_env("PATH", "")
     System.put_env("PATH", bin <> ":" <> path)
     Code.compiler_options(ignore_module_conflict: true)

@@ -2,7 +2,7 @@ defmodule Pynode.RestartTest do
   # The node goes away and comes back: kill -9 mid-run, reconnecting, restarting, stopping.
   use ExUnit.Case, async: false
 
-  import Pynode.Test
+  import Pynode.TestSupport
   alias Pynode.{Error, Result}
 
   defmodule BlockingTool do

@@ -2,7 +2,7 @@ defmodule Pynode.RunsTest do
   # Runs against one real Python node, started by the library for this module.
   use ExUnit.Case, async: false
 
-  import Pynode.Test
+  import Pynode.TestSupport
   alias Pynode.{Error, Result, Run, Tool}
 
   defmodule HomeTools do

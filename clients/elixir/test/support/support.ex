@@ -1,4 +1,4 @@
-defmodule Pynode.Test do
+defmodule Pynode.TestSupport do
   @moduledoc false
   # Test support: the repo's Python node and bounded polls.
 
