@@ -9,16 +9,18 @@ with terms in Erlang syntax and Elixir exceptions by their message.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from pynode.bridge.errors import BridgeError
-from pynode.bridge.spec import MFHandler
 from pynode.bridge.structs import struct_name
 from pynode.errors import ErpcError, PynodeError
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Term
 from pynode.runtime.kernel import Kernel
 from pynode.runtime.process import Process
+
+if TYPE_CHECKING:  # the spec's parser names function models, which report failures through here
+    from pynode.bridge.spec import MFHandler
 
 __all__ = ["call_function", "failure_text", "function_node"]
 
@@ -51,11 +53,14 @@ async def call_function(node: Kernel[Process], where: str, handler: MFHandler, a
         raise BridgeError("tool_error", f"{handler} could not run: node {where} is not connected ({exc})") from None
 
 
-def failure_text(handler: MFHandler, where: str, kind: str, reason: Term, stack: Term = None) -> str:
-    """How ``erpc:call`` failed (``kind``: error, exit or throw), as a person reads it."""
+def failure_text(handler: MFHandler | str, where: str, kind: str, reason: Term, stack: Term = None) -> str:
+    """How ``erpc:call`` of ``handler`` (or of what a text names) failed, as a person reads it.
+
+    ``kind``: error, exit or throw.
+    """
     if kind == "error" and reason == (_ERPC, _NOCONNECTION):
         return f"{handler} could not finish: node {where} disconnected"
-    if kind == "error" and reason == _UNDEF and _undefined_itself(handler, stack):
+    if kind == "error" and reason == _UNDEF and not isinstance(handler, str) and _undefined_itself(handler, stack):
         return f"{handler} is not defined on node {where}"
     if kind == "error":
         return f"{handler} on node {where} raised {_exception_text(reason)}"

@@ -20,6 +20,7 @@ from pydantic_ai.models import Model, infer_model
 from pydantic_ai.settings import ModelSettings
 
 from pynode.bridge.errors import BridgeError
+from pynode.bridge.function_model import FunctionRef, function_model
 from pynode.bridge.secrets import SECRETS
 
 __all__ = ["EnvKey", "ModelCache", "ModelConfig", "ModelRef", "OpenAIApi", "Provider", "Secret", "build_model"]
@@ -92,7 +93,7 @@ class ModelConfig:
         return None if not settings else json.dumps(settings, sort_keys=True, separators=(",", ":"))
 
 
-ModelRef: TypeAlias = str | ModelConfig
+ModelRef: TypeAlias = str | ModelConfig | FunctionRef
 """A model as a spec or run names it."""
 
 
@@ -111,7 +112,13 @@ class ModelCache:
         self._models: dict[ModelRef | tuple[ModelRef, ...], Model] = {}
 
     def get(self, ref: ModelRef) -> Model:
-        """The model for ``ref``, or ``BridgeError(model_unavailable)`` with the reason."""
+        """The model for ``ref``, or ``BridgeError(model_unavailable)`` with the reason.
+
+        A function model is made afresh each time: every test makes new funs, and the cache
+        would keep them all.
+        """
+        if isinstance(ref, FunctionRef):
+            return self._build(ref)
         model = self._models.get(ref)
         if model is None:
             model = self._build(ref)
@@ -128,12 +135,13 @@ class ModelCache:
             from pydantic_ai.models.fallback import FallbackModel
 
             model = FallbackModel(self.get(ref), *(self.get(f) for f in fallbacks))
-            self._models[key] = model
+            if not any(isinstance(r, FunctionRef) for r in key):
+                self._models[key] = model
         return model
 
     def label(self, ref: ModelRef) -> str:
         """How ``info`` and ``list_agents`` show the model (a name, or ``provider:name at base_url``)."""
-        if isinstance(ref, ModelConfig):
+        if isinstance(ref, (ModelConfig, FunctionRef)):
             return ref.label
         return ref
 
@@ -144,6 +152,8 @@ class ModelCache:
     def _build(self, ref: ModelRef) -> Model:
         if isinstance(ref, ModelConfig):
             return build_model(ref)
+        if isinstance(ref, FunctionRef):
+            return function_model(ref)
         if not ref:
             raise BridgeError("model_unavailable", "the model name is empty")
         config = self.named.get(ref)

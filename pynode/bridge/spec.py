@@ -20,11 +20,12 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import UsageLimits
 
 from pynode.bridge.errors import BridgeError, ErrorKind, quoted
+from pynode.bridge.function_model import FunctionRef, fun_arity
 from pynode.bridge.models import EnvKey, ModelConfig, ModelRef, OpenAIApi, Provider, Secret
 from pynode.bridge.output import SchemaOutput, check_json_schema, schema_output
 from pynode.bridge.termmap import JSONValue, text_from_prompt, to_json
 from pynode.etf.pretty import format_term
-from pynode.etf.types import Atom, Pid, Term
+from pynode.etf.types import Atom, Export, OpaqueFun, Pid, Term
 
 __all__ = [
     "AGENT_SPEC_KEYS",
@@ -390,6 +391,8 @@ def parse_model(where: str, value: Term, kind: ErrorKind) -> ModelRef:
 
     An ``api_key`` given as a binary is read as a :class:`Secret` before anything can show it.
     """
+    if type(value) is tuple and len(value) == 2 and _is_word(value[0], "function"):
+        return _function_model(where, value[1], kind)
     if not isinstance(value, dict):
         return _text(where, value, kind)
     value = dict(value)  # the key is taken out of a copy: nothing after this can show it
@@ -424,6 +427,12 @@ def parse_model(where: str, value: Term, kind: ErrorKind) -> ModelRef:
         settings_json=ModelConfig.settings_text(settings),
         max_concurrency=_int(f"{where}.max_concurrency", values.get("max_concurrency"), kind, minimum=1),
     )
+
+
+def _function_model(where: str, fun: Term, kind: ErrorKind) -> FunctionRef:
+    if not isinstance(fun, (OpaqueFun, Export)) or fun_arity(fun) != 2:
+        raise BridgeError(kind, f"{where} {{function, Fun}} needs a fun of arity 2 (messages, info), got {_show(fun)}")
+    return FunctionRef(fun)
 
 
 def _fallback(value: Term, kind: ErrorKind) -> tuple[ModelRef, ...]:

@@ -33,6 +33,8 @@ ENVELOPE_KEYS: Final[frozenset[str]] = frozenset(
         "call_id", "name", "args", "reply_to",
         # info and list_agents (sections 3 and 4)
         "node", "version", "pydantic_ai", "agents", "runs", "model", "origin", "tools",
+        # a function model's Info (section 3)
+        "description", "parameters", "output_schema", "text_output", "instructions",
     }
 )  # fmt: skip
 

@@ -33,6 +33,7 @@ from pynode.testing.beam import (
 )
 from pynode.testing.cluster import Beam, BeamFactory
 from pynode.testing.epmd import Epmd, epmd_answers, epmd_executable, epmd_names, free_port, running_epmd
+from pynode.testing.script import ScriptedModel, ScriptedRequest
 
 if TYPE_CHECKING:
     from pynode.testing.fake_provider import FakeProvider, Recorded, ToolCall, Turn, running_fake_provider
@@ -55,6 +56,8 @@ __all__ = [
     "FakeProvider",
     "PynodeNode",
     "Recorded",
+    "ScriptedModel",
+    "ScriptedRequest",
     "ToolCall",
     "Turn",
     "control_module_dir",

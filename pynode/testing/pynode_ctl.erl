@@ -32,7 +32,7 @@
 %% nobody else has, so no message can pass for one. If it dies (a link), the
 %% requests it had fail with its exit reason and a fresh one takes the name.
 -module(pynode_ctl).
--export([start/1]).
+-export([start/1, script/0]).
 
 -define(MARK, "<<pynode-ctl>> ").
 
@@ -273,4 +273,40 @@ put_stderr(Encoding, Chars) ->
     case unicode:characters_to_binary(Chars, Encoding, utf8) of
         Bin when is_binary(Bin) -> file:write(standard_error, Bin);
         _ -> {error, badarg}
+    end.
+
+%% A scripted model (docs/protocol.md section 3, {function, Fun}) for tests in any language:
+%% script() starts a holder of turns and returns it with the model. For each model request the
+%% fun takes the next turn (a fun/2 turn is called with the messages and info) and the holder
+%% keeps what the request held. The holder answers gen_server calls: {add, Turns}, requests.
+-spec script() -> {pid(), {function, fun((list(), map()) -> term())}}.
+script() ->
+    Holder = spawn(fun() -> script_loop(queue:new(), []) end),
+    {Holder, {function, fun(Messages, Info) -> script_turn(Holder, Messages, Info) end}}.
+
+script_turn(Holder, Messages, Info) ->
+    case gen_server:call(Holder, {turn, Messages, Info}, infinity) of
+        {ok, Turn} when is_function(Turn, 2) -> Turn(Messages, Info);
+        {ok, Turn} -> Turn;
+        {error, Reason} -> erlang:error(Reason)
+    end.
+
+script_loop(Turns, Seen) ->
+    receive
+        {'$gen_call', From, {add, More}} when is_list(More) ->
+            gen_server:reply(From, ok),
+            script_loop(queue:join(Turns, queue:from_list(More)), Seen);
+        {'$gen_call', From, {turn, Messages, Info}} ->
+            Next = [{Messages, Info} | Seen],
+            case queue:out(Turns) of
+                {{value, Turn}, Rest} ->
+                    gen_server:reply(From, {ok, Turn}),
+                    script_loop(Rest, Next);
+                {empty, _} ->
+                    gen_server:reply(From, {error, {script_has_no_turn, length(Next)}}),
+                    script_loop(Turns, Next)
+            end;
+        {'$gen_call', From, requests} ->
+            gen_server:reply(From, lists:reverse(Seen)),
+            script_loop(Turns, Seen)
     end.
