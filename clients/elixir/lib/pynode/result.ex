@@ -4,7 +4,7 @@ defmodule Pynode.Result do
 
     * `:output` - a string for text output; a map with string keys for structured output
     * `:messages` - the whole conversation: a JSON string, or a list of maps with
-      `messages_as: :terms`; pass it back as `message_history:` to continue
+      `messages_as: :terms`; pass it back as `message_history:` to continue; see `Pynode.Messages`
     * `:new_messages` - this run's messages only, in the same form
     * `:usage` - `%{requests: n, input_tokens: n, output_tokens: n, tool_calls: n}`
     * `:run_id` - the run's id on the node
