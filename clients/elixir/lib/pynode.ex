@@ -27,12 +27,33 @@ defmodule Pynode do
       mode (a long name from a `--sname` app, or the reverse) cannot be reached: `start_link/1`
       raises `ArgumentError` saying so
     * `:start` - start the node as an OS process: `[cmd: "pynode", args: [...], env: [{"K", "V"}],
-      cd: dir]`. `--name NODE` (or `--sname`) is added unless `args` has one, and the cookie is
-      handed over in `$PYNODE_COOKIE`. Its output goes to `Logger`; when it exits it is started
-      again after a backoff; when this child stops, it gets SIGTERM, then SIGKILL after
-      `:stop_timeout`. Without `:start`, the child connects to a node that runs already and
-      reconnects with backoff when it goes away.
-    * `:cookie` - the cookie for this node (an atom); default: this node's cookie
+      cd: dir, log_level: level]`. When it exits it is started again after a backoff; when this
+      child stops, it gets SIGTERM, then SIGKILL after `:stop_timeout`. Without `:start`, the
+      child connects to a node that runs already and reconnects with backoff when it goes away.
+      The command line is `cmd`, then what the library asks, each unless `args` has the flag:
+      `--name NODE` (or `--sname`); `--no-agents` (Python-defined agents come only from an
+      `--agents DIR` in `args`, never from an implicit `./agents`, and a node without them says
+      nothing about it); `--log-format json` and `--log-level` (unless `env` sets
+      `PYNODE_LOG_FORMAT`, or `PYNODE_LOG_LEVEL` without `:log_level`); then `args`. The cookie
+      is handed over in `$PYNODE_COOKIE`.
+
+      `:log_level` is what the node logs: a `Logger` level (`:debug`, `:info`, `:warning`,
+      `:error`, ...; `:notice` logs as `:info`, `:alert` and `:emergency` as `:critical`).
+      Default: `Logger.level()` when the node starts. Each run's end is logged at `:debug`.
+
+      The node's output goes to `Logger`: each line of its log at its own level, the text
+      prefixed with `[NODE] `, with the metadata `:pynode_node` (the node, an atom),
+      `:pynode_logger` (the Python logger, such as `"pynode.registry"`) and, on lines about an
+      agent or a run, `:agent` (the agent's name) and `:run_id` (the `run_id` of the run's
+      `Pynode.Result`), strings. A formatter shows them when asked to, as
+      `config :logger, :console, metadata: [:pynode_logger, :agent, :run_id]` does. Any other
+      line (a traceback, what Python code prints, a node started with other `--log-format` args)
+      goes to `Logger` at `:info`, with `:pynode_node`.
+    * `:cookie` - the cookie (an atom) for the connection to the Python node, and only that one:
+      it is set with `:erlang.set_cookie(node, cookie)` for the Python node's name, so this
+      node's own cookie (`Node.get_cookie/0`) and its other connections stay as they are. A node
+      this child starts gets it in `$PYNODE_COOKIE`, never on its command line (where `ps` would
+      show it), and it never reaches a log line. Default: this node's own cookie
     * `:client_name` - the name this node takes if it is not distributed yet (see below);
       default `:"pynode_client_<os pid>@<the Python node's host>"`
     * `:backoff_initial` - milliseconds before the first reconnect or restart (default 500)
@@ -46,8 +67,9 @@ defmodule Pynode do
   SECRET ...`, or a release), it is used as it is. If not (`mix run`, `mix test`, `iex -S mix`),
   the first `Pynode` child starts distribution itself as `:client_name`. That needs an epmd on
   port 4369 or on the port in `$ERL_EPMD_PORT`; when none answers, the child starts one with
-  `epmd -daemon`, as `erl -name` does (it stays up after the application stops). The cookie is then `~/.erlang.cookie` (created if missing) unless
-  `:cookie` is given. Each `Pynode` child needs the node's cookie: the node it starts is given it.
+  `epmd -daemon`, as `erl -name` does (it stays up after the application stops). This node's own cookie is then
+  `~/.erlang.cookie` (created if missing), and the Python node's is `:cookie` when given, else
+  that one.
 
   ## Node events
 
@@ -56,23 +78,7 @@ defmodule Pynode do
 
   ## Run options
 
-  Every run function (`run/3`, `stream/3`, `start_run/3`) takes:
-
-    * `:timeout` - milliseconds for the whole run (default 60 000); when it passes, the run is
-      cancelled on the node and the result is `{:error, %Pynode.Error{kind: :timeout}}`
-    * `:tools` - `Pynode.Tool`s for this run only (or their keyword options); functions are called
-      in this application, `{Module, :function}` handlers on this node by the node
-    * `:output` - a keyword spec or JSON Schema for structured output (see `Pynode.Schema`), or
-      `:text` to turn the agent's output schema off for this run
-    * `:pynode` - the `Pynode` child whose `Pynode.Agent` of this name to run, when more than one
-      hosts an agent of that name (agent names are scoped to their `Pynode`)
-    * `:on_event` - `run/3` only: a function called with each stream event in the calling process
-    * `:messages_as` - `:json` (default) or `:terms`: `messages` and `new_messages` as lists of maps
-      (with string keys) that an application can store and pass back
-    * `:message_history` - the `messages` of an earlier result: the run continues that conversation
-    * `:deps`, `:instructions`, `:model`, `:model_settings`, `:usage_limits`, `:output_schema`,
-      `:tool_handler`, `:stream_to`, `:events` - the node's run options of the same name
-      (docs/protocol.md section 4)
+  `run/3`, `stream/3` and `start_run/3` take the same options: see `run/3`.
 
   ## Errors
 
@@ -99,7 +105,8 @@ defmodule Pynode do
           | {:message_history, String.t() | [map()]}
           | {:deps, map()}
           | {:instructions, String.t()}
-          | {:model, String.t()}
+          | {:model,
+             String.t() | map() | {:function, (list(), map() -> term())} | Pynode.Test.Script.t()}
           | {:model_settings, map()}
           | {:usage_limits, map()}
           | {:output_schema, map() | :text}
@@ -157,7 +164,7 @@ defmodule Pynode do
 
     opts = Keyword.put(opts, :node, Pynode.NodeName.resolve(opts[:node]))
 
-    if start = opts[:start], do: Keyword.validate!(start, [:cmd, :args, :env, :cd])
+    if start = opts[:start], do: Keyword.validate!(start, [:cmd, :args, :env, :cd, :log_level])
     Pynode.Connection.start_link(opts)
   end
 
@@ -222,6 +229,39 @@ defmodule Pynode do
 
   It returns only after the run's Elixir tool processes have exited: when a run times out or
   fails, no tool of it is still running.
+
+  ## Options
+
+  These are also the options of `stream/3` and `start_run/3`; the node's own run options are in
+  docs/protocol.md section 4.
+
+    * `:timeout` - milliseconds for the whole run (default 60 000); when it passes, the run is
+      cancelled on the node and the result is `{:error, %Pynode.Error{kind: :timeout}}`
+    * `:tools` - `Pynode.Tool`s for this run only (or their keyword options); functions are called
+      in this application, `{Module, :function}` handlers on this node by the node
+    * `:output` - structured output: a keyword spec or a JSON Schema map (see `Pynode.Schema`);
+      the result's `output` is then a map. `:text` turns the agent's output off for this run
+    * `:model` - this run's model instead of the agent's: a name (`"openai:gpt-4o"`, a name of the
+      node's `--models` file), a provider map (`%{provider: :openai, name: "gpt-4o", base_url: ...}`),
+      `{:function, fun}` (`fun.(messages, info)` in this node answers each model request), or a
+      `Pynode.Test.script/1`
+    * `:model_settings` - a map for this run's model requests (`temperature`, `max_tokens`, ...)
+    * `:usage_limits` - a map (`request_limit`, `tool_calls_limit`, `total_tokens_limit`, ...)
+    * `:instructions` - extra instructions for this run (a string)
+    * `:deps` - a map handed to the agent: Python agents get it as their deps, `{Module, :function}`
+      instructions get it as their argument, `{Module, :function}/2` tools in their context
+    * `:message_history` - the `messages` of an earlier result (either form): the run continues that
+      conversation (`Pynode.Messages` reads and trims it)
+    * `:messages_as` - `:json` (default) or `:terms`: `messages` and `new_messages` as lists of maps
+      (with string keys) that an application can store and pass back
+    * `:pynode` - the `Pynode` child whose `Pynode.Agent` of this name to run, when more than one
+      hosts an agent of that name (agent names are scoped to their `Pynode`)
+    * `:on_event` - `run/3` only: a function called with each stream event in the calling process
+    * `:tool_handler` - a pid or `{name, node}` that gets the calls of tools without a handler (as
+      `{:pynode_tool_call, ref, call}` messages); not together with function tools
+    * `:stream_to` - a pid that gets the run's stream events (`{:pynode_event, ref, event}`)
+    * `:events` - `start_run/3` only: `false` sends only the final result, no events
+    * `:output_schema` - deprecated: use `:output`
 
   ## Examples
 

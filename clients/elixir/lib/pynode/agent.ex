@@ -46,6 +46,9 @@ defmodule Pynode.Agent do
   @doc false
   @spec child_spec(keyword()) :: Supervisor.child_spec()
   def child_spec(opts) do
+    # A tool the node cannot call (a closure) fails here, before any child of the tree starts.
+    _ = spec(Keyword.put_new(opts, :tools, []))
+
     %{
       id: {__MODULE__, Keyword.get(opts, :pynode), Keyword.fetch!(opts, :name)},
       start: {__MODULE__, :start_link, [opts]}
@@ -166,6 +169,12 @@ defmodule Pynode.Agent do
 
   defp spec(opts) do
     spec = Map.new(Keyword.fetch!(opts, :spec))
+
+    spec =
+      if Map.has_key?(spec, :model),
+        do: Map.update!(spec, :model, &Pynode.Test.model_term/1),
+        else: spec
+
     tools = Enum.map(opts[:tools], &Pynode.Tool.to_agent_spec(Pynode.Tool.from!(&1)))
 
     spec =

@@ -16,6 +16,8 @@ defmodule Pynode.Connection do
   @quick_exit_ms 15_000
   @give_up_after 3
   @tail_lines 20
+  # A longer output line (the port delivers it in pieces of {:line, 8192}) is logged in pieces.
+  @max_line 1_048_576
 
   @type state :: %{
           name: GenServer.name() | nil,
@@ -33,7 +35,8 @@ defmodule Pynode.Connection do
           stop_timeout: pos_integer(),
           connect_timer: reference() | nil,
           epmd: %{name: node(), mode: :longnames | :shortnames, deadline: integer()} | nil,
-          tail: [String.t()],
+          tail: [{Logger.level(), String.t()}],
+          partial: iodata(),
           started_at: integer() | nil,
           failures: {term(), pos_integer()} | nil,
           failed: String.t() | nil
@@ -70,6 +73,7 @@ defmodule Pynode.Connection do
       connect_timer: nil,
       epmd: nil,
       tail: [],
+      partial: [],
       started_at: nil,
       failures: nil,
       failed: nil
@@ -157,13 +161,22 @@ defmodule Pynode.Connection do
     end
   end
 
-  def handle_info({port, {:data, {eol, line}}}, %{port: port} = state)
-      when eol in [:eol, :noeol] do
-    Logger.info(["[", Atom.to_string(state.node), "] ", line])
-    {:noreply, %{state | tail: Enum.take([line | state.tail], @tail_lines)}}
+  # A line longer than the port's line length comes as {:noeol, piece}s, then {:eol, last piece}.
+  def handle_info({port, {:data, {:eol, piece}}}, %{port: port} = state) do
+    line = IO.iodata_to_binary([state.partial | piece])
+    {:noreply, output_line(%{state | partial: []}, line)}
+  end
+
+  def handle_info({port, {:data, {:noeol, piece}}}, %{port: port} = state) do
+    partial = [state.partial | piece]
+
+    if IO.iodata_length(partial) >= @max_line,
+      do: {:noreply, output_line(%{state | partial: []}, IO.iodata_to_binary(partial))},
+      else: {:noreply, %{state | partial: partial}}
   end
 
   def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
+    state = flush_partial(state)
     exited = %{state | port: nil, os_pid: nil} |> down()
 
     if quick_exit?(state) do
@@ -221,12 +234,17 @@ defmodule Pynode.Connection do
   defp quick_exit?(state),
     do: System.monotonic_time(:millisecond) - state.started_at < @quick_exit_ms
 
-  # The node's own words: its last line that says what went wrong (argparse's `error:`, the
-  # node's `pynode: ...` lines), else its last line.
+  # The node's own words: its last line that says what went wrong (a record logged at :error or
+  # above, argparse's `error:`, the node's `pynode: ...` lines), else its last line.
   defp reason_line(tail) do
-    Enum.find(tail, &(&1 =~ ~r/error|pynode: /i)) || List.first(tail) ||
-      "it printed nothing"
+    case Enum.find(tail, &failure_line?/1) || List.first(tail) do
+      {_level, text} -> text
+      nil -> "it printed nothing"
+    end
   end
+
+  defp failure_line?({level, text}),
+    do: level in [:error, :critical] or text =~ ~r/error|pynode: /i
 
   defp failed_at_start(state, status, reason) do
     count =
@@ -273,7 +291,7 @@ defmodule Pynode.Connection do
   defp spawn_node(state) do
     opts = state.start
     cmd = Keyword.fetch!(opts, :cmd)
-    args = name_args(opts[:args] || [], state.node)
+    args = node_args(opts, state.node)
 
     # PYNODE_STOP_ON_EOF: the node stops when the Port's pipe closes, so it goes with this VM
     # even when the VM is killed and no terminate/2 runs.
@@ -299,15 +317,20 @@ defmodule Pynode.Connection do
       | port: port,
         os_pid: os_pid,
         tail: [],
+        partial: [],
         started_at: System.monotonic_time(:millisecond)
     }
 
     schedule_connect(state, @connect_poll)
   end
 
-  # The command is found at start, so a wrong one is an error of start_link.
+  # The command and the log level are checked at start, so a wrong one is an error of start_link.
   defp start_opts(nil), do: nil
-  defp start_opts(start), do: Keyword.put(start, :cmd, executable(Keyword.fetch!(start, :cmd)))
+
+  defp start_opts(start) do
+    if level = start[:log_level], do: python_level(level)
+    Keyword.put(start, :cmd, executable(Keyword.fetch!(start, :cmd)))
+  end
 
   defp executable(cmd) do
     cmd = to_string(cmd)
@@ -324,16 +347,109 @@ defmodule Pynode.Connection do
     end
   end
 
-  defp name_args(args, node) do
-    args = Enum.map(args, &to_string/1)
+  # What the library asks of the node, unless `args` has the flag (or `env:` its variable): its
+  # name, no ./agents unless `--agents DIR` is given (an app that asks for none gets no warning
+  # about it), and its log as JSON lines at the level of `log_level:`, else Logger's.
+  defp node_args(opts, node) do
+    args = Enum.map(opts[:args] || [], &to_string/1)
+    env = for {name, _} <- opts[:env] || [], do: to_string(name)
+    name_flag = if longnames?(node), do: "--name", else: "--sname"
+    level = opts[:log_level]
 
-    if Enum.any?(args, &(&1 in ["--name", "--sname"])) do
-      args
-    else
-      flag = if longnames?(node), do: "--name", else: "--sname"
-      [flag, Atom.to_string(node) | args]
+    [
+      {["--name", "--sname"], nil, [name_flag, Atom.to_string(node)]},
+      {["--agents", "--no-agents"], nil, ["--no-agents"]},
+      {["--log-format"], "PYNODE_LOG_FORMAT", ["--log-format", "json"]},
+      {["--log-level"], if(level == nil, do: "PYNODE_LOG_LEVEL"),
+       ["--log-level", python_level(level || Logger.level())]}
+    ]
+    |> Enum.reject(fn {flags, var, _} ->
+      var in env or Enum.any?(args, &given?(&1, flags))
+    end)
+    |> Enum.flat_map(fn {_, _, default} -> default end)
+    |> Kernel.++(args)
+  end
+
+  defp given?(arg, flags),
+    do: Enum.any?(flags, &(arg == &1 or String.starts_with?(arg, &1 <> "=")))
+
+  @python_levels %{
+    all: "debug",
+    debug: "debug",
+    info: "info",
+    notice: "info",
+    warning: "warning",
+    warn: "warning",
+    error: "error",
+    critical: "critical",
+    alert: "critical",
+    emergency: "critical",
+    none: "critical"
+  }
+
+  defp python_level(level) do
+    case @python_levels do
+      %{^level => name} ->
+        name
+
+      _ ->
+        raise ArgumentError,
+              "pynode: start: [log_level: #{inspect(level)}] is not a Logger level " <>
+                "(:debug, :info, :notice, :warning, :error, :critical, :alert, :emergency)"
     end
   end
+
+  ## The node's output
+
+  @elixir_levels %{
+    "debug" => :debug,
+    "info" => :info,
+    "warning" => :warning,
+    "error" => :error,
+    "critical" => :critical
+  }
+
+  # A JSON line of the node's log goes to Logger at its level, with its logger, node, agent and
+  # run id as metadata; any other line (a traceback, what an agent prints, a node started with
+  # other --log-format args) at :info. The tail keeps the text, for reason_line/1.
+  defp output_line(state, line) do
+    prefix = ["[", Atom.to_string(state.node), "] "]
+
+    {level, text} =
+      case log_record(line) do
+        {:ok, level, message, metadata} ->
+          Logger.log(level, [prefix | message], [{:pynode_node, state.node} | metadata])
+          {level, message}
+
+        :error ->
+          Logger.info([prefix | line], pynode_node: state.node)
+          {:info, line}
+      end
+
+    %{state | tail: Enum.take([{level, text} | state.tail], @tail_lines)}
+  end
+
+  defp log_record("{" <> _ = line) do
+    with {:ok, %{"level" => name, "message" => message} = record} when is_binary(message) <-
+           Pynode.JSON.decode(line) do
+      metadata =
+        for {key, field} <- [pynode_logger: "logger", agent: "agent", run_id: "run_id"],
+            value = record[field],
+            is_binary(value),
+            do: {key, value}
+
+      {:ok, Map.get(@elixir_levels, name, :info), message, metadata}
+    else
+      _ -> :error
+    end
+  end
+
+  defp log_record(_line), do: :error
+
+  defp flush_partial(%{partial: []} = state), do: state
+
+  defp flush_partial(state),
+    do: output_line(%{state | partial: []}, IO.iodata_to_binary(state.partial))
 
   defp stop_node(%{port: nil}), do: :ok
 

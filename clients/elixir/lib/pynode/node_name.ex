@@ -22,6 +22,13 @@ defmodule Pynode.NodeName do
 
   def resolve(other), do: raise(ArgumentError, bad_name(other))
 
+  @doc "A name like `resolve(nil)` gives, made unique in this OS process by `suffix`."
+  @spec unique(String.t()) :: node()
+  def unique(suffix) do
+    [name, host] = nil |> resolve() |> Atom.to_string() |> String.split("@")
+    :"#{name}_#{suffix}@#{host}"
+  end
+
   @doc "Whether `node` is a long name (its host has a dot: a domain or an IP address)."
   @spec longname?(node()) :: boolean()
   def longname?(node), do: node |> Atom.to_string() |> String.contains?(".")

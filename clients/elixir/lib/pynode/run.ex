@@ -125,11 +125,11 @@ defmodule Pynode.Run do
     {tools, opts} = Keyword.pop(opts, :tools, [])
     {output, opts} = Keyword.pop(opts, :output)
     opts = Keyword.drop(opts, [:timeout, :on_event, :pynode])
-    node_opts = Map.new(opts)
+    node_opts = opts |> Map.new() |> model_option()
 
     node_opts =
       case output do
-        nil -> node_opts
+        nil -> deprecated_output_schema(node_opts)
         :text -> Map.put(node_opts, :output_schema, :text)
         spec -> Map.put(node_opts, :output_schema, Pynode.Schema.to_json_schema(spec))
       end
@@ -158,6 +158,21 @@ defmodule Pynode.Run do
         end
     end
   end
+
+  defp model_option(%{model: model} = node_opts),
+    do: %{node_opts | model: Pynode.Test.model_term(model)}
+
+  defp model_option(node_opts), do: node_opts
+
+  defp deprecated_output_schema(%{output_schema: _} = node_opts) do
+    IO.warn(
+      "the run option :output_schema is deprecated: use :output (a JSON Schema map, a keyword spec or :text)"
+    )
+
+    node_opts
+  end
+
+  defp deprecated_output_schema(node_opts), do: node_opts
 
   @doc false
   # Waits for the run's next message: an event, its end, or the deadline (which cancels it).

@@ -20,7 +20,9 @@ defmodule Pynode.Tool do
     * `:fun` - `fn args -> ... end` or `fn args, ctx -> ... end`; `args` is the validated argument map
       (string keys) and `ctx` is `%{deps: map, run_ref: ref, call_id: id, tool: name}`
     * `:handler` - `{Module, :function}` instead of `:fun`: the node calls `Module.function(args)` on
-      the agent's home node, as `erpc` would
+      the agent's home node, as `erpc` would, or `Module.function(args, ctx)` when the module
+      exports it with arity 2; that `ctx` is the node's: `%{deps: map, run_id: id, agent: name,
+      call_id: id, trace_context: list}` (docs/protocol.md section 3)
     * `:timeout` - milliseconds the function may take (default 30 s); past it, the model is told the
       tool failed
 
@@ -38,7 +40,7 @@ defmodule Pynode.Tool do
   Tools given to `Pynode.run/3`, `Pynode.stream/3` or `Pynode.start_run/3` are served by this
   library in the calling application: a process of the run calls `:fun`, so closures are fine.
   Tools given to `Pynode.Agent` must be `{Module, :function}` handlers (an `&Module.function/1`
-  capture is turned into one): the node calls them on the agent's home node, and only data
+  or `/2` capture is turned into one; a closure is an `ArgumentError` when the child spec is built): the node calls them on the agent's home node, and only data
   crosses nodes.
   """
 
@@ -122,13 +124,14 @@ defmodule Pynode.Tool do
 
   def to_agent_spec(%__MODULE__{fun: fun} = tool) do
     case Function.info(fun) |> Keyword.take([:type, :module, :name, :arity]) |> Map.new() do
-      %{type: :external, module: m, name: f, arity: 1} ->
+      %{type: :external, module: m, name: f, arity: arity} when arity in [1, 2] ->
         tool |> base_spec() |> Map.put(:handler, {m, f})
 
       _ ->
         raise ArgumentError,
-              "tool #{tool.name}: an agent's tool must be {Module, :function} or &Module.function/1 " <>
-                "(the node calls it by name on the home node); give closures to Pynode.run/3 instead"
+              "tool #{inspect(tool.name)} of Pynode.Agent is #{inspect(fun)}: an agent's tool must " <>
+                "be {Module, :function} or &Module.function/1 (or /2), which the node calls by " <>
+                "name on the home node; give closures to Pynode.run/3 as run tools instead"
     end
   end
 
