@@ -11,21 +11,24 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from pynode import epmd
 from pynode.errors import EpmdError, PynodeError
 from pynode.etf.pretty import format_term
 from pynode.limits import DEFAULT_LIMITS, Limits, MiB
+from pynode.logformat import LOG_FORMATS, TEXT_FORMAT, JsonFormatter, NodeFilter
 from pynode.net.tls import TlsConfigError, TlsTransport
 from pynode.net.transport import DistTransport
+from pynode.runtime.pgscope import DEFAULT_SCOPE
 from pynode.runtime.supervisor import DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_PERIOD, RestartIntensity
 
 if TYPE_CHECKING:
     from pynode.bridge.models import ModelCache
+    from pynode.bridge.registry import Registry
     from pynode.runtime.supervisor import Supervisor
 
-__all__ = ["agents_folder", "limits_from", "main", "parse_size", "resolve_cookie"]
+__all__ = ["agents_folder", "configure_logging", "limits_from", "main", "parse_size", "resolve_cookie"]
 
 log = logging.getLogger("pynode")
 
@@ -70,6 +73,13 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
     return value
+
+
+def _log_format(text: str) -> str:
+    # A type rather than choices: argparse checks a default from $PYNODE_LOG_FORMAT only through its type.
+    if text not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(f"not a log format: {text!r} (say {' or '.join(LOG_FORMATS)})")
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -171,7 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="peer: verify every peer's certificate (default); none: encrypt without authenticating",
     )
     parser.add_argument("--connect", action="append", default=[], metavar="NODE", help="connect to NODE at start")
-    parser.add_argument("--agents", type=Path, help="folder of Python-defined agents (default: ./agents)")
+    agents = parser.add_mutually_exclusive_group()
+    agents.add_argument("--agents", type=Path, help="folder of Python-defined agents (default: ./agents)")
+    agents.add_argument(
+        "--no-agents",
+        action="store_true",
+        help="no Python-defined agents: ./agents is not looked for (agents come from the BEAM)",
+    )
     parser.add_argument(
         "--models",
         type=Path,
@@ -179,6 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML file of named provider models ([models.NAME] provider, name, base_url, api_key_env, ...)"
         " that agents and runs name as model (else $PYNODE_MODELS)",
         default=Path(os.environ["PYNODE_MODELS"]) if os.environ.get("PYNODE_MODELS") else None,
+    )
+    pg = parser.add_mutually_exclusive_group()
+    pg.add_argument(
+        "--pg-scope",
+        default=os.environ.get("PYNODE_PG_SCOPE", DEFAULT_SCOPE),
+        metavar="NAME",
+        help=f"the :pg scope the agents join, a group per agent name (default {DEFAULT_SCOPE}, or $PYNODE_PG_SCOPE)",
+    )
+    pg.add_argument("--no-pg", action="store_true", help="take part in no :pg scope")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds the runs in flight get to end once the node drains (the first SIGTERM, or the"
+        " registry's drain request) before they are cancelled and the node stops (default 30)",
     )
     parser.add_argument("--net-ticktime", type=float, default=60.0, help="seconds, as net_ticktime (default 60)")
     parser.add_argument("--max-runs", type=int, default=1000, help="agent runs in flight on the node (default 1000)")
@@ -201,7 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("PYNODE_LOOP", "asyncio"),
         help="event loop (uvloop: the 'fast' extra; default asyncio, or $PYNODE_LOOP)",
     )
-    parser.add_argument("--log-level", default=os.environ.get("PYNODE_LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("PYNODE_LOG_LEVEL", "info"),
+        help="debug, info, warning, error or critical (default info, or $PYNODE_LOG_LEVEL)",
+    )
+    parser.add_argument(
+        "--log-format",
+        type=_log_format,
+        default=os.environ.get("PYNODE_LOG_FORMAT", "text"),
+        metavar="|".join(LOG_FORMATS),
+        help="text: lines with a timestamp and level, for a person (default, or $PYNODE_LOG_FORMAT);"
+        " json: one JSON object a line (level, logger, message, node, agent, run_id), for a program",
+    )
     parser.add_argument(
         "--stop-on-eof",
         action="store_true",
@@ -305,7 +349,7 @@ async def serve(args: argparse.Namespace) -> int:
     from pynode.runtime.services import node_supervisor
 
     models = model_cache(args.models)
-    agents_dir = agents_folder(args.agents)
+    agents_dir = None if args.no_agents else agents_folder(args.agents)
     cookie = resolve_cookie(args.cookie)
     limits = limits_from(args)
     transport = dist_transport(args, limits)
@@ -335,17 +379,27 @@ async def serve(args: argparse.Namespace) -> int:
     supervisor = node_supervisor(node)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     stdin_watch = await _watch_stdin(stop) if args.stop_on_eof else None
-    registry = await start_registry(node, agents_dir=agents_dir, max_runs=args.max_runs, models=models)
+    registry = await start_registry(
+        node,
+        agents_dir=agents_dir,
+        max_runs=args.max_runs,
+        models=models,
+        pg_scope=None if args.no_pg else args.pg_scope,
+    )
+    # From here the first SIGTERM drains (docs/protocol.md section 9); a second one stops at once.
+    loop.add_signal_handler(signal.SIGTERM, lambda: stop.set() if registry.limits.draining else registry.drain())
     for peer in args.connect:
         try:
             await node.connect(peer)
         except (PynodeError, OSError) as exc:
             log.error("could not connect to %s: %s", peer, exc)
     print(f"pynode {node.name} ready (port {node.port}, epmd {epmd_port}, {node.transport.name})", flush=True)
-    status = await _until_stopped(stop, supervisor)
+    status = await _until_stopped(stop, supervisor, registry.limits.drain_requested)
+    if status is None:
+        status = await _drain(registry, stop, supervisor, args.drain_timeout)
     log.info("stopping: cancelling runs in flight")
     if stdin_watch is not None:
         stdin_watch.close()
@@ -355,26 +409,50 @@ async def serve(args: argparse.Namespace) -> int:
     return status
 
 
-async def _until_stopped(stop: asyncio.Event, supervisor: Supervisor) -> int:
-    """0 after SIGINT/SIGTERM; 1 when the node's supervisor has ended (it gave up, or was killed).
+async def _until_stopped(stop: asyncio.Event, supervisor: Supervisor, drain: asyncio.Event | None = None) -> int | None:
+    """0 after a stop (SIGINT, a SIGTERM while draining); ``None`` when draining starts; 1 when the
+    node's supervisor has ended (it gave up, or was killed).
 
     Without its supervisor the node has lost its own processes for good, as a BEAM node whose
     kernel supervisor ends halts: better stopped, and restarted from outside, than half alive.
     """
     signalled = asyncio.ensure_future(stop.wait())
     supervised = asyncio.ensure_future(supervisor.join())
+    waits = {signalled, supervised}
+    if drain is not None:
+        waits.add(asyncio.ensure_future(drain.wait()))
     try:
-        await asyncio.wait({signalled, supervised}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (signalled, supervised):
+        for task in waits:
             task.cancel()
-        await asyncio.gather(signalled, supervised, return_exceptions=True)
+        await asyncio.gather(*waits, return_exceptions=True)
     if stop.is_set():
         return 0
+    if drain is not None and drain.is_set() and supervisor.alive:
+        return None
     reason = format_term(supervisor.exit_reason, limit=200)
     log.error("the node's supervisor %s ended (%s); stopping the node", supervisor.label, reason)
     print(f"pynode: the node's supervisor ended ({reason}); stopping", file=sys.stderr, flush=True)
     return 1
+
+
+async def _drain(registry: Registry, stop: asyncio.Event, supervisor: Supervisor, timeout: float) -> int:
+    """The runs in flight end (at most ``timeout`` s, or until a stop); then the node stops (0)."""
+    log.info("draining: waiting up to %g s for %d runs in flight", timeout, registry.limits.in_flight)
+    drained = asyncio.ensure_future(registry.drained(timeout))
+    status = asyncio.ensure_future(_until_stopped(stop, supervisor))
+    try:
+        await asyncio.wait({drained, status}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (drained, status):
+            task.cancel()
+        await asyncio.gather(drained, status, return_exceptions=True)
+    if status.done() and not status.cancelled() and status.result() == 1:
+        return 1
+    if not (drained.done() and not drained.cancelled() and drained.result()):
+        log.warning("draining: %d runs still in flight are cancelled", registry.limits.in_flight)
+    return 0
 
 
 class _StdinWatch(asyncio.Protocol):
@@ -401,15 +479,28 @@ async def _watch_stdin(stop: asyncio.Event) -> asyncio.BaseTransport:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    _redact_logs()
+    configure_logging(args)
     try:
         return run_loop(serve(args), args.loop)
     except KeyboardInterrupt:
         return 130
+
+
+def configure_logging(args: argparse.Namespace, stream: TextIO | None = None) -> None:
+    """The root logger as ``--log-level`` and ``--log-format`` ask, to ``stream`` (default stderr).
+
+    Every record is stamped with the node's name (shown by ``--log-format json``), and no root
+    handler writes the node's API keys.
+    """
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if args.log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, str(args.log_level).upper(), logging.INFO))
+    _redact_logs()
+    node = NodeFilter(node_name(args))
+    for each in root.handlers:
+        each.addFilter(node)
 
 
 def _redact_logs() -> None:
@@ -417,7 +508,8 @@ def _redact_logs() -> None:
     from pynode.bridge.secrets import RedactingFilter
 
     for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter())
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 def run_loop(main: Coroutine[Any, Any, int], loop: str) -> int:

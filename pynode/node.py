@@ -50,6 +50,8 @@ __all__ = ["NODE_FLAGS", "Node", "split_node_name"]
 log = logging.getLogger("pynode.node")
 
 NODE_FLAGS = DEFAULT_FLAGS | DFlag.SPAWN
+_NODEUP = Atom("nodeup")
+_NODEDOWN = Atom("nodedown")
 
 
 def _short_host() -> str:
@@ -113,6 +115,7 @@ class Node:
         self._ids: IdMint | None = None
         self._system: Process | None = None
         self._stopping = False
+        self._node_watchers: set[Pid] = set()
         self.creation = 0
         self.port = 0
 
@@ -309,8 +312,27 @@ class Node:
 
     # What the connection manager reports (ConnectionEvents).
 
+    def connection_up(self, conn: Connection) -> None:
+        self._tell_watchers(_NODEUP, conn.peer_name)
+
     def connection_lost(self, conn: Connection) -> None:
         self.signals.connection_lost(conn)
+        self._tell_watchers(_NODEDOWN, conn.peer_name)
+
+    def monitor_nodes(self, pid: Pid, on: bool = True) -> None:
+        """``net_kernel:monitor_nodes(On)``: ``pid`` gets ``{nodeup, Node}`` and ``{nodedown, Node}``."""
+        if on:
+            self._node_watchers.add(pid)
+        else:
+            self._node_watchers.discard(pid)
+
+    def _tell_watchers(self, event: Atom, peer: str) -> None:
+        for pid in list(self._node_watchers):
+            process = self.processes.pid(pid)
+            if process is None:
+                self._node_watchers.discard(pid)
+            else:
+                process.deliver((event, Atom(peer)))
 
     def admit_pending(self, conn: Connection, control: c.ControlMessage) -> bool:
         return self.signals.admit_pending(conn, control)

@@ -69,8 +69,8 @@ async def load_erlang(node: BeamNode, tmp_path: Path, source: str, module: str) 
 
 @pytest.fixture
 def run_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """``caplog`` with the ``pynode.run`` log at INFO, where runs say why they ended."""
-    caplog.set_level(logging.INFO, logger="pynode.run")
+    """``caplog`` with the ``pynode.run`` log at DEBUG, where runs say why they ended."""
+    caplog.set_level(logging.DEBUG, logger="pynode.run")
     return caplog
 
 

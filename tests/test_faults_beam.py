@@ -414,7 +414,7 @@ async def test_mf_tool_process_killed_mid_call(py_node: Node, beam: BeamFactory)
     )
     assert isinstance(got, tuple) and got[0] == Atom("ok"), got
     # The model is told which function, where, and how it ended (module in Erlang syntax, section 8).
-    assert b"'Elixir.SlowTool':wait/1 on node ex1@127.0.0.1 exited: " in got[1][Atom("messages")]
+    assert b"SlowTool.wait/1 on node ex1@127.0.0.1 exited: " in got[1][Atom("messages")]
     await assert_clean(py_node, tasks)
 
 
@@ -600,10 +600,10 @@ async def test_python_node_killed_mid_call_gives_noconnection_quickly(
     assert isinstance(call_ms, int) and call_ms < 2000, got
 
 
-async def test_sigterm_cancels_runs_and_callers_hear_before_the_connection_closes(
+async def test_a_second_sigterm_cancels_the_drained_runs_and_callers_hear_before_the_connection_closes(
     epmd_port: int, cookie: str, beam: BeamFactory, tmp_path: Path
 ) -> None:
-    async with PynodeChild.running("py9@127.0.0.1", cookie, epmd_port, tmp_path) as py9:
+    async with PynodeChild.running("py9@127.0.0.1", cookie, epmd_port, tmp_path, "--log-level", "debug") as py9:
         e1 = await beam("e1")
         await create(e1, "asker", TOOL_SPEC, node="'py9@127.0.0.1'")
         # Three start_run callers with a tool wait pending each; they report what they hear, in order.
@@ -632,6 +632,9 @@ async def test_sigterm_cancels_runs_and_callers_hear_before_the_connection_close
             "   || P <- Callers ++ [Sync]], receive {get, To} -> To ! {heard, Got} end end)), ok"
         )
         assert got == "ok"
+        # The first SIGTERM drains: the runs go on (their tools wait); the second stops at once.
+        py9.proc.send_signal(signal.SIGTERM)
+        await py9.logged("draining: waiting up to 30 s for 4 runs in flight")
         py9.proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(py9.proc.wait(), 15)
         heard = await term(e1, "heard ! {get, self()}, receive {heard, H} -> H after 20000 -> timeout end", 30)

@@ -10,6 +10,7 @@ from pydantic_ai.models.test import TestModel
 
 from pynode.bridge.errors import BridgeError
 from pynode.bridge.models import ModelCache
+from pynode.etf.types import Atom
 
 
 def unavailable(cache: ModelCache, name: str) -> str:
@@ -106,3 +107,20 @@ def test_a_provider_whose_package_is_missing_is_unavailable_with_the_pip_line(
     assert exc.value.kind == "model_unavailable"
     assert f"pip install 'pynode[{provider}]'" in exc.value.message
     assert "sk-missing-package" not in exc.value.message
+
+
+def test_error_texts_carry_no_links_to_python_docs() -> None:
+    """A BEAM caller reads errors without pydantic's "For further information visit" lines."""
+    from pydantic_ai.models import infer_model
+
+    with pytest.raises(UserError) as raised:
+        infer_model("nosuchprovider:model")
+    error = BridgeError(
+        "model_unavailable",
+        f"{raised.value}\n  For further information visit https://errors.pydantic.dev/2.11/v/missing",
+    )
+    assert "https://" not in error.message and "For further information" not in error.message
+    assert "nosuchprovider" in error.message
+    assert error.to_term() == (Atom("error"), (Atom("model_unavailable"), error.message))
+    with_link = BridgeError("bad_spec", "Unknown model (see https://ai.pydantic.dev/models/) try again")
+    assert with_link.message == "Unknown model try again"

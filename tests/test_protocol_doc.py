@@ -17,7 +17,7 @@ PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
 NOT_YET_SPEC = {"toolsets"}  # MCP toolsets
 NOT_YET_RUN = {"trace_context", "approver", "approvals"}  # traces, tool approval
-NOT_YET_KINDS = {"draining"}  # drain (section 9)
+NOT_YET_KINDS: set[str] = set()
 
 
 def table_after(text: str, marker: str) -> set[str]:

@@ -42,7 +42,7 @@ def deltas(events: list[Term]) -> list[bytes]:
 async def test_start_run_streams_text_deltas_then_the_result(
     erl: BeamNode, py_node: Node, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="pynode.run")
+    caplog.set_level("DEBUG", logger="pynode.run")
     await create(erl, "talker", '#{model => <<"test">>}')
     got = await term(
         erl,

@@ -55,7 +55,7 @@ def test_handlers_mf_mf_node_pid_and_name_node() -> None:
     )
     assert handler((A("tools"), A("ex1@h"))) == ProcessHandler((A("tools"), A("ex1@h")))
     assert handler(CALLER) == ProcessHandler(CALLER)
-    assert str(MFHandler(A("Elixir.Weather"), A("lookup"))) == "'Elixir.Weather':lookup/1"
+    assert str(MFHandler(A("Elixir.Weather"), A("lookup"))) == "Weather.lookup/1"
 
 
 @pytest.mark.parametrize(

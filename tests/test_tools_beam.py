@@ -22,6 +22,7 @@ from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls
 from pynode.etf.decode import decode
 from pynode.etf.types import Atom, Term
 from pynode.node import Node
+from pynode.testing import script as scripted_models
 
 pytestmark = pytest.mark.beam
 
@@ -176,7 +177,7 @@ async def test_elixir_tool_returns_reach_the_model_as_elixir_means_them(py_node:
     assert told_by_item["kiwi"] == ("success", [1, 2])
     outcome, lime = told_by_item["lime"]
     assert outcome == "failed"
-    assert lime == "'Elixir.Shop':find/1 on node ex1@127.0.0.1 raised ArgumentError: no limes today"
+    assert lime == "Shop.find/1 on node ex1@127.0.0.1 raised ArgumentError: no limes today"
     outcome, date = told_by_item["date"]
     assert outcome == "failed" and "no JSON form" in date and "the pid" in date
 
@@ -279,7 +280,7 @@ async def test_function_tools_run_on_the_home_node_or_the_named_one(erl: BeamNod
     messages = await ex.eval(
         '{:ok, r} = GenServer.call({:weather_here, :"py@127.0.0.1"}, {:run, "Weather?"}, 20_000); r.messages'
     )
-    assert "'Elixir.Weather':lookup/1 is not defined on node e1@127.0.0.1" in messages
+    assert "Weather.lookup/1 is not defined on node e1@127.0.0.1" in messages
 
 
 async def test_create_agent_4_records_the_home_node_too(erl: BeamNode, beam: BeamFactory) -> None:
@@ -319,7 +320,7 @@ async def test_a_home_node_that_is_gone_fails_the_tool_and_the_run_goes_on(erl: 
     assert kinds == ["tool_call", "tool_error"]
     _, name, message, _ = events[1]
     assert name == b"weather"
-    assert message.decode().startswith("'Elixir.Weather':lookup/1 could not run: node ex1@127.0.0.1 is not connected")
+    assert message.decode().startswith("Weather.lookup/1 could not run: node ex1@127.0.0.1 is not connected")
     assert message in result[1][Atom("messages")]  # the model was told
 
 
@@ -371,7 +372,7 @@ async def test_a_home_node_lost_during_the_call_fails_the_tool_and_the_run_goes_
     events, result = got
     assert isinstance(result, tuple) and result[0] == Atom("ok"), result
     assert [str(e[0]) for e in events] == ["tool_call", "tool_error"]
-    assert events[1][2] == b"'Elixir.Slow':wait/1 could not finish: node ex1@127.0.0.1 disconnected"
+    assert events[1][2] == b"Slow.wait/1 could not finish: node ex1@127.0.0.1 disconnected"
 
 
 # --- 3. dynamic instructions ------------------------------------------------------------------
@@ -435,21 +436,20 @@ async def test_failing_instructions_fail_the_run_with_tool_error(erl: BeamNode, 
         return await erl.eval(f'gen_server:call({{{name}, {PY}}}, {{run, <<"hi">>}}, 20000)')
 
     assert await run("broken") == (
-        "{error,{tool_error,<<\"instructions 'Elixir.Prompts':broken/1 on node ex1@127.0.0.1"
+        '{error,{tool_error,<<"instructions Prompts.broken/1 on node ex1@127.0.0.1'
         ' raised RuntimeError: no prompt today">>}}'
     )
     assert await run("number") == (
-        "{error,{tool_error,<<\"instructions 'Elixir.Prompts':number/1 on node ex1@127.0.0.1"
+        '{error,{tool_error,<<"instructions Prompts.number/1 on node ex1@127.0.0.1'
         ' returned 42, not a binary or an iolist">>}}'
     )
     assert await run("missing") == (
-        "{error,{tool_error,<<\"instructions 'Elixir.Prompts':missing/1 is not defined on node ex1@127.0.0.1\">>}}"
+        '{error,{tool_error,<<"instructions Prompts.missing/1 is not defined on node ex1@127.0.0.1">>}}'
     )
     await ex.stop()
     gone = await run("gone")
     assert gone.startswith(
-        "{error,{tool_error,<<\"instructions 'Elixir.Prompts':system/1 could not run:"
-        " node ex1@127.0.0.1 is not connected"
+        '{error,{tool_error,<<"instructions Prompts.system/1 could not run: node ex1@127.0.0.1 is not connected'
     )
 
 
@@ -621,3 +621,48 @@ async def test_a_bad_tool_reply_is_answered_in_erlang_syntax(erl: BeamNode) -> N
     assert [str(e[0]) for e in events] == ["tool_call", "tool_error"]
     _, name, message, _ = events[1]
     assert name == b"ask" and message.startswith(b"the tool handler sent an invalid reply: a tool reply must be")
+
+
+CTX_ERL = """
+-module(ctx_erl).
+-export([both/2, one/1]).
+both(Args, Ctx) -> {ok, #{args => Args, ctx => maps:with([deps, agent, trace_context], Ctx),
+                          ids => {is_binary(maps:get(run_id, Ctx)), is_binary(maps:get(call_id, Ctx))}}}.
+one(Args) -> {ok, #{args => Args}}.
+"""
+
+
+async def test_function_tools_of_arity_two_get_the_run_context(erl: BeamNode, tmp_path: Path) -> None:
+    """``M:F(Args, Ctx)`` when ``M`` exports ``F/2`` (docs/protocol.md section 3); else ``M:F(Args)``."""
+    await load_erlang(erl, tmp_path, CTX_ERL, "ctx_erl")
+    script = await scripted_models.ScriptedModel.start(
+        erl,
+        [
+            [scripted_models.tool_call("both", {"q": 1}, "c1"), scripted_models.tool_call("one", {"q": 2}, "c2")],
+            scripted_models.text("done"),
+        ],
+    )
+    tools = [
+        {Atom("name"): name, Atom("parameters"): {"type": "object"}, Atom("handler"): (Atom("ctx_erl"), Atom(name))}
+        for name in ("both", "one")
+    ]
+    created = await erl.call(
+        ("pynode", "py@127.0.0.1"),
+        (Atom("create_agent"), Atom("ctx"), {Atom("model"): script.model, Atom("tools"): tools}),
+    )
+    assert created == (Atom("ok"), Atom("ctx"))
+    got = await erl.call(("ctx", "py@127.0.0.1"), (Atom("run"), "go", {Atom("deps"): {Atom("user"): "ada"}}))
+    assert isinstance(got, tuple) and got[0] == Atom("ok"), got
+    _, second = await script.requests()
+    returns = {
+        p[b"tool_name"]: p[b"content"]  # type: ignore[index]
+        for m in second.messages  # type: ignore[union-attr]
+        for p in m[b"parts"]  # type: ignore[index]
+        if p[b"part_kind"] == b"tool-return"  # type: ignore[index]
+    }
+    assert returns[b"both"] == {
+        b"args": {b"q": 1},
+        b"ctx": {b"deps": {b"user": b"ada"}, b"agent": b"ctx", b"trace_context": []},
+        b"ids": [True, True],
+    }
+    assert returns[b"one"] == {b"args": {b"q": 2}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, TypeGuard
 
@@ -45,6 +46,19 @@ class RunLimits:
     """Owned agents' owners, by agent name: kept here so that a restarted registry watches them again."""
     accepting: bool = True
     """False once the node is shutting down: new runs are refused as cancelled."""
+    draining: bool = False
+    """True once the node drains (docs/protocol.md section 9): its agents have left their groups,
+    new runs are refused with ``draining``, the runs in flight go on."""
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set each time the last run in flight ends (cleared by whoever waits for it)."""
+    drain_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when draining starts: the owner of the node stops it once the runs in flight are over."""
+    watchers: list[Callable[[], None]] = field(default_factory=list)
+    """Called after every change of the agent table (an agent started, restarted or gone)."""
+
+    def agents_changed(self) -> None:
+        for watcher in list(self.watchers):
+            watcher()
 
 
 class AgentProcess(GenServer):
@@ -114,6 +128,9 @@ class AgentProcess(GenServer):
         check_run_tools(defn.tools, defn.tool_names(), options, caller.pid, synchronous=synchronous)
         if not self.limits.accepting:
             raise BridgeError("cancelled", "the node is shutting down")
+        if self.limits.draining:
+            node_name = self.node.name if self.node is not None else "this node"
+            raise BridgeError("draining", f"node {node_name} is draining: run {self.agent_name} on another member")
         if self.closing is not None:
             raise BridgeError("cancelled", self.closing)
         if self.max_concurrency is not None and len(self.runs) >= self.max_concurrency:
@@ -142,6 +159,8 @@ class AgentProcess(GenServer):
     def run_finished(self, run: RunProcess) -> None:
         if self.runs.pop(run.ref, None) is not None:
             self.limits.in_flight -= 1
+            if self.limits.in_flight == 0:
+                self.limits.idle.set()
         reply_to = run.request.reply_to
         call_monitor = reply_to.monitor if reply_to is not None else None
         if call_monitor is not None and self.waiting_calls.get(call_monitor) is run:

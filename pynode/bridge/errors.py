@@ -7,6 +7,7 @@ Every failure a BEAM caller sees is ``{error, {Kind, Message}}``: ``Kind`` says 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Final, Literal, TypeAlias, get_args
 
 from pydantic_ai import exceptions as pai
@@ -34,6 +35,7 @@ ErrorKind: TypeAlias = Literal[
     "rate_limited",
     "auth_failed",
     "model_timeout",
+    "draining",
 ]
 
 ERROR_KINDS: Final[frozenset[str]] = frozenset(get_args(ErrorKind))
@@ -61,7 +63,7 @@ class BridgeError(Exception):
     def __init__(self, kind: ErrorKind, message: str) -> None:
         if kind not in ERROR_KINDS:
             raise ValueError(f"unknown error kind {kind!r}")
-        message = SECRETS.redact(message)  # a key a provider or a spec repeated goes no further
+        message = plain_text(message)
         super().__init__(f"{kind}: {message}")
         self.kind = kind
         self.message = message
@@ -75,7 +77,21 @@ def error_term(kind: ErrorKind, message: str) -> tuple[Atom, tuple[Atom, str]]:
     """``{error, {Kind, Message}}``; the message encodes as a binary, with every known secret taken out."""
     if kind not in ERROR_KINDS:
         raise ValueError(f"unknown error kind {kind!r}")
-    return (ERROR, (Atom(kind), SECRETS.redact(message)))
+    return (ERROR, (Atom(kind), plain_text(message)))
+
+
+# pydantic's "For further information visit https://errors.pydantic.dev/..." and pydantic-ai's
+# "(see https://ai.pydantic.dev/...)" point a Python programmer at Python docs; a BEAM caller reads
+# the error without them.
+_PYTHON_DOC_LINKS: Final = re.compile(
+    r"\s*(?:For further information visit|\(?see) https://(?:errors\.pydantic\.dev|ai\.pydantic\.dev)\S*\)?",
+    re.IGNORECASE,
+)
+
+
+def plain_text(message: str) -> str:
+    """An error text as a BEAM caller gets it: no known secret, no links to Python docs."""
+    return _PYTHON_DOC_LINKS.sub("", SECRETS.redact(message))
 
 
 def quoted(name: str) -> str:

@@ -30,6 +30,7 @@ _MESSAGE: Final = Atom("message")
 _ERPC: Final = Atom("erpc")
 _NOCONNECTION: Final = Atom("noconnection")
 _UNDEF: Final = Atom("undef")
+_EXPORTS: Final = Atom("exports")
 _SHOWN_LIMIT: Final = 500
 
 
@@ -40,17 +41,32 @@ def function_node(handler: MFHandler, home: Atom | None, caller_node: Atom) -> s
     return str(home if home is not None else caller_node)
 
 
-async def call_function(node: Kernel[Process], where: str, handler: MFHandler, arg: Term) -> Term:
+async def call_function(node: Kernel[Process], where: str, handler: MFHandler, arg: Term, *, ctx: Term = None) -> Term:
     """``Module:Function(Arg)`` on node ``where``; ``BridgeError(tool_error)`` if it does not return.
 
-    No timeout of its own: the run's timeout and cancellation end the wait (and the remote process).
+    With ``ctx`` (a tool's context), ``Module:Function(Arg, Ctx)`` when the module exports the
+    function with arity 2. No timeout of its own: the run's timeout and cancellation end the wait
+    (and the remote process).
     """
+    args = [arg, ctx] if ctx is not None and await _exports_arity_2(node, where, handler) else [arg]
     try:
-        return await node.erpc(where, str(handler.module), str(handler.function), [arg], timeout=None)
+        return await node.erpc(where, str(handler.module), str(handler.function), args, timeout=None)
     except ErpcError as exc:
         raise BridgeError("tool_error", failure_text(handler, where, exc.kind, exc.reason, exc.stack)) from None
     except (PynodeError, OSError, ValueError) as exc:
         raise BridgeError("tool_error", f"{handler} could not run: node {where} is not connected ({exc})") from None
+
+
+async def _exports_arity_2(node: Kernel[Process], where: str, handler: MFHandler) -> bool:
+    """Whether ``Module`` on ``where`` exports ``Function/2`` (``module_info`` loads it if need be).
+
+    Any failure is a no: the call with one argument then says what is wrong.
+    """
+    try:
+        exports = await node.erpc(where, str(handler.module), "module_info", [_EXPORTS], timeout=None)
+    except (ErpcError, PynodeError, OSError, ValueError):
+        return False
+    return isinstance(exports, list) and (handler.function, 2) in exports
 
 
 def failure_text(handler: MFHandler | str, where: str, kind: str, reason: Term, stack: Term = None) -> str:

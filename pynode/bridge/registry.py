@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -16,8 +17,9 @@ from pynode.bridge.runner import AgentDefinition, build_agent
 from pynode.bridge.spec import parse_agent_spec, parse_create_options
 from pynode.bridge.supervision import start_agent, stop_agent
 from pynode.etf.pretty import format_term
-from pynode.etf.types import Atom, Reference, Term
+from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.genserver import DEFER, CallNowReply, CallReply, From, GenServer
+from pynode.runtime.pgscope import DEFAULT_SCOPE, PgScope
 from pynode.runtime.process import DOWN, Process
 from pynode.runtime.services import node_supervisor
 from pynode.runtime.supervisor import ChildSpec, Supervisor
@@ -34,6 +36,7 @@ OK: Final = Atom("ok")
 PONG: Final = Atom("pong")
 PYTHON: Final = Atom("python")
 REMOTE: Final = Atom("remote")
+REGISTRY_GROUP: Final = Atom("pynode")
 
 
 def _pydantic_ai_version() -> str:
@@ -105,6 +108,9 @@ class Registry(GenServer):
             return (OK, self.info())
         if request == Atom("list_agents"):
             return (OK, [self.describe(a) for a in self.agents.values()])
+        if request == Atom("drain"):
+            self.drain()
+            return OK
         if type(request) is tuple and request:
             op, args = request[0], request[1:]
             if op == Atom("echo") and len(args) == 1:
@@ -127,7 +133,13 @@ class Registry(GenServer):
     def add_agent(self, definition: AgentDefinition) -> AgentProcess:
         assert self.node is not None
         process = start_agent(self.node, self.supervisor, definition, limits=self.limits, models=self.models)
-        log.info("agent %s registered (model %s, %s)", definition.name, definition.model_name, definition.origin)
+        log.info(
+            "agent %s registered (model %s, %s)",
+            definition.name,
+            definition.model_name,
+            definition.origin,
+            extra={"agent": definition.name},
+        )
         return process
 
     async def handle_waiting_request(self, request: Term, caller: From | None = None) -> Term:
@@ -176,6 +188,7 @@ class Registry(GenServer):
         """End agent ``name``: its runs' callers get ``{error, {cancelled, Reason}}`` before its ``DOWN``."""
         timeout = self.wind_down_timeout
         process = self.agents.pop(name)
+        self.limits.agents_changed()  # it leaves its group now, while its runs wind down
         self.limits.owners.pop(name, None)
         for ref in [ref for ref, owned in self.owners.items() if owned == name]:
             del self.owners[ref]
@@ -189,8 +202,8 @@ class Registry(GenServer):
         try:
             await process.join(timeout)
         except TimeoutError:
-            log.warning("agent %s did not end within %s s", name, timeout)
-        log.info("agent %s removed: %s", name, reason)
+            log.warning("agent %s did not end within %s s", name, timeout, extra={"agent": name})
+        log.info("agent %s removed: %s", name, reason, extra={"agent": name})
 
     def watch_owners(self) -> None:
         """Monitor the owner of every owned agent: a restarted registry takes over what the last one watched.
@@ -218,7 +231,27 @@ class Registry(GenServer):
             Atom("pydantic_ai"): self._pydantic_ai,
             Atom("agents"): len(self.agents),
             Atom("runs"): self.limits.in_flight,
+            Atom("draining"): self.limits.draining,
         }
+
+    def drain(self) -> None:
+        """Leave every group, refuse new runs with ``draining``, let the runs in flight end; the
+        node's owner stops the node once they have (docs/protocol.md section 9). Idempotent."""
+        if self.limits.draining:
+            return
+        log.info("draining: leaving every group; %d runs in flight go on", self.limits.in_flight)
+        self.limits.draining = True
+        self.limits.agents_changed()
+        self.limits.drain_requested.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until no run is in flight, at most ``timeout`` seconds; whether none is."""
+        limits = self.limits
+        if limits.in_flight > 0:
+            limits.idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(limits.idle.wait(), timeout)
+        return limits.in_flight == 0
 
     async def shutdown(self, timeout: float = 5.0) -> None:
         """Cancel every run in flight and refuse new ones; their callers get ``{error, {cancelled, _}}``.
@@ -268,27 +301,69 @@ async def _flushed(node: Kernel[Process], deadline: float) -> None:
 
 
 async def start_registry(
-    node: Node, *, agents_dir: Path | None = None, max_runs: int = 1000, models: ModelCache | None = None
+    node: Node,
+    *,
+    agents_dir: Path | None = None,
+    max_runs: int = 1000,
+    models: ModelCache | None = None,
+    pg_scope: str | None = DEFAULT_SCOPE,
 ) -> Registry:
-    """Register ``pynode`` and the Python-defined agents found in ``agents_dir``."""
-    registry = start_supervised_registry(node, max_runs=max_runs, models=models)
+    """Register ``pynode`` and the Python-defined agents found in ``agents_dir``.
+
+    ``pg_scope``: the ``pg`` scope the agents and the registry are members of (``None``: none).
+    """
+    registry = start_supervised_registry(node, max_runs=max_runs, models=models, pg_scope=pg_scope)
     if agents_dir is not None:
         for definition in load_agents(agents_dir):
             if node.whereis(definition.name) is not None:
-                log.error("agent %s not registered: the name is taken", definition.name)
+                log.error(
+                    "agent %s not registered: the name is taken", definition.name, extra={"agent": definition.name}
+                )
                 continue
             registry.add_agent(definition)
     return registry
 
 
-def start_supervised_registry(node: Node, *, max_runs: int = 1000, models: ModelCache | None = None) -> Registry:
-    """``pynode`` as a child of the node's supervisor, with a table that outlives each registry process."""
+def start_supervised_registry(
+    node: Node, *, max_runs: int = 1000, models: ModelCache | None = None, pg_scope: str | None = None
+) -> Registry:
+    """``pynode`` as a child of the node's supervisor, with a table that outlives each registry process.
+
+    With ``pg_scope``, the scope's process too: every agent is a member of the group named as it
+    is, and the registry of the group ``pynode`` (docs/protocol.md section 9).
+    """
     supervisor = node_supervisor(node)
     models = models if models is not None else ModelCache()
-    child = _registry_child(supervisor=supervisor, limits=RunLimits(max_runs=max_runs), models=models)
+    limits = RunLimits(max_runs=max_runs)
+    child = _registry_child(supervisor=supervisor, limits=limits, models=models)
     registry = supervisor.start_child(child)
     assert isinstance(registry, Registry)
+    if pg_scope is not None:
+        supervisor.start_child(_pg_child(node, pg_scope, limits))
     return registry
+
+
+def _pg_child(node: Node, scope: str, limits: RunLimits) -> ChildSpec:
+    """The ``pg`` scope process, told of every change of the agent table."""
+
+    def members() -> dict[Term, list[Pid]]:
+        if limits.draining:
+            return {}
+        groups: dict[Term, list[Pid]] = {
+            Atom(name): [agent.pid] for name, agent in limits.agents.items() if agent.pid is not None and agent.alive
+        }
+        registry = node.whereis("pynode")
+        if registry is not None:
+            groups[REGISTRY_GROUP] = [registry]
+        return groups
+
+    def changed() -> None:
+        process = node.processes.name(scope)
+        if isinstance(process, PgScope):
+            process.changed()
+
+    limits.watchers.append(changed)
+    return ChildSpec(name=scope, start=lambda: PgScope(scope, members))
 
 
 def _registry_child(*, supervisor: Supervisor, limits: RunLimits, models: ModelCache) -> ChildSpec:
@@ -297,6 +372,7 @@ def _registry_child(*, supervisor: Supervisor, limits: RunLimits, models: ModelC
     def started(process: Process) -> None:
         assert isinstance(process, Registry)
         process.watch_owners()
+        limits.agents_changed()  # a new registry pid for the group pynode
 
     return ChildSpec(
         name="pynode",

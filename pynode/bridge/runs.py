@@ -144,7 +144,13 @@ class RunProcess(Process):
             self.demonitor(self._caller_monitor)
             if not self._answered and not self._nobody_waits:
                 self._deliver(outcome)
-        log.info("run %s of %s ended: %s", self.run_id, self.agent.name, self.end_reason)
+        log.debug(
+            "run %s of %s ended: %s",
+            self.run_id,
+            self.agent.name,
+            self.end_reason,
+            extra={"agent": self.agent.agent_name, "run_id": self.run_id},
+        )
 
     async def _execute(self) -> Term:
         options = self.request.options
@@ -188,7 +194,9 @@ class RunProcess(Process):
         except Exception as exc:
             kind, message = classify(exc)
             if kind == "internal_error":
-                log.exception("run %s failed", self.run_id)
+                log.exception(
+                    "run %s failed", self.run_id, extra={"agent": self.agent.agent_name, "run_id": self.run_id}
+                )
             self.end_reason = f"{kind}: {message}"
             return error_term(kind, message)
 
@@ -244,7 +252,12 @@ class RunProcess(Process):
         try:
             self.handle_message(message)
         except Exception:  # one bad message must not stop the routing of tool results
-            log.exception("run %s could not handle %s", self.run_id, format_term(message, limit=500))
+            log.exception(
+                "run %s could not handle %s",
+                self.run_id,
+                format_term(message, limit=500),
+                extra={"agent": self.agent.agent_name, "run_id": self.run_id},
+            )
 
     def handle_message(self, message: Term) -> None:
         if type(message) is tuple and len(message) == 5 and message[0] == DOWN and type(message[1]) is Reference:
@@ -258,7 +271,12 @@ class RunProcess(Process):
                 send_reply(self, envelope.reply_to, reply)
             return
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("run %s ignores %s", self.run_id, format_term(message, limit=500))
+            log.debug(
+                "run %s ignores %s",
+                self.run_id,
+                format_term(message, limit=500),
+                extra={"agent": self.agent.agent_name, "run_id": self.run_id},
+            )
 
     def tool_result(self, call_id: Term, reply: Term) -> Term:
         key = call_key(call_id)
@@ -298,7 +316,7 @@ class RunProcess(Process):
         call_id = self.wire_call_id(call_id)
         handler = tool.handler
         if isinstance(handler, MFHandler):
-            return await self._call_mf(handler, args)
+            return await self._call_mf(handler, args, call_id)
         dest: ProcessDest
         if isinstance(handler, ProcessHandler):
             dest = handler.dest
@@ -311,11 +329,22 @@ class RunProcess(Process):
     def _function_node(self, handler: MFHandler) -> str:
         return function_node(handler, self.agent.definition.home, self.request.caller.node)
 
-    async def _call_mf(self, handler: MFHandler, args: dict[str, Any]) -> ToolReply:
-        """An ``{M, F}`` tool: its return read as Elixir means it; any failure told to the model."""
+    async def _call_mf(self, handler: MFHandler, args: dict[str, Any], call_id: str) -> ToolReply:
+        """An ``{M, F}`` tool: its return read as Elixir means it; any failure told to the model.
+
+        ``M:F(Args, Ctx)`` when ``M`` exports ``F/2`` (docs/protocol.md section 3).
+        """
         assert self.node is not None
+        ctx = {
+            Atom("deps"): from_json(self.request.options.deps or {}),
+            Atom("run_id"): self.run_id,
+            Atom("agent"): Atom(self.agent.agent_name),
+            Atom("call_id"): call_id,
+            Atom("trace_context"): [],
+        }
+        where = self._function_node(handler)
         try:
-            value = await call_function(self.node, self._function_node(handler), handler, from_json(args))
+            value = await call_function(self.node, where, handler, from_json(args), ctx=ctx)
         except BridgeError as exc:
             return ToolFailed(exc.message)
         return function_reply(value)

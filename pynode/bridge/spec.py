@@ -72,6 +72,10 @@ class MFHandler:
     """Where it runs; ``None``: the agent's home node."""
 
     def __str__(self) -> str:
+        """As its own language writes it: ``MyApp.Tools.boom/1`` for Elixir, ``shop:find/1`` for Erlang."""
+        module = str(self.module)
+        if module.startswith("Elixir."):
+            return f"{module.removeprefix('Elixir.')}.{self.function}/1"
         return f"{format_term(self.module)}:{format_term(self.function)}/1"
 
 

@@ -34,10 +34,12 @@ def agent_child(definition: AgentDefinition, *, limits: RunLimits, models: Model
     def started(process: Process) -> None:
         assert isinstance(process, AgentProcess)
         limits.agents[name] = process
+        limits.agents_changed()
 
     def gone(process: Process, reason: Term) -> None:
         if limits.agents.get(name) is process:
             del limits.agents[name]
+        limits.agents_changed()
 
     return ChildSpec(name=name, start=start, restart="transient", started=started, gone=gone)
 

@@ -48,6 +48,10 @@ def split_node_name(name: str) -> tuple[str, str]:
 class ConnectionEvents(Protocol):
     """What the manager reports to the layer above it (the node's signal routing)."""
 
+    def connection_up(self, conn: Connection) -> None:
+        """A connection is established (``nodeup`` for those who watch nodes)."""
+        ...
+
     def connection_lost(self, conn: Connection) -> None:
         """An established connection is gone."""
         ...
@@ -338,6 +342,7 @@ class ConnectionManager:
             else:
                 conn.send(control, payload)
         log.info("connected to %s (flags %#x)", conn.peer_name, int(conn.flags))
+        self.events.connection_up(conn)
 
     def connection_lost(self, conn: Connection) -> None:
         if self.connections.get(conn.peer_name) is conn:
