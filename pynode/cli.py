@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from pynode import epmd
+from pynode._version import __version__
 from pynode.errors import EpmdError, PynodeError
 from pynode.etf.pretty import format_term
 from pynode.limits import DEFAULT_LIMITS, Limits, MiB
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="pydantic-ai agents as named processes on a hidden Erlang distribution node.",
     )
     names = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument("--version", action="version", version=f"pynode {__version__}")
     names.add_argument("--sname", help="short node name (name, or name@host)")
     names.add_argument("--name", help="long node name, e.g. py@127.0.0.1")
     parser.add_argument("--cookie", help="the cluster's cookie (else $PYNODE_COOKIE, else ~/.erlang.cookie)")

@@ -43,3 +43,12 @@ def test_a_bad_flag_value_is_refused_by_the_parser(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--name", "py@127.0.0.1", "--max-fragment-sequences", "0"])
     assert "must be 1 or more" in capsys.readouterr().err
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from pynode._version import __version__
+
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pynode {__version__}"

@@ -178,7 +178,9 @@ class RunProcess(Process):
             return (OK, result)
         except TimeoutError:
             self.end_reason = f"timeout after {options.timeout} ms"
-            return error_term("timeout", f"the run did not finish within {options.timeout} ms")
+            # One phrasing for every timeout, here and in the Elixir library: "... did not ... within N ms".
+            message = f"the run of {self.agent.agent_name} did not end within {options.timeout} ms; it was cancelled"
+            return error_term("timeout", message)
         except asyncio.CancelledError:
             # Our own cancel() or the process being stopped: either way the caller hears of it.
             task = asyncio.current_task()
