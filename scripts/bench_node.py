@@ -13,13 +13,19 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 async def start_node(
-    epmd_port: int, *, cookie: str, agents: Path, max_runs: int, profile: Path | None = None
+    epmd_port: int,
+    *,
+    cookie: str,
+    agents: Path,
+    max_runs: int,
+    profile: Path | None = None,
+    name: str = "py@127.0.0.1",
 ) -> asyncio.subprocess.Process:
-    """``python -m pynode`` as ``py@127.0.0.1``, once it says it is ready; ``profile``: cProfile stats there."""
+    """``python -m pynode`` as ``name``, once it says it is ready; ``profile``: cProfile stats there."""
     env = dict(os.environ, PYNODE_LOG_LEVEL="warning")
     profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
     proc = await asyncio.create_subprocess_exec(
-        PYTHON, *profiler, "-m", "pynode", "--name", "py@127.0.0.1", "--cookie", cookie,
+        PYTHON, *profiler, "-m", "pynode", "--name", name, "--cookie", cookie,
         "--epmd-port", str(epmd_port), "--agents", str(agents), "--max-runs", str(max_runs),
         stdout=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
     )  # fmt: skip

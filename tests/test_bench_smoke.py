@@ -62,3 +62,14 @@ def test_bench_streams_quick() -> None:
     assert node["streams_ok"] == result["streams"] == 20
     assert node["events"] == local["events"] == 20 * 20
     assert node["delay_p50_ms"] > 0 and local["delay_p50_ms"] > 0
+
+
+def test_bench_cluster_quick() -> None:
+    result = quick("bench_cluster.py")
+    for label in ("test_model", "provider_50ms"):
+        one, two = result[label]
+        # Every run through the group found a member and ended well, on one node and on two.
+        assert (one["nodes"], one["ok"], two["nodes"], two["ok"]) == (1, 40, 2, 40)
+        assert one["runs_per_s"] > 0 and two["runs_per_s"] > 0
+        # The killed node's member left the group on the BEAM node (within the 10 s the script waits).
+        assert two["member_gone_after_kill_ms"] is not None
