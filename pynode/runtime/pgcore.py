@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from pynode.etf.types import Atom, Pid, Term
+from pynode.runtime.genserver import GEN_CAST
+from pynode.runtime.process import DOWN
 
 __all__ = ["Monitor", "Out", "PgPeer", "Send"]
 
@@ -33,8 +35,6 @@ DISCOVER: Final = Atom("discover")
 SYNC: Final = Atom("sync")
 JOIN: Final = Atom("join")
 LEAVE: Final = Atom("leave")
-GEN_CAST: Final = Atom("$gen_cast")
-DOWN: Final = Atom("DOWN")
 PROCESS: Final = Atom("process")
 
 
