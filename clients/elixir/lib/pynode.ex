@@ -58,7 +58,13 @@ defmodule Pynode do
       default `:"pynode_client_<os pid>@<the Python node's host>"`
     * `:backoff_initial` - milliseconds before the first reconnect or restart (default 500)
     * `:backoff_max` - the most the backoff grows to, ×1.5 each time (default 30 000)
-    * `:stop_timeout` - milliseconds between SIGTERM and SIGKILL (default 5 000)
+    * `:stop_timeout` - milliseconds a stop waits for the node after SIGTERM, before SIGKILL
+      (default 5 000). SIGTERM makes the node drain (docs/protocol.md section 9): it takes no new
+      run and lets those in flight end. The node this child starts is given `--drain-timeout` a
+      second under `:stop_timeout` (half of it when that is under two seconds), unless `args`
+      has one: the runs still going then are cancelled, and their callers get
+      `{:error, %Pynode.Error{kind: :cancelled}}`, before the SIGKILL would cut them off. Give
+      runs that take longer a longer `:stop_timeout` (the child spec's shutdown follows it)
 
   ## Distribution
 
@@ -76,6 +82,11 @@ defmodule Pynode do
   `subscribe/1` sends the subscriber `{:pynode, :up, node}` when the node is connected (at once if
   it is) and `{:pynode, :down, node}` when it goes away.
 
+  ## Several Python nodes
+
+  `Pynode.Cluster` runs several Python nodes as one: its agents exist on every node, and each
+  run goes to one of them. `subscribe/1`, `await_ready/2` and `members/2` take a cluster too.
+
   ## Run options
 
   `run/3`, `stream/3` and `start_run/3` take the same options: see `run/3`.
@@ -91,7 +102,7 @@ defmodule Pynode do
   @typedoc "An agent: a name given to `Pynode.Agent`, or `{name, node}` for any agent on a node."
   @type agent :: atom() | {atom(), node()}
 
-  @typedoc "The `:name` of a `Pynode` child."
+  @typedoc "The `:name` of a `Pynode` child (or, where a function says so, of a `Pynode.Cluster`)."
   @type pynode :: GenServer.server()
 
   @typedoc "A run option (see the module doc)."
@@ -113,6 +124,10 @@ defmodule Pynode do
           | {:tool_handler, pid() | {atom(), node()}}
           | {:stream_to, pid()}
           | {:events, boolean()}
+          | {:pick, :random | :local | ([pid()] -> pid())}
+          | {:retry, :safe | :always | :never}
+          | {:trace, boolean()}
+          | {:trace_context, [{String.t(), String.t()}] | map()}
 
   @run_option_keys [
     :timeout,
@@ -130,7 +145,11 @@ defmodule Pynode do
     :output_schema,
     :tool_handler,
     :stream_to,
-    :events
+    :events,
+    :pick,
+    :retry,
+    :trace,
+    :trace_context
   ]
 
   @doc false
@@ -169,7 +188,8 @@ defmodule Pynode do
   end
 
   @doc """
-  Waits until the node is connected: `:ok`, or `{:error, :timeout}` after `timeout` ms.
+  Waits until the node is connected: `:ok`, or `{:error, :timeout}` after `timeout` ms. Given a
+  `Pynode.Cluster`, waits until every node of it is connected.
 
   `{:error, {:node_failed, message}}` when the node this child starts failed at start, the same
   way three times in a row (a name in use, a bad flag, a bad `--models` file): a restart cannot
@@ -187,6 +207,11 @@ defmodule Pynode do
   @doc """
   Subscribes the calling process to `{:pynode, :up, node}` and `{:pynode, :down, node}`.
   If the node is connected, `{:pynode, :up, node}` is sent at once.
+
+  Given a `Pynode.Cluster`, the subscriber gets those of every node of the cluster, and
+  `{:pynode, :members, agent, pids}` whenever the processes of `agent` on the cluster's nodes
+  change (`pids` are all of them now; at once for each agent that has members). See
+  `Pynode.Cluster`.
   """
   @spec subscribe(pynode()) :: :ok
   def subscribe(pynode), do: GenServer.call(pynode, {:subscribe, self()})
@@ -195,17 +220,78 @@ defmodule Pynode do
   @spec unsubscribe(pynode()) :: :ok
   def unsubscribe(pynode), do: GenServer.call(pynode, {:unsubscribe, self()})
 
-  @doc "The OS pid of the Python node this child started, or `nil` when it is not running."
+  @doc """
+  The OS pid of the Python node this child started, or `nil` when it is not running.
+
+  This and the other functions of one node (`node_name/1`, `info/2`, `list_agents/2`,
+  `connected?/1`, `drain/2`) raise `ArgumentError` for a `Pynode.Cluster`: give them one of its
+  nodes' children (`Pynode.Cluster.pynodes/1`).
+  """
   @spec os_pid(pynode()) :: non_neg_integer() | nil
-  def os_pid(pynode), do: GenServer.call(pynode, :os_pid)
+  def os_pid(pynode), do: pynode |> one_node!() |> GenServer.call(:os_pid)
 
   @doc "The Python node's name."
   @spec node_name(pynode()) :: node()
-  def node_name(pynode), do: pynode |> GenServer.call(:info) |> elem(0)
+  def node_name(pynode), do: pynode |> one_node!() |> GenServer.call(:info) |> elem(0)
+
+  defp one_node!(pynode) do
+    if Pynode.Cluster.cluster?(pynode) do
+      raise ArgumentError,
+            "#{inspect(pynode)} is a Pynode.Cluster, not one node: give one of its nodes' " <>
+              "Pynode children (Pynode.Cluster.pynodes/1)"
+    end
+
+    pynode
+  end
+
+  @doc """
+  The processes of `agent` on the nodes of the `Pynode.Cluster` `cluster`: one pid for each node
+  that has it now, from the cluster's `:pg` scope (`[]` when none has). Raises `ArgumentError`
+  when `cluster` is not a running `Pynode.Cluster`.
+  """
+  @spec members(Pynode.Cluster.t(), atom()) :: [pid()]
+  def members(cluster, agent), do: Pynode.Cluster.members(cluster, agent)
+
+  @doc """
+  Drains the node (docs/protocol.md section 9): it leaves every `:pg` group at once, answers new
+  runs `{:error, %Pynode.Error{kind: :draining}}`, lets the runs in flight end (at most its
+  `--drain-timeout`), then exits. A node this child started is then started again (after
+  `:backoff_initial`), which makes a restart that fails no run when another node serves the same
+  agents (see `Pynode.Cluster.rolling_restart/2`); a stop of this child while the node drains
+  waits for it (at most `:stop_timeout`) without cancelling its runs.
+
+  Returns `:ok`, or `{:error, %Pynode.Error{}}` (`:nodedown` when the node is not connected).
+  """
+  @spec drain(pynode(), timeout()) :: :ok | {:error, Error.t()}
+  def drain(pynode, timeout \\ 5_000), do: drain(pynode, :restart, timeout)
+
+  @doc false
+  # Drains the node of a child that is about to stop (a cluster that stops drains its nodes at
+  # once): the node is not started again when it has exited.
+  @spec drain(pynode(), :restart | :stop, timeout()) :: :ok | {:error, Error.t()}
+  def drain(pynode, then, timeout) do
+    with {:ok, node} <- pynode |> one_node!() |> GenServer.call({:draining, then}) do
+      case Pynode.Call.call({:pynode, node}, :drain, timeout) do
+        :ok ->
+          :ok
+
+        {:ok, _} ->
+          :ok
+
+        {:error, error} ->
+          GenServer.cast(pynode, :not_draining)
+          {:error, error}
+      end
+    end
+  end
 
   @doc """
   The node's registry `info` (docs/protocol.md section 3): `{:ok, %{node: ..., agents: n, runs: n,
-  version: ..., pydantic_ai: ...}}`, or `{:error, %Pynode.Error{}}` (`:nodedown` when it is away).
+  version: ..., pydantic_ai: ..., draining: boolean}}`, or `{:error, %Pynode.Error{}}`
+  (`:nodedown` when it is away). The map also has what the node did since it started:
+  `agent_runs` (runs in flight by agent), `runs_ended` (`%{ok: n, error: %{kind => n}}`), `usage`
+  (the runs' `requests`, `input_tokens`, `output_tokens`, `tool_calls` and `cost` in USD, `nil`
+  when no model was priced) and `run_duration_ms` (`runs`, `p50`, `p99` over the last minute).
   """
   @spec info(pynode(), timeout()) :: {:ok, map()} | {:error, Error.t()}
   def info(pynode, timeout \\ 5_000),
@@ -222,7 +308,7 @@ defmodule Pynode do
 
   @doc "Whether the node is connected now."
   @spec connected?(pynode()) :: boolean()
-  def connected?(pynode), do: pynode |> GenServer.call(:info) |> elem(1) == :up
+  def connected?(pynode), do: pynode |> one_node!() |> GenServer.call(:info) |> elem(1) == :up
 
   @doc """
   Runs `agent` on `prompt` and waits for its result (at most `:timeout`, default 60 s).
@@ -255,13 +341,35 @@ defmodule Pynode do
     * `:messages_as` - `:json` (default) or `:terms`: `messages` and `new_messages` as lists of maps
       (with string keys) that an application can store and pass back
     * `:pynode` - the `Pynode` child whose `Pynode.Agent` of this name to run, when more than one
-      hosts an agent of that name (agent names are scoped to their `Pynode`)
+      hosts an agent of that name (agent names are scoped to their `Pynode`). A
+      `Pynode.Cluster` runs the agent of that name on one of its nodes, whether a
+      `Pynode.Agent` made it or the nodes define it in Python
+    * `:pick` - for an agent of a `Pynode.Cluster`: which member takes the run, `:random`
+      (default), `:local` (one on the same host as this node, when there is one) or a function
+      given the members' pids that returns one of them (see `Pynode.Cluster`)
+    * `:retry` - for an agent of a `Pynode.Cluster`: `:safe` (default) sends a run that a member
+      did not take (gone, not connected, draining, overloaded) to another member at once, each
+      member at most once; `:always` also starts a run again on another member when the node
+      that had taken it went away, so its tools may run twice and a stream's events start over
+      after a `{:retry, %Pynode.Error{}}` event; `:never` returns the first member's answer
     * `:on_event` - `run/3` only: a function called with each stream event in the calling process
     * `:tool_handler` - a pid or `{name, node}` that gets the calls of tools without a handler (as
       `{:pynode_tool_call, ref, call}` messages); not together with function tools
     * `:stream_to` - a pid that gets the run's stream events (`{:pynode_event, ref, event}`)
     * `:events` - `start_run/3` only: `false` sends only the final result, no events
+    * `:trace` - `true` hands the calling process's OpenTelemetry context to the node, which makes
+      the run's spans there (`invoke_agent`, `chat`, `execute_tool`) children of the caller's
+      span: it is `:otel_propagator_text_map.inject([])`, sent as `:trace_context`. That needs the
+      `opentelemetry_api` package in the application; without it (no `:otel_propagator_text_map`
+      module) `trace: true` does nothing. Default: `config :pynode, trace: true` turns it on for
+      every run (`false` when not set)
+    * `:trace_context` - the trace context to hand to the node, as a W3C text map
+      (`[{"traceparent", "00-..."}, {"tracestate", ...}]` or a map); given, it is sent as it is,
+      whatever `:trace` says
     * `:output_schema` - deprecated: use `:output`
+
+  When the application has `:telemetry`, each run emits `[:pynode, :run, :start]`, then
+  `[:pynode, :run, :stop]` or `[:pynode, :run, :exception]`: see `Pynode.Telemetry`.
 
   ## Examples
 
@@ -297,7 +405,9 @@ defmodule Pynode do
   run of its own). Halting early (`Enum.take/2`, a raise) cancels the run on the node.
 
   Events: `{:text_delta, text}`, `{:output_delta, map}`, `{:tool_call, name, args, id}`,
-  `{:tool_result, name, content, id}`, `{:tool_error, name, message, id}`.
+  `{:tool_result, name, content, id}`, `{:tool_error, name, message, id}`; and, for a cluster's
+  agent run with `retry: :always`, `{:retry, %Pynode.Error{}}` when the node running it went
+  away and the run started again on another member (the events after it are the new run's).
 
   ## Examples
 
@@ -316,6 +426,7 @@ defmodule Pynode do
         {:ok, run} ->
           case Run.next(run) do
             {:event, event} -> {[event], {:ok, run}}
+            {:retried, new_run, error} -> {[{:retry, error}], {:ok, new_run}}
             {:done, result} -> {[{:done, result}], :ended}
             {:error, error} -> {[{:error, error}], :ended}
           end

@@ -76,7 +76,11 @@ defmodule Pynode.AgentTest do
                     {:create_agent, :silent_agent, %{model: "test"}, %{owner: ^agent}}},
                    5_000
 
-    assert %{creating: {_request, _timer}, ready: false} = :sys.get_state(agent, 1_000)
+    this = node()
+
+    assert %{nodes: %{^this => %{creating: {_request, _timer}}}, ready: false} =
+             :sys.get_state(agent, 1_000)
+
     assert Pynode.Agent.await_ready(:silent_agent, 100) == {:error, :timeout}
 
     assert {:error, %Error{kind: :nodedown, message: message}} = Pynode.run(:silent_agent, "Hi")
@@ -87,7 +91,9 @@ defmodule Pynode.AgentTest do
     GenServer.reply(first, {:error, {:internal_error, "too late"}})
     GenServer.reply(second, {:ok, :silent_agent})
     assert Pynode.Agent.await_ready(:silent_agent, 5_000) == :ok
-    assert %{creating: nil, ready: true} = :sys.get_state(agent, 1_000)
+
+    assert %{nodes: %{^this => %{creating: nil, ready: true}}, ready: true} =
+             :sys.get_state(agent, 1_000)
 
     :ok = stop_supervised({Pynode.Agent, AgentTest.Silent, :silent_agent})
     refute_receive {:"$gen_call", _, _}, 200

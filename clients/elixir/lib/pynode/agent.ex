@@ -22,9 +22,18 @@ defmodule Pynode.Agent do
   (`Pynode.run(:assistant, "Hi", pynode: MyApp.Py)`); without it, a name hosted by more than one
   is a `:bad_request` error, never a guess.
 
+  ## On a cluster
+
+  Given a `Pynode.Cluster` (`pynode: MyApp.Py`, the cluster's `:name`), the agent is created on
+  every node of the cluster, each time that node comes up, and each run goes to one of those
+  agents (see `Pynode.Cluster`). It is ready (`await_ready/2`) as soon as one node has it;
+  `Pynode.Cluster.await_members/4` waits for more. A node that cannot create it is tried again
+  every `:retry_interval` while the others serve.
+
   ## Options
 
-    * `:pynode` - the `Pynode` child (its `:name`) the agent lives on (required)
+    * `:pynode` - the `Pynode` child (its `:name`) the agent lives on, or a `Pynode.Cluster`
+      (required)
     * `:name` - the agent's name, an atom: its registered name on the node (required)
     * `:spec` - the agent spec (docs/protocol.md section 3), a map with `:model` (required)
     * `:tools` - `Pynode.Tool`s added to the spec's tools; they must be `{Module, :function}`
@@ -77,7 +86,8 @@ defmodule Pynode.Agent do
   end
 
   @doc """
-  Waits until the agent exists on a connected node: `:ok`, or `{:error, :timeout}`.
+  Waits until the agent exists on a connected node (for a cluster's agent: on at least one node of
+  it): `:ok`, or `{:error, :timeout}`.
 
   `opts` is a timeout in milliseconds (default 30 000) or a keyword list with `:timeout` and
   `:pynode` (the `Pynode` child, needed when more than one hosts an agent of that name).
@@ -104,14 +114,31 @@ defmodule Pynode.Agent do
 
   @doc false
   # `{name, node}` of a ready agent, from its name (and its Pynode, when several host the name)
-  # or from `{name, node}`.
+  # or from `{name, node}`; `{:cluster, info, name}` for an agent of a Pynode.Cluster (a
+  # Pynode.Agent's, or any agent of that name with `pynode: cluster`).
   @spec resolve(Pynode.agent(), Pynode.pynode() | nil) ::
-          {:ok, {atom(), node()}} | {:error, Error.t()}
+          {:ok, {atom(), node()}}
+          | {:cluster, Pynode.Cluster.info(), atom()}
+          | {:error, Error.t()}
   def resolve(agent, pynode \\ nil)
   def resolve({name, node} = dest, _pynode) when is_atom(name) and is_atom(node), do: {:ok, dest}
 
+  def resolve(name, nil) when is_atom(name) do
+    case lookup(name, nil) do
+      {:ok, {_pid, %{cluster: cluster}}} -> {:cluster, cluster, name}
+      found -> ready_agent(name, found)
+    end
+  end
+
   def resolve(name, pynode) when is_atom(name) do
-    case lookup(name, pynode) do
+    case Pynode.Cluster.lookup(pynode) do
+      {:ok, cluster} -> {:cluster, cluster, name}
+      :error -> ready_agent(name, lookup(name, pynode))
+    end
+  end
+
+  defp ready_agent(name, found) do
+    case found do
       {:ok, {_pid, %{ready: true, node: node}}} ->
         {:ok, {name, node}}
 
@@ -190,16 +217,30 @@ defmodule Pynode.Agent do
 
   ## GenServer
 
+  # The state keeps each node's part in `nodes`: whether it is up, the create_agent request in
+  # flight there, and whether the agent exists there. A lone Pynode is a cluster of one node.
+
   @impl true
   def init(opts) do
     Process.flag(:trap_exit, true)
     name = opts[:name]
     pynode = opts[:pynode]
-    {node, _status} = GenServer.call(pynode, :info)
-    # A restarted Pynode child has no subscribers: this process then restarts too, and subscribes.
-    Process.monitor(GenServer.whereis(pynode))
 
-    case Registry.register(Pynode.Registry, {:agent, pynode, name}, %{node: node, ready: false}) do
+    {nodes, value, cluster?} =
+      case Pynode.Cluster.lookup(pynode) do
+        {:ok, cluster} ->
+          {cluster.nodes, %{cluster: cluster, ready: false}, true}
+
+        :error ->
+          {node, _status} = GenServer.call(pynode, :info)
+          {[node], %{node: node, ready: false}, false}
+      end
+
+    # A restarted Pynode child has no subscribers: this process then restarts too, and
+    # subscribes. A cluster's restarted process is subscribed to again (see handle_message/2).
+    monitor = Process.monitor(GenServer.whereis(pynode))
+
+    case Registry.register(Pynode.Registry, {:agent, pynode, name}, value) do
       {:ok, _} ->
         :ok = GenServer.call(pynode, {:subscribe, self()})
 
@@ -207,15 +248,15 @@ defmodule Pynode.Agent do
          %{
            name: name,
            pynode: pynode,
-           node: node,
+           nodes: Map.new(nodes, &{&1, %{up: false, creating: nil, ready: false}}),
            spec: opts[:spec],
            if_exists: opts[:if_exists],
            retry_interval: opts[:retry_interval],
            create_timeout: opts[:create_timeout],
-           creating: nil,
            ready: false,
-           up: false,
-           waiters: []
+           waiters: [],
+           cluster?: cluster?,
+           monitor: monitor
          }}
 
       {:error, {:already_registered, pid}} ->
@@ -230,88 +271,162 @@ defmodule Pynode.Agent do
     do: {:noreply, %{state | waiters: [from | state.waiters]}}
 
   @impl true
-  # The create_agent request is in flight while this process goes on serving: its reply (or its
+  # The create_agent requests are in flight while this process goes on serving: a reply (or a
   # failure) arrives as a message like any other.
-  def handle_info(message, %{creating: {request, timer}} = state) do
-    case Call.check_response(message, request, {:pynode, state.node}) do
-      :no_reply ->
-        handle_message(message, state)
+  def handle_info(message, state) do
+    case create_reply(message, state) do
+      {node, reply} ->
+        state = update_node(state, node, &cancel_create/1)
+        {:noreply, created(reply, node, state)}
 
-      reply ->
-        Process.cancel_timer(timer)
-        {:noreply, created(reply, %{state | creating: nil})}
+      nil ->
+        handle_message(message, state)
     end
   end
 
-  def handle_info(message, state), do: handle_message(message, state)
+  defp create_reply(message, state) do
+    Enum.find_value(state.nodes, fn
+      {node, %{creating: {request, _timer}}} ->
+        case Call.check_response(message, request, {:pynode, node}) do
+          :no_reply -> nil
+          reply -> {node, reply}
+        end
 
-  defp handle_message({:pynode, :up, node}, %{node: node} = state),
-    do: {:noreply, create(%{state | up: true})}
+      _ ->
+        nil
+    end)
+  end
 
-  defp handle_message({:pynode, :down, node}, %{node: node} = state),
-    do: {:noreply, state |> cancel_create() |> Map.put(:up, false) |> set_ready(false)}
+  # A node that has the agent as far as this process knows (it was created there, and no :down
+  # came since) is only asked to keep it: this is a cluster's process come back, whose events in
+  # between were lost; a node that went away meanwhile does not have it, and gets it.
+  defp handle_message({:pynode, :up, node}, state) when is_map_key(state.nodes, node) do
+    if_exists = if state.nodes[node].ready, do: :keep, else: state.if_exists
+    {:noreply, state |> update_node(node, &%{&1 | up: true}) |> create(node, if_exists)}
+  end
 
-  defp handle_message(:create, %{up: true, ready: false, creating: nil} = state),
-    do: {:noreply, create(state)}
+  defp handle_message({:pynode, :down, node}, state) when is_map_key(state.nodes, node) do
+    state = update_node(state, node, &(&1 |> cancel_create() |> Map.merge(%{up: false})))
+    {:noreply, set_ready(state, node, false)}
+  end
 
-  defp handle_message(:create, state), do: {:noreply, state}
+  defp handle_message({:create, node}, state) when is_map_key(state.nodes, node) do
+    case state.nodes[node] do
+      %{up: true, ready: false, creating: nil} -> {:noreply, create(state, node)}
+      _ -> {:noreply, state}
+    end
+  end
 
-  defp handle_message({:create_timeout, request}, %{creating: {request, _}} = state) do
-    error = %Error{
-      kind: :timeout,
-      message: "#{state.node} did not answer create_agent within #{state.create_timeout} ms"
-    }
+  defp handle_message({:create_timeout, node, request}, state)
+       when is_map_key(state.nodes, node) do
+    case state.nodes[node] do
+      %{creating: {^request, _}} ->
+        error = %Error{
+          kind: :timeout,
+          message: "#{node} did not answer create_agent within #{state.create_timeout} ms"
+        }
 
-    {:noreply, created({:error, error}, cancel_create(state))}
+        {:noreply, created({:error, error}, node, update_node(state, node, &cancel_create/1))}
+
+      _ ->
+        {:noreply, state}
+    end
   end
 
   defp handle_message({:EXIT, _pid, reason}, state), do: {:stop, reason, state}
 
-  defp handle_message({:DOWN, _mon, :process, _pid, reason}, state),
-    do: {:stop, {:pynode_child_exited, reason}, set_ready(state, false)}
+  # The cluster's process restarted: the nodes still have the agent (this process owns it), so
+  # it is not deleted with a restart of this process; the new cluster process is subscribed to.
+  defp handle_message(
+         {:DOWN, mon, :process, _pid, _reason},
+         %{monitor: mon, cluster?: true} = state
+       ) do
+    send(self(), :resubscribe)
+
+    nodes =
+      Map.new(state.nodes, fn {node, part} -> {node, %{cancel_create(part) | up: false}} end)
+
+    {:noreply, %{state | nodes: nodes, monitor: nil}}
+  end
+
+  defp handle_message({:DOWN, mon, :process, _pid, reason}, %{monitor: mon} = state),
+    do: {:stop, {:pynode_child_exited, reason}, set_all_unready(state)}
+
+  defp handle_message(:resubscribe, %{monitor: nil} = state) do
+    with pid when is_pid(pid) <- GenServer.whereis(state.pynode),
+         monitor = Process.monitor(pid),
+         :ok <- resubscribe(state.pynode, monitor) do
+      {:noreply, %{state | monitor: monitor}}
+    else
+      _ ->
+        Process.send_after(self(), :resubscribe, 50)
+        {:noreply, state}
+    end
+  end
 
   defp handle_message(_other, state), do: {:noreply, state}
 
-  # Nothing to do on the node: this process owns the agent, so the node deletes it when this
+  defp resubscribe(pynode, monitor) do
+    GenServer.call(pynode, {:subscribe, self()})
+  catch
+    :exit, _ ->
+      Process.demonitor(monitor, [:flush])
+      :error
+  end
+
+  # Nothing to do on the nodes: this process owns the agent, so each node deletes it when this
   # process exits, however it exits.
   @impl true
   def terminate(_reason, _state), do: :ok
 
-  defp create(state) do
-    state = cancel_create(state)
+  defp update_node(state, node, fun), do: %{state | nodes: Map.update!(state.nodes, node, fun)}
+
+  defp create(state, node, if_exists \\ nil) do
+    state = update_node(state, node, &cancel_create/1)
 
     request =
-      {:create_agent, state.name, state.spec, %{if_exists: state.if_exists, owner: self()}}
+      {:create_agent, state.name, state.spec,
+       %{if_exists: if_exists || state.if_exists, owner: self()}}
 
-    id = Call.send_request({:pynode, state.node}, request)
-    timer = Process.send_after(self(), {:create_timeout, id}, state.create_timeout)
-    %{state | creating: {id, timer}}
+    id = Call.send_request({:pynode, node}, request)
+    timer = Process.send_after(self(), {:create_timeout, node, id}, state.create_timeout)
+    update_node(state, node, &%{&1 | creating: {id, timer}})
   end
 
-  defp cancel_create(%{creating: nil} = state), do: state
+  defp cancel_create(%{creating: nil} = part), do: part
 
-  defp cancel_create(%{creating: {id, timer}} = state) do
+  defp cancel_create(%{creating: {id, timer}} = part) do
     Call.abandon_request(id)
     Process.cancel_timer(timer)
-    %{state | creating: nil}
+    %{part | creating: nil}
   end
 
-  defp created({:ok, _name}, state) do
-    Logger.info("pynode: agent #{inspect(state.name)} created on #{state.node}")
-    set_ready(state, true)
+  defp created({:ok, _name}, node, state) do
+    Logger.info("pynode: agent #{inspect(state.name)} created on #{node}")
+    set_ready(state, node, true)
   end
 
-  defp created({:error, %Error{} = error}, state) do
+  defp created({:error, %Error{} = error}, node, state) do
     Logger.error(
-      "pynode: could not create agent #{inspect(state.name)} on #{state.node}: " <>
+      "pynode: could not create agent #{inspect(state.name)} on #{node}: " <>
         Exception.message(error) <> "; trying again in #{state.retry_interval} ms"
     )
 
-    Process.send_after(self(), :create, state.retry_interval)
-    set_ready(state, false)
+    Process.send_after(self(), {:create, node}, state.retry_interval)
+    set_ready(state, node, false)
   end
 
-  defp set_ready(state, ready) do
+  # The agent is ready while at least one node has it.
+  defp set_ready(state, node, ready) do
+    state = update_node(state, node, &%{&1 | ready: ready})
+    publish(state, Enum.any?(state.nodes, fn {_, part} -> part.ready end))
+  end
+
+  defp set_all_unready(state), do: publish(state, false)
+
+  defp publish(%{ready: ready} = state, ready), do: state
+
+  defp publish(state, ready) do
     {_, _} =
       Registry.update_value(
         Pynode.Registry,

@@ -39,7 +39,8 @@ defmodule Pynode.Connection do
           partial: iodata(),
           started_at: integer() | nil,
           failures: {term(), pos_integer()} | nil,
-          failed: String.t() | nil
+          failed: String.t() | nil,
+          draining: false | :restart | :stop
         }
 
   @spec start_link(keyword()) :: GenServer.on_start()
@@ -76,7 +77,8 @@ defmodule Pynode.Connection do
       partial: [],
       started_at: nil,
       failures: nil,
-      failed: nil
+      failed: nil,
+      draining: false
     }
 
     case distribute(node, opts[:client_name]) do
@@ -120,7 +122,22 @@ defmodule Pynode.Connection do
   end
 
   def handle_call(:os_pid, _from, state), do: {:reply, state.os_pid, state}
+
+  # Pynode.drain/2 is about to ask the node to drain: its exit is then expected, and a stop of
+  # this child waits for it without a SIGTERM (a second one would cancel the runs at once).
+  # `then` is :restart (start it again when it has exited), or :stop when this child is about to
+  # stop too (its cluster stops): the node is then started again only if this child is still
+  # there after its :stop_timeout.
+  def handle_call({:draining, then}, _from, %{status: :up} = state),
+    do: {:reply, {:ok, state.node}, %{state | draining: then}}
+
+  def handle_call({:draining, _then}, _from, state),
+    do: {:reply, {:error, Pynode.Error.nodedown(state.node, "is not connected")}, state}
+
   def handle_call(:info, _from, state), do: {:reply, {state.node, state.status}, state}
+
+  @impl true
+  def handle_cast(:not_draining, state), do: {:noreply, %{state | draining: false}}
 
   @impl true
   def handle_info(:connect, %{status: :up} = state), do: {:noreply, %{state | connect_timer: nil}}
@@ -179,16 +196,32 @@ defmodule Pynode.Connection do
     state = flush_partial(state)
     exited = %{state | port: nil, os_pid: nil} |> down()
 
-    if quick_exit?(state) do
-      failed_at_start(exited, status, reason_line(state.tail))
-    else
-      Logger.warning(
-        "pynode: the Python node #{state.node} (OS pid #{state.os_pid}) exited with status " <>
-          "#{status}; restarting it in #{state.backoff} ms"
-      )
+    cond do
+      quick_exit?(state) ->
+        failed_at_start(exited, status, reason_line(state.tail))
 
-      Process.send_after(self(), :restart, state.backoff)
-      {:noreply, %{exited | failures: nil} |> grow()}
+      state.draining != false and status == 0 ->
+        delay =
+          if state.draining == :stop,
+            do: state.stop_timeout + 1_000,
+            else: state.backoff_initial
+
+        Logger.info(
+          "pynode: the Python node #{state.node} (OS pid #{state.os_pid}) drained and stopped" <>
+            if(state.draining == :stop, do: "", else: "; starting it again in #{delay} ms")
+        )
+
+        Process.send_after(self(), :restart, delay)
+        {:noreply, %{exited | failures: nil, draining: false}}
+
+      true ->
+        Logger.warning(
+          "pynode: the Python node #{state.node} (OS pid #{state.os_pid}) exited with status " <>
+            "#{status}; restarting it in #{state.backoff} ms"
+        )
+
+        Process.send_after(self(), :restart, state.backoff)
+        {:noreply, %{exited | failures: nil, draining: false} |> grow()}
     end
   end
 
@@ -273,11 +306,14 @@ defmodule Pynode.Connection do
 
   defp down(state) do
     notify(state, :down)
-    %{state | status: :down}
+    # A node this child did not start comes back, if it does, as a new node that is not draining.
+    %{state | status: :down, draining: if(state.port != nil, do: state.draining, else: false)}
   end
 
-  defp notify(state, event),
-    do: for({pid, _} <- state.subscribers, do: send(pid, {:pynode, event, state.node}))
+  defp notify(state, event) do
+    for {pid, _} <- state.subscribers, do: send(pid, {:pynode, event, state.node})
+    Pynode.Telemetry.node_event(event, state.node, state.name)
+  end
 
   defp schedule_connect(%{connect_timer: nil} = state, delay),
     do: %{state | connect_timer: Process.send_after(self(), :connect, delay)}
@@ -291,7 +327,7 @@ defmodule Pynode.Connection do
   defp spawn_node(state) do
     opts = state.start
     cmd = Keyword.fetch!(opts, :cmd)
-    args = node_args(opts, state.node)
+    args = node_args(opts, state.node, state.stop_timeout)
 
     # PYNODE_STOP_ON_EOF: the node stops when the Port's pipe closes, so it goes with this VM
     # even when the VM is killed and no terminate/2 runs.
@@ -301,7 +337,7 @@ defmodule Pynode.Connection do
         {"PYTHONUNBUFFERED", "1"},
         {"PYNODE_STOP_ON_EOF", "1"}
       ]
-      |> Keyword.merge(Enum.map(opts[:env] || [], fn {k, v} -> {to_string(k), to_string(v)} end))
+      |> merge_env(Enum.map(opts[:env] || [], fn {k, v} -> {to_string(k), to_string(v)} end))
       |> Enum.map(fn {k, v} -> {String.to_charlist(k), String.to_charlist(v)} end)
 
     port_opts =
@@ -323,6 +359,10 @@ defmodule Pynode.Connection do
 
     schedule_connect(state, @connect_poll)
   end
+
+  # The variables of `env:` (string names) replace those of the same name.
+  defp merge_env(defaults, given),
+    do: Enum.reject(defaults, fn {name, _} -> List.keymember?(given, name, 0) end) ++ given
 
   # The command and the log level are checked at start, so a wrong one is an error of start_link.
   defp start_opts(nil), do: nil
@@ -349,8 +389,9 @@ defmodule Pynode.Connection do
 
   # What the library asks of the node, unless `args` has the flag (or `env:` its variable): its
   # name, no ./agents unless `--agents DIR` is given (an app that asks for none gets no warning
-  # about it), and its log as JSON lines at the level of `log_level:`, else Logger's.
-  defp node_args(opts, node) do
+  # about it), its log as JSON lines at the level of `log_level:`, else Logger's, and a drain
+  # (`--drain-timeout`) that ends before the SIGKILL of a stop.
+  defp node_args(opts, node, stop_timeout) do
     args = Enum.map(opts[:args] || [], &to_string/1)
     env = for {name, _} <- opts[:env] || [], do: to_string(name)
     name_flag = if longnames?(node), do: "--name", else: "--sname"
@@ -361,13 +402,22 @@ defmodule Pynode.Connection do
       {["--agents", "--no-agents"], nil, ["--no-agents"]},
       {["--log-format"], "PYNODE_LOG_FORMAT", ["--log-format", "json"]},
       {["--log-level"], if(level == nil, do: "PYNODE_LOG_LEVEL"),
-       ["--log-level", python_level(level || Logger.level())]}
+       ["--log-level", python_level(level || Logger.level())]},
+      {["--drain-timeout"], nil, ["--drain-timeout", drain_seconds(stop_timeout)]}
     ]
     |> Enum.reject(fn {flags, var, _} ->
       var in env or Enum.any?(args, &given?(&1, flags))
     end)
     |> Enum.flat_map(fn {_, _, default} -> default end)
     |> Kernel.++(args)
+  end
+
+  # A stop sends SIGTERM, which drains the node, and SIGKILL after :stop_timeout: the drain ends
+  # before that (the runs still in flight are then cancelled, and their callers get that result),
+  # a second ahead of it, or in half the time for a :stop_timeout under two seconds.
+  defp drain_seconds(stop_timeout) do
+    ms = max(stop_timeout - 1_000, div(stop_timeout, 2))
+    :erlang.float_to_binary(ms / 1_000, decimals: 3)
   end
 
   defp given?(arg, flags),
@@ -453,8 +503,9 @@ defmodule Pynode.Connection do
 
   defp stop_node(%{port: nil}), do: :ok
 
-  defp stop_node(%{port: port, os_pid: os_pid, stop_timeout: timeout}) do
-    kill("-TERM", os_pid)
+  defp stop_node(%{port: port, os_pid: os_pid, stop_timeout: timeout} = state) do
+    # SIGTERM drains the node; one that drains already would take it as "stop at once".
+    if state.draining == false, do: kill("-TERM", os_pid)
 
     receive do
       {^port, {:exit_status, _}} -> :ok

@@ -22,7 +22,9 @@ defmodule Pynode.Error do
 
   And two from this side:
 
-    * `:nodedown` - the Python node is not connected, or went away while the run was going on
+    * `:nodedown` - the Python node is not connected, or went away while the run was going on;
+      for an agent of a `Pynode.Cluster`, also that no member could take the run (the message
+      says `no member of MyApp.Py ...` and why)
     * `:timeout` - the run's `:timeout` passed (the run was cancelled on the node)
 
   The client also uses three of the node's kinds for what it sees itself, never before the

@@ -8,6 +8,7 @@ defmodule Pynode.Result do
     * `:new_messages` - this run's messages only, in the same form
     * `:usage` - `%{requests: n, input_tokens: n, output_tokens: n, tool_calls: n}`
     * `:run_id` - the run's id on the node
+    * `:node` - the Python node that ran it (of a `Pynode.Cluster`, the member that took it)
 
   `inspect/1` (and so `IO.inspect/1` and test failures) leaves out `:messages` and
   `:new_messages`, which grow with the conversation; read them from the struct.
@@ -19,11 +20,12 @@ defmodule Pynode.Result do
           messages: messages(),
           new_messages: messages(),
           usage: map(),
-          run_id: String.t() | nil
+          run_id: String.t() | nil,
+          node: node() | nil
         }
 
   @derive {Inspect, except: [:messages, :new_messages]}
-  defstruct [:output, :messages, :new_messages, :run_id, usage: %{}]
+  defstruct [:output, :messages, :new_messages, :run_id, :node, usage: %{}]
 
   @doc false
   @spec from_map(map()) :: t()

@@ -56,18 +56,20 @@ defmodule Pynode.ToolServer do
       {:pynode_tool_call, run_ref, %{call_id: id, name: name, args: args, reply_to: reply_to}} ->
         loop(start_call(state, run_ref, id, name, args, reply_to))
 
-      {ref, reply} when is_map_key(state.calls, ref) ->
+      {ref, {reply, failure}} when is_map_key(state.calls, ref) ->
         Process.demonitor(ref, [:flush])
-        loop(answer(state, ref, reply))
+        loop(answer(state, ref, reply, failure))
 
       {:DOWN, ref, :process, _pid, reason} when is_map_key(state.calls, ref) ->
         %{name: name} = state.calls[ref]
-        loop(answer(state, ref, {:error, "tool #{name} exited: #{inspect(reason)}"}))
+        reply = {:error, "tool #{name} exited: #{inspect(reason)}"}
+        loop(answer(state, ref, reply, {:exit, reason, []}))
 
       {:tool_timeout, ref, timeout} when is_map_key(state.calls, ref) ->
         %{name: name, task: task} = state.calls[ref]
         _ = Task.shutdown(task, :brutal_kill)
-        loop(answer(state, ref, {:error, "tool #{name} did not answer within #{timeout} ms"}))
+        reply = {:error, "tool #{name} did not answer within #{timeout} ms"}
+        loop(answer(state, ref, reply, {:exit, :timeout, []}))
 
       {:DOWN, mon, :process, _pid, _reason} when mon == state.owner ->
         shutdown(state)
@@ -84,8 +86,19 @@ defmodule Pynode.ToolServer do
     case state.tools do
       %{^name => tool} ->
         ctx = %{deps: state.deps, run_ref: run_ref, call_id: id, tool: name}
-        task = Task.Supervisor.async_nolink(@supervisor, fn -> invoke(tool, args, ctx) end)
-        call = %{id: id, reply_to: reply_to, name: name, task: task, timer: timer(tool, task)}
+        meta = %{tool: name, call_id: id, args: args, node: node(reply_to), run_ref: run_ref}
+        span = Pynode.Telemetry.tool_start(meta)
+        task = Task.Supervisor.async_nolink(@supervisor, fn -> attempt(tool, args, ctx) end)
+
+        call = %{
+          id: id,
+          reply_to: reply_to,
+          name: name,
+          task: task,
+          timer: timer(tool, task),
+          span: span
+        }
+
         %{state | calls: Map.put(state.calls, task.ref, call)}
 
       _ ->
@@ -98,10 +111,20 @@ defmodule Pynode.ToolServer do
     end
   end
 
-  defp answer(state, ref, reply) do
-    {%{id: id, reply_to: reply_to, timer: timer}, calls} = Map.pop(state.calls, ref)
+  # `failure`: nil when the tool answered, else {kind, reason, stacktrace} of what ended it.
+  defp answer(state, ref, reply, failure) do
+    {%{id: id, reply_to: reply_to, timer: timer, span: span}, calls} = Map.pop(state.calls, ref)
     cancel_timer(timer)
     send(reply_to, {:tool_result, id, reply})
+
+    case failure do
+      nil ->
+        Pynode.Telemetry.tool_stop(span, reply)
+
+      {kind, reason, stacktrace} ->
+        Pynode.Telemetry.tool_exception(span, kind, reason, stacktrace)
+    end
+
     %{state | calls: calls}
   end
 
@@ -114,9 +137,10 @@ defmodule Pynode.ToolServer do
   defp cancel_timer(timer), do: Process.cancel_timer(timer)
 
   defp shutdown(state) do
-    for {_ref, %{task: task, timer: timer}} <- state.calls do
+    for {_ref, %{task: task, timer: timer, span: span}} <- state.calls do
       cancel_timer(timer)
       Task.shutdown(task, :brutal_kill)
+      Pynode.Telemetry.tool_exception(span, :exit, :shutdown, [])
     end
 
     :ok
@@ -125,20 +149,29 @@ defmodule Pynode.ToolServer do
   @doc false
   @spec invoke(Tool.t(), map(), map()) ::
           {:ok, term()} | {:error, String.t()} | {:retry, String.t()}
-  def invoke(%Tool{fun: fun, name: name}, args, ctx) do
+  def invoke(tool, args, ctx), do: tool |> attempt(args, ctx) |> elem(0)
+
+  # The reply for the model, and nil, or {kind, reason, stacktrace} when the tool raised.
+  defp attempt(%Tool{fun: fun, name: name}, args, ctx) do
     value = if is_function(fun, 2), do: fun.(args, ctx), else: fun.(args)
 
-    case value do
-      {:ok, value} -> {:ok, value}
-      {:error, message} -> {:error, text(message)}
-      {:retry, message} -> {:retry, text(message)}
-      value -> {:ok, value}
-    end
+    reply =
+      case value do
+        {:ok, value} -> {:ok, value}
+        {:error, message} -> {:error, text(message)}
+        {:retry, message} -> {:retry, text(message)}
+        value -> {:ok, value}
+      end
+
+    {reply, nil}
   rescue
     error ->
-      {:error, "tool #{name} raised #{inspect(error.__struct__)}: #{Exception.message(error)}"}
+      message = "tool #{name} raised #{inspect(error.__struct__)}: #{Exception.message(error)}"
+      {{:error, message}, {:error, error, __STACKTRACE__}}
   catch
-    kind, reason -> {:error, "tool #{name} failed: #{kind} #{inspect(reason)}"}
+    kind, reason ->
+      {{:error, "tool #{name} failed: #{kind} #{inspect(reason)}"},
+       {kind, reason, __STACKTRACE__}}
   end
 
   defp text(message) when is_binary(message), do: message
