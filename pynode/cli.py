@@ -27,9 +27,18 @@ from pynode.runtime.supervisor import DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_PERI
 if TYPE_CHECKING:
     from pynode.bridge.models import ModelCache
     from pynode.bridge.registry import Registry
+    from pynode.bridge.tracing import Tracing
     from pynode.runtime.supervisor import Supervisor
 
-__all__ = ["agents_folder", "configure_logging", "limits_from", "main", "parse_size", "resolve_cookie"]
+__all__ = [
+    "agents_folder",
+    "configure_logging",
+    "configure_tracing",
+    "limits_from",
+    "main",
+    "parse_size",
+    "resolve_cookie",
+]
 
 log = logging.getLogger("pynode")
 
@@ -247,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="|".join(LOG_FORMATS),
         help="text: lines with a timestamp and level, for a person (default, or $PYNODE_LOG_FORMAT);"
         " json: one JSON object a line (level, logger, message, node, agent, run_id), for a program",
+    )
+    parser.add_argument(
+        "--trace-content",
+        action="store_true",
+        default=os.environ.get("PYNODE_TRACE_CONTENT") == "1",
+        help="record prompts, completions and tool arguments and results in the runs' spans (off: left"
+        " out); spans are exported when OpenTelemetry's OTEL_* variables say where (the 'otel' extra)"
+        " (or $PYNODE_TRACE_CONTENT=1)",
     )
     parser.add_argument(
         "--stop-on-eof",
@@ -482,10 +499,21 @@ async def _watch_stdin(stop: asyncio.Event) -> asyncio.BaseTransport:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args)
+    tracing = configure_tracing(args)
     try:
         return run_loop(serve(args), args.loop)
     except KeyboardInterrupt:
         return 130
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # the spans still batched leave before the process does
+
+
+def configure_tracing(args: argparse.Namespace) -> Tracing | None:
+    """OpenTelemetry as the ``OTEL_*`` variables ask (``None``: they ask for nothing, or the extra is missing)."""
+    from pynode.bridge.tracing import configure
+
+    return configure(include_content=args.trace_content, node_name=node_name(args))
 
 
 def configure_logging(args: argparse.Namespace, stream: TextIO | None = None) -> None:

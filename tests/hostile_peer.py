@@ -14,7 +14,7 @@ import contextlib
 import re
 import struct
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from pynode.etf.types import Atom, ImproperList, Pid, Reference, Term
@@ -46,13 +46,14 @@ class PynodeChild:
     @classmethod
     @contextlib.asynccontextmanager
     async def running(
-        cls, name: str, cookie: str, epmd_port: int, agents: Path, *extra: str
+        cls, name: str, cookie: str, epmd_port: int, agents: Path, *extra: str, env: Mapping[str, str] | None = None
     ) -> AsyncIterator[PynodeChild]:
+        """The node, once it says it is ready; ``env``: its whole environment (default: the test's)."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pynode", "--name", name, "--cookie", cookie, "--epmd-port", str(epmd_port),
             "--agents", str(agents), *extra,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=ROOT, env=None if env is None else dict(env),
         )  # fmt: skip
         child = cls(proc)
         try:

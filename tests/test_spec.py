@@ -81,6 +81,7 @@ def test_spec_tables_match_the_protocol() -> None:
         "stream_to",
         "events",
         "messages_as",
+        "trace_context",
     } == RUN_OPTION_KEYS
 
 
@@ -322,6 +323,47 @@ def test_empty_options() -> None:
     assert options.timeout is None
     assert options.timeout_seconds is None
     assert options.tool_handler is None
+    assert options.trace_context == ()
+
+
+TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_trace_context_as_inject_returns_it_or_as_a_map() -> None:
+    """``otel_propagator_text_map:inject([])`` gives ``[{Bin, Bin}]``; keys are read case-insensitively."""
+    injected = [(b"traceparent", TRACEPARENT), (b"tracestate", b"rojo=00f067aa0ba902b7"), (b"baggage", b"k=v")]
+    options = parse_run_options({A("trace_context"): injected})
+    assert options.trace_context == (
+        ("traceparent", TRACEPARENT.decode()),
+        ("tracestate", "rojo=00f067aa0ba902b7"),
+        ("baggage", "k=v"),
+    )
+    as_map = parse_run_options({b"trace_context": {b"Traceparent": TRACEPARENT, A("baggage"): b"k=v"}})
+    assert as_map.trace_context == (("traceparent", TRACEPARENT.decode()), ("baggage", "k=v"))
+    assert parse_run_options({A("trace_context"): []}).trace_context == ()
+    assert parse_run_options({A("trace_context"): A("undefined")}).trace_context == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (TRACEPARENT, "trace_context must be a list of {Key, Value} binaries"),
+        ([TRACEPARENT], "trace_context must be a list of {Key, Value} binaries"),
+        ([(b"traceparent", TRACEPARENT, b"x")], "trace_context must be a list of {Key, Value} binaries"),
+        (
+            [(b"traceparent", A("none"))],
+            'trace_context entries must be binaries, {Key, Value}, got {<<"traceparent">>,none}',
+        ),
+        ([(7, TRACEPARENT)], "trace_context entries must be binaries"),
+        ({b"traceparent": 1}, "trace_context entries must be binaries"),
+        (
+            [(b"traceparent", TRACEPARENT), (b"TraceParent", TRACEPARENT)],
+            "trace_context has the key 'traceparent' twice",
+        ),
+    ],
+)
+def test_bad_trace_context_is_a_bad_request(value: Any, expected: str) -> None:
+    assert expected in option_error({A("trace_context"): value})
 
 
 async def earlier_messages() -> bytes:

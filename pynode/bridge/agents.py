@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, TypeGuard
 
 from pynode.bridge.errors import BridgeError, error_term
+from pynode.bridge.metrics import NodeMetrics
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import AgentDefinition
 from pynode.bridge.runs import TOOL_RESULT, RunProcess, RunRequest, call_key
@@ -55,6 +57,8 @@ class RunLimits:
     """Set when draining starts: the owner of the node stops it once the runs in flight are over."""
     watchers: list[Callable[[], None]] = field(default_factory=list)
     """Called after every change of the agent table (an agent started, restarted or gone)."""
+    metrics: NodeMetrics = field(default_factory=NodeMetrics)
+    """Every run that ended since the node started: outcomes, usage, recent durations (``info``)."""
 
     def agents_changed(self) -> None:
         for watcher in list(self.watchers):
@@ -159,6 +163,7 @@ class AgentProcess(GenServer):
     def run_finished(self, run: RunProcess) -> None:
         if self.runs.pop(run.ref, None) is not None:
             self.limits.in_flight -= 1
+            self.limits.metrics.run_ended(_outcome_kind(run.outcome), run.usage, time.monotonic() - run.started)
             if self.limits.in_flight == 0:
                 self.limits.idle.set()
         reply_to = run.request.reply_to
@@ -221,6 +226,17 @@ class AgentProcess(GenServer):
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             if pending:
                 log.warning("agent %s: %d runs did not end within %s s", self.agent_name, len(pending), timeout)
+
+
+def _outcome_kind(outcome: Term) -> str:
+    """``ok``, or the error kind of ``{error, {Kind, _}}`` (``internal_error`` for a run that never answered)."""
+    if type(outcome) is tuple and len(outcome) == 2:
+        if outcome[0] == OK:
+            return "ok"
+        reason = outcome[1]
+        if type(reason) is tuple and len(reason) == 2 and type(reason[0]) is Atom:
+            return str(reason[0])
+    return "internal_error"
 
 
 def _is_tool_result(term: Term) -> TypeGuard[tuple[Term, Term, Term]]:

@@ -225,6 +225,7 @@ class Registry(GenServer):
 
     def info(self) -> dict[Atom, Term]:
         assert self.node is not None
+        metrics = self.limits.metrics
         return {
             Atom("node"): self.node.name,
             Atom("version"): __version__,
@@ -232,6 +233,11 @@ class Registry(GenServer):
             Atom("agents"): len(self.agents),
             Atom("runs"): self.limits.in_flight,
             Atom("draining"): self.limits.draining,
+            # Since the node started (docs/protocol.md section 3): a restarted registry keeps them.
+            Atom("agent_runs"): {Atom(name): len(agent.runs) for name, agent in self.agents.items()},
+            Atom("runs_ended"): metrics.outcomes_term(),
+            Atom("usage"): metrics.usage_term(),
+            Atom("run_duration_ms"): metrics.durations_term(),
         }
 
     def drain(self) -> None:

@@ -38,6 +38,7 @@ from pydantic_ai.models import Model
 from pydantic_ai.result import AgentStream
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
+from pydantic_ai.usage import RunUsage
 
 from pynode.bridge.errors import BridgeError, classify
 from pynode.bridge.models import ModelCache
@@ -45,6 +46,7 @@ from pynode.bridge.output import SchemaOutput
 from pynode.bridge.spec import AgentSpec, Instruction, MessagesAs, MFHandler, RunOptions, ToolSpec
 from pynode.bridge.termmap import JSONValue, from_json, key
 from pynode.bridge.tools import ToolDispatcher, beam_toolset, tool_validators
+from pynode.bridge.tracing import joined
 from pynode.etf.types import Atom, Term
 
 __all__ = [
@@ -215,19 +217,26 @@ async def execute_run(
     on_event: EventSink | None,
     run_id: str,
     resolve: InstructionResolver | None = None,
+    usage: RunUsage | None = None,
 ) -> dict[Atom, Term]:
-    """Run ``defn`` once and return the Result map; every failure is a :class:`BridgeError`."""
+    """Run ``defn`` once and return the Result map; every failure is a :class:`BridgeError`.
+
+    ``usage``: pydantic-ai adds the run's usage to it as the run goes, so it holds what a run that
+    failed part way had spent.
+    """
     try:
-        result = await _run(
-            defn,
-            prompt,
-            options,
-            models=models,
-            dispatch=dispatch,
-            on_event=on_event,
-            run_id=run_id,
-            resolve=resolve,
-        )
+        with joined(options.trace_context):  # on a node that traces: the run's spans are the caller's children
+            result = await _run(
+                defn,
+                prompt,
+                options,
+                models=models,
+                dispatch=dispatch,
+                on_event=on_event,
+                run_id=run_id,
+                resolve=resolve,
+                usage=usage,
+            )
         return _result_term(result, run_id, messages_as=options.messages_as)
     except asyncio.CancelledError:
         raise
@@ -254,6 +263,7 @@ async def _run(
     on_event: EventSink | None,
     run_id: str,
     resolve: InstructionResolver | None,
+    usage: RunUsage | None = None,
 ) -> AgentRunResult[Any]:
     spec = defn.spec
     model = models.get(options.model) if options.model is not None else None
@@ -293,6 +303,7 @@ async def _run(
             _stream_handler(on_event, structured=_structured(defn, output_type)) if on_event is not None else None
         ),
         capabilities=capabilities or None,
+        usage=usage,
     )
 
 

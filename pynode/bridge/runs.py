@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from pydantic_ai.usage import RunUsage
 from pydantic_core import to_jsonable_python
 
 from pynode.bridge.context import ClusterContext, current_cluster
@@ -35,6 +37,7 @@ from pynode.bridge.runner import (
 from pynode.bridge.spec import MFHandler, ProcessDest, ProcessHandler, RunOptions, ToolSpec
 from pynode.bridge.termmap import JSONValue, from_json, text_from_prompt
 from pynode.bridge.tools import ToolFailed, ToolReply, function_reply, parse_tool_reply
+from pynode.bridge.tracing import tool_trace_context
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.genserver import From, open_envelope, send_reply
@@ -102,6 +105,11 @@ class RunProcess(Process):
         self.run_id = uuid.uuid4().hex
         self.cancel_reason: str | None = None
         self.end_reason = "running"
+        self.started = time.monotonic()
+        self.usage = RunUsage()
+        """pydantic-ai's usage of this run, as it grows: what it spent, also when it fails part way."""
+        self.outcome: Term = None
+        """The run's outcome once its work is over: ``info`` counts it (ok, or by error kind)."""
         self._waits: dict[str, asyncio.Future[ToolReply]] = {}
         self._handler_monitors: dict[Reference, str] = {}
         self._caller_monitor: Reference | None = None
@@ -130,7 +138,7 @@ class RunProcess(Process):
         self._phase = "running"
         outcome: Term
         try:
-            outcome = await self._execute()
+            outcome = self.outcome = await self._execute()
         finally:
             self._phase = "done"
             for wait in self._waits.values():
@@ -173,6 +181,7 @@ class RunProcess(Process):
                     on_event=self._on_event if self._stream_to is not None else None,
                     run_id=self.run_id,
                     resolve=self._instructions,
+                    usage=self.usage,
                 )
             self.end_reason = "ok"
             return (OK, result)
@@ -342,7 +351,7 @@ class RunProcess(Process):
             Atom("run_id"): self.run_id,
             Atom("agent"): Atom(self.agent.agent_name),
             Atom("call_id"): call_id,
-            Atom("trace_context"): [],
+            Atom("trace_context"): tool_trace_context(),  # the execute_tool span's: a span M:F opens nests under it
         }
         where = self._function_node(handler)
         try:
@@ -386,6 +395,7 @@ class RunProcess(Process):
                     Atom("name"): tool.name,
                     Atom("args"): from_json(args),
                     Atom("reply_to"): self.pid,
+                    Atom("trace_context"): tool_trace_context(),
                 },
             ),
         )

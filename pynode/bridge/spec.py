@@ -44,6 +44,7 @@ __all__ = [
     "TextOutput",
     "ToolHandler",
     "ToolSpec",
+    "TraceContext",
     "parse_agent_spec",
     "parse_create_options",
     "parse_run_options",
@@ -57,6 +58,9 @@ TextOutput: TypeAlias = Literal["text"]
 
 MessagesAs: TypeAlias = Literal["json", "terms"]
 """How a Result carries its messages: the JSON binary, or lists of maps with binary keys."""
+
+TraceContext: TypeAlias = tuple[tuple[str, str], ...]
+"""A W3C trace context as a text map, keys lowercased: ``(("traceparent", "00-..."), ("tracestate", ...))``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +161,9 @@ class RunOptions:
     """``False``: a ``start_run`` caller gets only ``pynode_result`` (``stream_to`` still gets events)."""
     messages_as: MessagesAs = "json"
     """How the Result carries ``messages``/``new_messages``: a JSON binary, or lists of maps."""
+    trace_context: TraceContext = ()
+    """The caller's trace context (``traceparent``, ``tracestate``, ``baggage``): the run's spans are
+    children of the caller's span; empty: the run starts a trace of its own (when the node traces)."""
     output: SchemaOutput | None = field(init=False, repr=False, compare=False)
     """A schema ``output_schema`` as output type and check; ``BridgeError(bad_request)`` if unusable."""
 
@@ -257,6 +264,7 @@ def parse_run_options(term: Term) -> RunOptions:
         stream_to=_pid("stream_to", values.get("stream_to")),
         events=_bool("events", values.get("events", True)),
         messages_as=_messages_as(values.get("messages_as")),
+        trace_context=_trace_context(values.get("trace_context")),
     )
 
 
@@ -383,6 +391,52 @@ def _messages_as(value: Term) -> MessagesAs:
     if _is_word(value, "terms"):
         return "terms"
     raise BridgeError("bad_request", f"messages_as must be json or terms, got {_show(value)}")
+
+
+def _trace_context(value: Term) -> TraceContext:
+    """What ``otel_propagator_text_map:inject([])`` returns, ``[{Bin, Bin}]``, or a map of the same.
+
+    Only the shape is checked here; the W3C propagator reads the values (and ignores bad ones), and
+    only on a node that traces.
+    """
+    if value is None:
+        return ()
+    pairs: list[tuple[Term, Term]]
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    elif isinstance(value, list) and all(_is_pair(v) for v in value):
+        pairs = [v for v in value if _is_pair(v)]
+    else:
+        raise BridgeError(
+            "bad_request",
+            "trace_context must be a list of {Key, Value} binaries (as otel_propagator_text_map:inject/1"
+            f" returns) or a map, got {_show(value)}",
+        )
+    entries: dict[str, str] = {}
+    for raw_key, raw_value in pairs:
+        name = _key_name(raw_key)
+        text = _binary_text(raw_value)
+        if name is None or text is None:
+            raise BridgeError(
+                "bad_request",
+                f"trace_context entries must be binaries, {{Key, Value}}, got {_show((raw_key, raw_value))}",
+            )
+        name = name.lower()  # the W3C header names are case-insensitive
+        if name in entries:
+            raise BridgeError("bad_request", f"trace_context has the key {quoted(name)} twice")
+        entries[name] = text
+    return tuple(entries.items())
+
+
+def _is_pair(value: Term) -> TypeGuard[tuple[Term, Term]]:
+    return type(value) is tuple and len(value) == 2
+
+
+def _binary_text(value: Term) -> str | None:
+    """A binary's text (a ``str`` from Python callers); ``None`` for any other term, atoms included."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    return value if isinstance(value, str) and not isinstance(value, Atom) else None
 
 
 _MODEL_KEYS: Final = frozenset({"provider", "name", "base_url", "api", "api_key", "settings", "max_concurrency"})
