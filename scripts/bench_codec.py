@@ -12,11 +12,11 @@ import argparse
 import functools
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-import pynode.etf.encode as pynode_encode
 from pynode.etf import decode, encode
 
 Term = Any
@@ -35,8 +35,8 @@ def terms() -> dict[str, Term]:
 
 def _nested(depth: int) -> Term:
     term: Term = [1, 2.5, b"leaf"]
-    for _ in range(depth):
-        term = [term, {"k": term}]
+    for level in range(depth):
+        term = [term, {"level": level}]
     return term
 
 
@@ -54,7 +54,8 @@ def measure(rounds: int) -> dict[str, Any]:
         import erlpack  # type: ignore[import-not-found, import-untyped, unused-ignore]
     except ImportError:
         erlpack = None
-    compiled = not pynode_encode.__file__.endswith(".py") if hasattr(pynode_encode, "__file__") else True
+    # The module, not the function ``pynode.etf.encode`` that the package exports under its name.
+    compiled = not str(getattr(sys.modules["pynode.etf.encode"], "__file__", "")).endswith(".py")
     result: dict[str, Any] = {"rounds": rounds, "pynode_compiled": compiled, "erlpack": erlpack is not None}
     for name, term in terms().items():
         ours = encode(term)

@@ -73,3 +73,12 @@ def test_bench_cluster_quick() -> None:
         assert one["runs_per_s"] > 0 and two["runs_per_s"] > 0
         # The killed node's member left the group on the BEAM node (within the 10 s the script waits).
         assert two["member_gone_after_kill_ms"] is not None
+
+
+def test_bench_codec_quick() -> None:
+    result = quick("bench_codec.py")
+    assert result["quick"] is True and result["rounds"] == 3
+    for term in ("maps_1000x5", "ints_10000", "binary_1mb", "nested_lists_depth_50", "strings_1000"):
+        row = result[term]
+        assert row["bytes"] > 0
+        assert row["pynode"]["encode"]["best_ms"] > 0 and row["pynode"]["decode"]["best_ms"] > 0
