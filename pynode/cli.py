@@ -364,6 +364,7 @@ def model_cache(models_file: Path | None) -> ModelCache:
 
 async def serve(args: argparse.Namespace) -> int:
     from pynode.bridge.registry import start_registry
+    from pynode.bridge.tracing import observe_node
     from pynode.node import Node
     from pynode.runtime.services import node_supervisor
 
@@ -408,6 +409,7 @@ async def serve(args: argparse.Namespace) -> int:
         models=models,
         pg_scope=None if args.no_pg else args.pg_scope,
     )
+    observe_node(registry.limits)  # info's totals as OpenTelemetry metrics, when metrics are exported
     # From here the first SIGTERM drains (docs/protocol.md section 9); a second one stops at once.
     loop.add_signal_handler(signal.SIGTERM, lambda: stop.set() if registry.limits.draining else registry.drain())
     for peer in args.connect:

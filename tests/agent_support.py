@@ -14,7 +14,7 @@ from beam import BeamNode
 
 from pynode.bridge.registry import Registry
 from pynode.etf.decode import decode
-from pynode.etf.types import Term
+from pynode.etf.types import Atom, Term
 from pynode.node import Node
 
 PY = "'py@127.0.0.1'"
@@ -28,6 +28,15 @@ ASK_HUMAN_SPEC = (
     '   <<"required">> => [<<"question">>]}}]}'
 )
 """An agent whose one tool has no handler: its calls go to tool_handler or the start_run caller."""
+
+
+COUNT_TOOL = {
+    Atom("name"): "count",
+    Atom("description"): "Count the keys",
+    Atom("parameters"): {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}},
+    Atom("handler"): (Atom("maps"), Atom("size")),
+}
+"""A tool the node calls as ``maps:size(Args)`` on the agent's home node: it answers how many arguments it got."""
 
 
 def registry_of(node: Node) -> Registry:

@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-__all__ = ["ExportedSpan", "OtlpReceiver"]
+__all__ = ["ExportedPoint", "ExportedSpan", "OtlpReceiver"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,28 @@ class ExportedSpan:
         return found
 
 
+@dataclass(frozen=True, slots=True)
+class ExportedPoint:
+    """One data point of a metric as the node exported it (a sum's, a gauge's or a histogram's)."""
+
+    name: str
+    unit: str
+    kind: str
+    """``sum``, ``gauge`` or ``histogram``."""
+    monotonic: bool
+    """For a sum: a counter (``True``) or an up-down counter."""
+    cumulative: bool
+    attributes: dict[str, Any]
+    value: float
+    """A sum's or a gauge's value; a histogram's sum."""
+    count: int = 0
+    """A histogram's count."""
+    bounds: tuple[float, ...] = ()
+    """A histogram's explicit bucket boundaries."""
+
+
 _STATUS = {0: "unset", 1: "ok", 2: "error"}
+_CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 
 
 def _value(value: AnyValue) -> Any:
@@ -73,6 +94,8 @@ class OtlpReceiver:
     """Every span received, in arrival order."""
     metrics: list[str] = field(default_factory=list)
     """The name of every metric received, in arrival order."""
+    points: dict[tuple[str, tuple[tuple[str, Any], ...]], ExportedPoint] = field(default_factory=dict)
+    """The latest data point of each metric and attribute set, by ``(name, sorted attributes)``."""
     posts: dict[str, int] = field(default_factory=dict)
     """Requests received, by path."""
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -94,6 +117,10 @@ class OtlpReceiver:
     def endpoint(self) -> str:
         """What ``OTEL_EXPORTER_OTLP_ENDPOINT`` names: the exporter adds ``/v1/traces``."""
         return f"http://127.0.0.1:{self.port}"
+
+    def latest(self, name: str) -> list[ExportedPoint]:
+        """The latest data point of metric ``name`` for each attribute set received."""
+        return [point for (n, _), point in self.points.items() if n == name]
 
     def trace(self, trace_id: str) -> list[ExportedSpan]:
         return [span for span in self.spans if span.trace_id == trace_id]
@@ -145,7 +172,10 @@ class OtlpReceiver:
         request.ParseFromString(body)
         for resource_metrics in request.resource_metrics:
             for scope_metrics in resource_metrics.scope_metrics:
-                self.metrics.extend(metric.name for metric in scope_metrics.metrics)
+                for metric in scope_metrics.metrics:
+                    self.metrics.append(metric.name)
+                    for point in _points(metric):
+                        self.points[(point.name, tuple(sorted(point.attributes.items())))] = point
 
     def _keep(self, body: bytes) -> None:
         request = ExportTraceServiceRequest()
@@ -168,3 +198,40 @@ class OtlpReceiver:
                             status=_STATUS.get(span.status.code, str(span.status.code)),
                         )
                     )
+
+
+def _points(metric: Any) -> list[ExportedPoint]:
+    kind = metric.WhichOneof("data")
+    if kind in ("sum", "gauge"):
+        data = getattr(metric, kind)
+        monotonic = kind == "sum" and data.is_monotonic
+        cumulative = kind == "gauge" or data.aggregation_temporality == _CUMULATIVE
+        return [
+            ExportedPoint(
+                metric.name,
+                metric.unit,
+                kind,
+                monotonic,
+                cumulative,
+                _attributes(p.attributes),
+                getattr(p, p.WhichOneof("value")),
+            )
+            for p in data.data_points
+        ]
+    if kind == "histogram":
+        data = metric.histogram
+        return [
+            ExportedPoint(
+                metric.name,
+                metric.unit,
+                kind,
+                False,
+                data.aggregation_temporality == _CUMULATIVE,
+                _attributes(p.attributes),
+                p.sum,
+                p.count,
+                tuple(p.explicit_bounds),
+            )
+            for p in data.data_points
+        ]
+    return []

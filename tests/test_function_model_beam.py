@@ -7,6 +7,7 @@ request, with the conversation as terms and what the model is offered.
 from __future__ import annotations
 
 import pytest
+from agent_support import COUNT_TOOL
 from beam import BeamNode
 
 from pynode.etf import decode
@@ -18,12 +19,6 @@ pytestmark = pytest.mark.beam
 A = Atom
 AGENT = ("shop", "py@127.0.0.1")
 REGISTRY = ("pynode", "py@127.0.0.1")
-COUNT_TOOL = {
-    A("name"): "count",
-    A("description"): "Count the keys",
-    A("parameters"): {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}},
-    A("handler"): (A("maps"), A("size")),
-}
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 
 

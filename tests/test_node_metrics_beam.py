@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from agent_support import eventually
+from agent_support import COUNT_TOOL, eventually
 from beam import BeamNode
 
 from pynode.bridge.metrics import NodeMetrics, RecentDurations, percentile
@@ -24,12 +24,6 @@ A = Atom
 PY = "'py@127.0.0.1'"
 AGENT = ("metered", "py@127.0.0.1")
 REGISTRY = ("pynode", "py@127.0.0.1")
-COUNT_TOOL = {
-    A("name"): "count",
-    A("description"): "Count the keys",
-    A("parameters"): {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}},
-    A("handler"): (A("maps"), A("size")),
-}
 SLEEPY = 'fun(_, _) -> timer:sleep(3000), <<"late">> end'
 """A model turn that answers only after every test here has stopped waiting for it."""
 NIL = A("nil")

@@ -82,6 +82,8 @@ def test_spec_tables_match_the_protocol() -> None:
         "events",
         "messages_as",
         "trace_context",
+        "approver",
+        "approvals",
     } == RUN_OPTION_KEYS
 
 
@@ -269,6 +271,29 @@ def test_tool_handler_pid() -> None:
 def test_tool_handler_registered_name_on_a_node() -> None:
     (tool,) = parse_agent_spec(tool_spec(name=b"t", handler=(A("tool_server"), A("app@host")))).tools
     assert tool.handler == ProcessHandler((A("tool_server"), A("app@host")))
+
+
+def test_tool_requires_approval() -> None:
+    (tool,) = parse_agent_spec(tool_spec(name=b"t", requires_approval=True)).tools
+    assert tool.requires_approval is True
+    (tool,) = parse_agent_spec(tool_spec(name=b"t")).tools
+    assert tool.requires_approval is False
+    with pytest.raises(BridgeError) as info:
+        parse_agent_spec(tool_spec(name=b"t", requires_approval=b"yes"))
+    assert info.value.kind == "bad_spec" and "requires_approval must be true or false" in info.value.message
+
+
+def test_approver_and_approvals_options() -> None:
+    assert parse_run_options({A("approver"): A("defer")}).approver == "defer"
+    assert parse_run_options({A("approver"): PID}).approver == PID
+    assert parse_run_options({A("approver"): (A("desk"), A("app@host"))}).approver == (A("desk"), A("app@host"))
+    assert parse_run_options({}).approver is None
+    opts = parse_run_options({A("approvals"): {b"c1": A("approve"), b"c2": (A("deny"), b"no")}})
+    assert opts.approvals == {"c1": A("approve"), "c2": (A("deny"), b"no")}
+    for bad in [{A("approver"): b"later"}, {A("approvals"): [b"c1"]}, {A("approvals"): {1: A("approve")}}]:
+        with pytest.raises(BridgeError) as info:
+            parse_run_options(bad)
+        assert info.value.kind == "bad_request"
 
 
 def test_tool_without_handler_or_parameters() -> None:

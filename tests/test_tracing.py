@@ -11,7 +11,8 @@ import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from pynode.bridge.tracing import TracingPlan, configure, joined, plan_from_env, tool_trace_context
+from pynode.bridge.agents import RunLimits
+from pynode.bridge.tracing import TracingPlan, configure, joined, observe_node, plan_from_env, tool_trace_context
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -93,3 +94,45 @@ def test_a_tool_call_carries_the_current_span_traceparent_first() -> None:
         ("tracestate", "rojo=00f067aa0ba902b7"),
         ("baggage", "tenant=acme"),
     ]
+
+
+def test_without_a_metrics_exporter_the_node_makes_no_instruments() -> None:
+    limits = RunLimits(max_runs=10)
+    assert observe_node(limits) is False
+    assert limits.metrics.listeners == []
+
+
+def test_the_node_instruments_read_the_totals_info_returns() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from pynode.bridge.otel_metrics import instrument
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])  # never the global one
+    limits = RunLimits(max_runs=10)
+    instrument(limits, provider)
+    totals = limits.metrics
+    totals.run_ended("ok", None, 0.25, agent="shop")
+    totals.run_ended("ok", None, 0.5)
+    totals.run_ended("timeout", None, 2.0, agent="shop")
+    data = reader.get_metrics_data()
+    assert data is not None
+    found = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    # No agent, no point of pynode.runs.in_flight (the test of a real node sees it by agent).
+    assert {n: found[n].unit for n in found} == {
+        "pynode.runs": "{run}",
+        "pynode.usage.requests": "{request}",
+        "pynode.usage.tool_calls": "{call}",
+        "pynode.run.duration": "s",
+    }
+    runs = {tuple(sorted(p.attributes.items())): p.value for p in found["pynode.runs"].data.data_points}
+    assert runs == {
+        (("agent", "shop"), ("outcome", "ok")): 1,
+        (("outcome", "ok"),): 1,  # a run whose agent was not named
+        (("agent", "shop"), ("error.type", "timeout"), ("outcome", "error")): 1,
+    }
+    durations = {tuple(sorted(p.attributes.items())): p for p in found["pynode.run.duration"].data.data_points}
+    assert durations[(("agent", "shop"), ("error.type", "timeout"), ("outcome", "error"))].sum == 2.0
+    assert sum(p.count for p in durations.values()) == 3
+    provider.shutdown()

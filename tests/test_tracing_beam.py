@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_support import load_erlang
+from agent_support import COUNT_TOOL, load_erlang
 from beam import BeamFactory, BeamNode
 from hostile_peer import PynodeChild
-from otlp_receiver import ExportedSpan, OtlpReceiver
+from otlp_receiver import ExportedPoint, ExportedSpan, OtlpReceiver
 
-from pynode.etf.types import Atom, Term
+from pynode.etf import decode
+from pynode.etf.types import Atom, Reference, Term
 from pynode.testing.script import ScriptedModel, text, tool_call
 
 pytestmark = pytest.mark.beam
@@ -286,3 +287,100 @@ async def test_without_the_otel_extra_the_node_says_so_and_serves(
         (_, mf_context) = await erl.receive(timeout=20, match=lambda m: type(m) is tuple and m[0] == A("mf_ctx"))
         assert mf_context == []  # no span: nothing to carry
     assert receiver.posts == {}
+
+
+SLEEPY = 'fun(_, _) -> timer:sleep(3000), <<"late">> end'
+"""A model turn that answers only after the run waiting for it was cancelled."""
+
+
+def runs_by_outcome(points: list[ExportedPoint]) -> dict[Term, Term]:
+    """``pynode.runs`` as ``info`` has it: ``#{ok => N, error => #{Kind => N}}``."""
+    errors: dict[Term, Term] = {}
+    ok = 0
+    for point in points:
+        if point.attributes["outcome"] == "ok":
+            ok += int(point.value)
+        else:
+            errors[A(point.attributes["error.type"])] = int(point.value)
+    return {A("ok"): ok, A("error"): errors}
+
+
+def single(receiver: OtlpReceiver, name: str) -> float | None:
+    points = receiver.latest(name)
+    return points[0].value if len(points) == 1 else None
+
+
+async def test_info_totals_are_opentelemetry_metrics_when_a_metrics_exporter_is_configured(
+    beam: BeamFactory, epmd_port: int, cookie: str, tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    env = otel_env(receiver, OTEL_METRICS_EXPORTER="otlp", OTEL_METRIC_EXPORT_INTERVAL="200")
+    async with PynodeChild.running(NODE, cookie, epmd_port, agents_dir(tmp_path), env=env) as node:
+        assert node.lines("metrics to OTLP " + receiver.endpoint + "/v1/metrics"), node.log
+        erl = await started(beam, tmp_path)
+        await create(erl, "metered", {"model": "test", "tools": [COUNT_TOOL]})
+        await create(erl, "idle", {"model": "test"})
+
+        async def run(turns: list[Term], **opts: Term) -> Term:
+            script = await ScriptedModel.start(erl, turns)
+            options: dict[Term, Term] = {A("model"): script.model, **{A(k): v for k, v in opts.items()}}
+            return await erl.call(("metered", NODE), (A("run"), "how many?", options), timeout=30)
+
+        async def info() -> dict[Term, Term]:
+            got = await erl.call(("pynode", NODE), A("info"))
+            assert type(got) is tuple and got[0] == A("ok") and isinstance(got[1], dict), got
+            return got[1]
+
+        # Two runs that end ok (one with a tool call), one whose model fails after its tool call.
+        for turns in ([tool_call("count", {"a": 1, "b": 2}), text("two")], [text("hi")]):
+            reply = await run(turns)
+            assert type(reply) is tuple and reply[0] == A("ok"), reply
+        failed = await run([tool_call("count", {"a": 1})])
+        assert type(failed) is tuple and failed[1][0] == A("model_error"), failed  # type: ignore[index]
+
+        # A run in flight is its agent's in pynode.runs.in_flight until it is cancelled.
+        script = await ScriptedModel.start(erl, [decode(await erl.eval_term(SLEEPY))])
+        begun = await erl.call(
+            ("metered", NODE), (A("start_run"), "wait", {A("model"): script.model, A("events"): False})
+        )
+        assert type(begun) is tuple and begun[0] == A("ok") and isinstance(begun[1], Reference), begun
+        in_flight = {"metered": 1.0, "idle": 0.0}
+        await receiver.wait_for(
+            lambda: {p.attributes["agent"]: p.value for p in receiver.latest("pynode.runs.in_flight")} == in_flight,
+            what="one run in flight",
+        )
+        assert await erl.call(("metered", NODE), (A("cancel"), begun[1])) == A("ok")
+        await erl.receive(timeout=10, match=lambda m: type(m) is tuple and m[:2] == (A("pynode_result"), begun[1]))
+
+        totals = await info()
+        assert totals[A("runs_ended")] == {A("ok"): 2, A("error"): {A("cancelled"): 1, A("model_error"): 1}}
+        usage = totals[A("usage")]
+        assert isinstance(usage, dict)
+
+        def caught_up() -> bool:
+            durations = receiver.latest("pynode.run.duration")
+            return (
+                runs_by_outcome(receiver.latest("pynode.runs")) == totals[A("runs_ended")]
+                and sum(p.count for p in durations) == 4
+                and single(receiver, "pynode.usage.requests") == usage[A("requests")]
+                and single(receiver, "pynode.usage.tool_calls") == usage[A("tool_calls")]
+                and all(p.value == 0 for p in receiver.latest("pynode.runs.in_flight"))
+            )
+
+        await receiver.wait_for(caught_up, what="metrics equal to info's")
+    runs = receiver.latest("pynode.runs")
+    assert {p.unit for p in runs} == {"{run}"} and all(p.kind == "sum" and p.monotonic and p.cumulative for p in runs)
+    # outcome, error.type for an error, and agent once the run's end names it (always this agent here).
+    assert {tuple(sorted(set(p.attributes) - {"agent"})) for p in runs} == {("outcome",), ("error.type", "outcome")}
+    assert {p.attributes.get("agent", "metered") for p in runs} == {"metered"}
+    (flight,) = {(p.unit, p.kind, p.monotonic) for p in receiver.latest("pynode.runs.in_flight")}
+    assert flight == ("{run}", "sum", False)  # an up-down counter
+    durations = {
+        p.attributes.get("error.type", p.attributes["outcome"]): p for p in receiver.latest("pynode.run.duration")
+    }
+    assert {k: p.count for k, p in durations.items()} == {"ok": 2, "model_error": 1, "cancelled": 1}
+    assert all(p.unit == "s" and p.kind == "histogram" and p.bounds[0] == 0.005 for p in durations.values())
+    assert 0 < durations["ok"].value < 30  # seconds, not milliseconds
+    assert usage[A("tool_calls")] == 2 and usage[A("requests")] == 4  # type: ignore[index]
+    # Tokens stay pydantic-ai's own histogram; the node does not export them a second time.
+    assert "gen_ai.client.token.usage" in receiver.metrics
+    assert not any("token" in name for name in receiver.metrics if name.startswith("pynode."))

@@ -18,7 +18,7 @@ from pynode.bridge.errors import BridgeError, error_term
 from pynode.bridge.metrics import NodeMetrics
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import AgentDefinition
-from pynode.bridge.runs import TOOL_RESULT, RunProcess, RunRequest, call_key
+from pynode.bridge.runs import APPROVAL, TOOL_RESULT, RunProcess, RunRequest, call_key
 from pynode.bridge.spec import parse_run_options
 from pynode.bridge.termmap import text_from_prompt
 from pynode.bridge.tools import check_run_tools
@@ -99,10 +99,14 @@ class AgentProcess(GenServer):
     async def handle_cast(self, request: Term) -> None:
         if _is_tool_result(request):
             self.forward_tool_result(request[1], request[2])
+        elif _is_approval(request):
+            self.forward_approval(request[1], request[2])
 
     async def handle_info(self, message: Term) -> None:
         if _is_tool_result(message):
             self.forward_tool_result(message[1], message[2])
+        elif _is_approval(message):
+            self.forward_approval(message[1], message[2])
         else:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("agent %s ignores %s", self.agent_name, format_term(message, limit=500))
@@ -123,6 +127,8 @@ class AgentProcess(GenServer):
             return OK
         if _is_tool_result(request):
             return self.forward_tool_result(request[1], request[2])
+        if _is_approval(request):
+            return self.forward_approval(request[1], request[2])
         raise BridgeError("bad_request", f"agent {self.agent_name} does not understand {format_term(request)}")
 
     def start(self, prompt: Term, opts: Term, caller: From, *, synchronous: bool) -> CallReply:
@@ -163,7 +169,9 @@ class AgentProcess(GenServer):
     def run_finished(self, run: RunProcess) -> None:
         if self.runs.pop(run.ref, None) is not None:
             self.limits.in_flight -= 1
-            self.limits.metrics.run_ended(_outcome_kind(run.outcome), run.usage, time.monotonic() - run.started)
+            self.limits.metrics.run_ended(
+                _outcome_kind(run.outcome), run.usage, time.monotonic() - run.started, agent=self.agent_name
+            )
             if self.limits.in_flight == 0:
                 self.limits.idle.set()
         reply_to = run.request.reply_to
@@ -187,6 +195,13 @@ class AgentProcess(GenServer):
         if run is None:
             return error_term("bad_request", f"no tool call {key} is waiting on agent {self.agent_name}")
         return run.tool_result(call_id, reply)
+
+    def forward_approval(self, call_id: Term, decision: Term) -> Term:
+        key = call_key(call_id)
+        run = self.calls.get(key)
+        if run is None:
+            return error_term("bad_request", f"no tool call {key} is waiting for approval on agent {self.agent_name}")
+        return run.approval(call_id, decision)
 
     def info(self) -> dict[Atom, Term]:
         return {
@@ -241,3 +256,7 @@ def _outcome_kind(outcome: Term) -> str:
 
 def _is_tool_result(term: Term) -> TypeGuard[tuple[Term, Term, Term]]:
     return type(term) is tuple and len(term) == 3 and term[0] == TOOL_RESULT
+
+
+def _is_approval(term: Term) -> TypeGuard[tuple[Term, Term, Term]]:
+    return type(term) is tuple and len(term) == 3 and term[0] == APPROVAL

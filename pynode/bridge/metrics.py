@@ -8,18 +8,25 @@ registry goes on counting from where the last one was.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Final
+from typing import Final, TypeAlias
 
 from pydantic_ai.usage import RunUsage
 
 from pynode.etf.types import Atom, Term
 
-__all__ = ["DURATION_WINDOW", "MAX_DURATIONS", "NodeMetrics", "RecentDurations"]
+__all__ = ["DURATION_WINDOW", "MAX_DURATIONS", "NodeMetrics", "RecentDurations", "RunEndedListener"]
+
+log = logging.getLogger("pynode.metrics")
+
+RunEndedListener: TypeAlias = Callable[[str | None, str, float], None]
+"""Told of every run that ends: its agent (``None`` when not given), its kind, its duration in seconds."""
 
 DURATION_WINDOW: Final = 60.0
 """Seconds of run durations the percentiles cover."""
@@ -76,13 +83,26 @@ class NodeMetrics:
     cost: Decimal | None = None
     """USD, summed over the runs whose usage had a cost; ``None`` while none had."""
     durations: RecentDurations = field(default_factory=RecentDurations)
+    runs: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Runs ended by ``(agent, kind)``; the agent is ``""`` when the caller of :meth:`run_ended` did not name it."""
+    listeners: list[RunEndedListener] = field(default_factory=list)
+    """Called after each run is counted (the OpenTelemetry duration histogram, when metrics are exported)."""
 
-    def run_ended(self, kind: str, usage: RunUsage | None, duration: float, now: float | None = None) -> None:
+    def run_ended(
+        self,
+        kind: str,
+        usage: RunUsage | None,
+        duration: float,
+        now: float | None = None,
+        *,
+        agent: str | None = None,
+    ) -> None:
         """One run ended: ``kind`` is ``ok`` or its error kind; ``duration`` in seconds."""
         if kind == "ok":
             self.ok += 1
         else:
             self.errors[kind] += 1
+        self.runs[(agent or "", kind)] += 1
         if usage is not None:
             self.requests += usage.requests
             self.input_tokens += usage.input_tokens
@@ -91,6 +111,11 @@ class NodeMetrics:
             if usage.cost is not None:
                 self.cost = (self.cost or Decimal(0)) + usage.cost
         self.durations.add(duration, time.monotonic() if now is None else now)
+        for listener in self.listeners:
+            try:
+                listener(agent, kind, duration)
+            except Exception:  # a listener never stops a run from being counted or answered
+                log.warning("metrics: a run-ended listener failed", exc_info=True)
 
     def outcomes_term(self) -> dict[Atom, Term]:
         """``#{ok => N, error => #{Kind => N}}``."""

@@ -19,7 +19,7 @@ import jsonschema
 import pydantic
 import pydantic_core
 from pydantic_ai import Agent, RunContext
-from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.capabilities import AbstractCapability, HandleDeferredToolCalls
 from pydantic_ai.exceptions import ModelRetry, UnexpectedModelBehavior, UserError
 from pydantic_ai.messages import (
     AgentStreamEvent,
@@ -28,6 +28,7 @@ from pydantic_ai.messages import (
     FunctionToolResultEvent,
     ModelMessage,
     ModelMessagesTypeAdapter,
+    ModelResponse,
     PartDeltaEvent,
     PartStartEvent,
     TextPart,
@@ -37,10 +38,12 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import Model
 from pydantic_ai.result import AgentStream
 from pydantic_ai.run import AgentRunResult
+from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 from pydantic_ai.usage import RunUsage
 
-from pynode.bridge.errors import BridgeError, classify
+from pynode.bridge.approvals import deferred_term, parse_decision
+from pynode.bridge.errors import BridgeError, classify, quoted
 from pynode.bridge.models import ModelCache
 from pynode.bridge.output import SchemaOutput
 from pynode.bridge.spec import AgentSpec, Instruction, MessagesAs, MFHandler, RunOptions, ToolSpec
@@ -51,6 +54,7 @@ from pynode.etf.types import Atom, Term
 
 __all__ = [
     "AgentDefinition",
+    "ApprovalHandler",
     "InstructionResolver",
     "OutputDelta",
     "RunEvent",
@@ -72,6 +76,11 @@ EventSink: TypeAlias = Callable[["RunEvent"], Awaitable[None] | None]
 InstructionResolver: TypeAlias = Callable[[MFHandler, dict[str, JSONValue]], Awaitable[str]]
 """Calls an ``{M, F}`` instruction with the run's deps and returns its text (the node's side of the seam);
 a failure is a ``BridgeError``, which fails the run."""
+
+
+ApprovalHandler: TypeAlias = Callable[[RunContext[Any], DeferredToolRequests], Awaitable[DeferredToolResults | None]]
+"""Settles, during the run, the calls that wait for approval (the node asks the run's approver);
+``None`` in its place: such calls end the run, listed in its Result's ``deferred``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +227,7 @@ async def execute_run(
     run_id: str,
     resolve: InstructionResolver | None = None,
     usage: RunUsage | None = None,
+    approve: ApprovalHandler | None = None,
 ) -> dict[Atom, Term]:
     """Run ``defn`` once and return the Result map; every failure is a :class:`BridgeError`.
 
@@ -236,6 +246,7 @@ async def execute_run(
                 run_id=run_id,
                 resolve=resolve,
                 usage=usage,
+                approve=approve,
             )
         return _result_term(result, run_id, messages_as=options.messages_as)
     except asyncio.CancelledError:
@@ -264,6 +275,7 @@ async def _run(
     run_id: str,
     resolve: InstructionResolver | None,
     usage: RunUsage | None = None,
+    approve: ApprovalHandler | None = None,
 ) -> AgentRunResult[Any]:
     spec = defn.spec
     model = models.get(options.model) if options.model is not None else None
@@ -285,11 +297,20 @@ async def _run(
     toolsets: list[AbstractToolset[Any]] = (
         [beam_toolset(beam_tools, dispatch, validators=defn.tool_validators)] if beam_tools else []
     )
+    structured = _structured(defn, output_type)
+    deferred_results = _deferred_results(options)
+    if approve is not None:
+        capabilities.append(HandleDeferredToolCalls(handler=approve))
+    elif _may_defer(defn, beam_tools, deferred_results):
+        # The run ends with the calls to approve as its output (pydantic-ai's DeferredToolRequests).
+        chosen = output_type if output_type is not None else defn.agent.output_type
+        output_type = [chosen, DeferredToolRequests]
     usage_limits = options.usage_limits or (spec.usage_limits if spec is not None else None)
     instructions = [*await _agent_instructions(defn, options, resolve), *options.instructions]
     return await defn.agent.run(
-        prompt,
+        prompt if prompt or deferred_results is None else None,
         output_type=output_type,
+        deferred_tool_results=deferred_results,
         message_history=options.message_history,
         run_id=run_id,
         model=model,
@@ -299,12 +320,47 @@ async def _run(
         usage_limits=usage_limits,
         infer_name=False,
         toolsets=toolsets or None,
-        event_stream_handler=(
-            _stream_handler(on_event, structured=_structured(defn, output_type)) if on_event is not None else None
-        ),
+        event_stream_handler=(_stream_handler(on_event, structured=structured) if on_event is not None else None),
         capabilities=capabilities or None,
         usage=usage,
     )
+
+
+def _may_defer(defn: AgentDefinition, beam_tools: list[ToolSpec], resumed: DeferredToolResults | None) -> bool:
+    """Whether a call of this run may wait for approval, so that its output type must allow deferred calls.
+
+    BEAM tools say so (``requires_approval``); a Python agent's tool may raise ``ApprovalRequired``
+    at any time, but a run's own output type is refused on an agent with output validators.
+    """
+    if resumed is not None or any(tool.requires_approval for tool in beam_tools):
+        return True
+    return defn.origin == "python" and not getattr(defn.agent, "_output_validators", None)
+
+
+def _deferred_results(options: RunOptions) -> DeferredToolResults | None:
+    """The run's ``approvals`` for the calls its ``message_history`` ends on; ``bad_request`` for any other id."""
+    if options.approvals is None:
+        return None
+    history = options.message_history
+    pending: set[str] = set()
+    for message in reversed(history or []):
+        if isinstance(message, ModelResponse):
+            pending = {call.tool_call_id for call in message.tool_calls}
+            break
+    unknown = sorted(call_id for call_id in options.approvals if call_id not in pending)
+    if unknown:
+        where = "its message_history" if history else "the run, which has no message_history"
+        raise BridgeError(
+            "bad_request",
+            f"approvals name call(s) {', '.join(quoted(c) for c in unknown)} that do not wait for approval in {where}",
+        )
+    approvals: dict[str, Any] = {}
+    for call_id, term in options.approvals.items():
+        try:
+            approvals[call_id] = parse_decision(term)
+        except BridgeError as exc:
+            raise BridgeError("bad_request", f"approvals of {quoted(call_id)}: {exc.message}") from None
+    return DeferredToolResults(approvals=approvals)
 
 
 def _structured(defn: AgentDefinition, output_type: Any) -> bool:
@@ -349,8 +405,13 @@ def _result_term(result: AgentRunResult[Any], run_id: str, *, messages_as: Messa
     messages = dump(everything)
     # A run without history is all new: the same dump serves both keys.
     new_messages = messages if len(new) == len(everything) else dump(new)
-    return {
-        key("output"): from_json(result.output),
+    output = result.output
+    deferred: list[Term] | None = None
+    if isinstance(output, DeferredToolRequests):
+        deferred = [deferred_term(call) for call in [*output.approvals, *output.calls]]
+        output = None
+    term: dict[Atom, Term] = {
+        key("output"): from_json(output),
         key("messages"): messages,
         key("new_messages"): new_messages,
         key("usage"): {
@@ -361,6 +422,9 @@ def _result_term(result: AgentRunResult[Any], run_id: str, *, messages_as: Messa
         },
         key("run_id"): run_id,
     }
+    if deferred is not None:
+        term[Atom("deferred")] = deferred
+    return term
 
 
 def _messages_json(messages: list[ModelMessage]) -> Term:

@@ -17,15 +17,19 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from pydantic_ai import RunContext
+from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolDenied
 from pydantic_ai.usage import RunUsage
 from pydantic_core import to_jsonable_python
 
+from pynode.bridge.approvals import Decision, decision_term, denied_unclear, parse_decision
 from pynode.bridge.context import ClusterContext, current_cluster
 from pynode.bridge.errors import BridgeError, classify, error_term
 from pynode.bridge.functions import call_function, function_node
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import (
     AgentDefinition,
+    ApprovalHandler,
     OutputDelta,
     RunEvent,
     TextDelta,
@@ -56,6 +60,9 @@ TEXT_DELTA: Final = Atom("text_delta")
 TOOL_CALL: Final = Atom("tool_call")
 TOOL_ERROR: Final = Atom("tool_error")
 OUTPUT_DELTA: Final = Atom("output_delta")
+APPROVAL: Final = Atom("approval")
+APPROVAL_REQUIRED: Final = Atom("approval_required")
+PYNODE_APPROVAL: Final = Atom("pynode_approval")
 
 
 class RunOwner(Protocol):
@@ -111,6 +118,8 @@ class RunProcess(Process):
         self.outcome: Term = None
         """The run's outcome once its work is over: ``info`` counts it (ok, or by error kind)."""
         self._waits: dict[str, asyncio.Future[ToolReply]] = {}
+        self._approval_waits: dict[str, asyncio.Future[Decision]] = {}
+        self._approver_monitors: dict[Reference, str] = {}
         self._handler_monitors: dict[Reference, str] = {}
         self._caller_monitor: Reference | None = None
         self._answered = False
@@ -144,9 +153,13 @@ class RunProcess(Process):
             for wait in self._waits.values():
                 wait.cancel()
             self._waits.clear()
-            for ref in list(self._handler_monitors):
+            for decision in self._approval_waits.values():
+                decision.cancel()
+            self._approval_waits.clear()
+            for ref in [*self._handler_monitors, *self._approver_monitors]:
                 self.demonitor(ref)
             self._handler_monitors.clear()
+            self._approver_monitors.clear()
             self.agent.run_finished(self)
         if self._caller_monitor is not None:
             self.demonitor(self._caller_monitor)
@@ -182,6 +195,7 @@ class RunProcess(Process):
                     run_id=self.run_id,
                     resolve=self._instructions,
                     usage=self.usage,
+                    approve=self._approval_handler(),
                 )
             self.end_reason = "ok"
             return (OK, result)
@@ -276,8 +290,11 @@ class RunProcess(Process):
             return
         envelope = open_envelope(message)
         request = envelope.request
-        if type(request) is tuple and len(request) == 3 and request[0] == TOOL_RESULT:
-            reply = self.tool_result(request[1], request[2])
+        if type(request) is tuple and len(request) == 3 and request[0] in (TOOL_RESULT, APPROVAL):
+            if request[0] == TOOL_RESULT:
+                reply = self.tool_result(request[1], request[2])
+            else:
+                reply = self.approval(request[1], request[2])
             if envelope.reply_to is not None:
                 send_reply(self, envelope.reply_to, reply)
             return
@@ -301,10 +318,44 @@ class RunProcess(Process):
             return error_term(exc.kind, exc.message)
         return OK
 
+    def approval(self, call_id: Term, decision: Term) -> Term:
+        """``{approval, CallId, Decision}``: settles a call waiting for approval.
+
+        A decision that is none of the four denies the call (the model is told it was not
+        understood), is logged, and gets ``{error, {bad_request, _}}`` when it came as a call.
+        """
+        key = call_key(call_id)
+        wait = self._approval_waits.get(key)
+        if wait is None or wait.done():
+            return error_term("bad_request", f"no tool call {key} is waiting for approval in this run")
+        try:
+            wait.set_result(parse_decision(decision))
+        except BridgeError as exc:
+            log.warning(
+                "run %s: the approver's decision on %s was not understood (%s); the call is denied",
+                self.run_id,
+                key,
+                exc.message,
+                extra={"agent": self.agent.agent_name, "run_id": self.run_id},
+            )
+            wait.set_result(denied_unclear(decision))
+            return error_term(exc.kind, exc.message)
+        return OK
+
     def _on_down(self, ref: Reference, reason: Term) -> None:
         if ref == self._caller_monitor:
             self._caller_monitor = None
             self.cancel(f"the caller exited ({format_term(reason)})")
+            return
+        waiting = self._approver_monitors.pop(ref, None)
+        if waiting is not None:
+            decision = self._approval_waits.get(waiting)
+            if decision is not None and not decision.done():
+                decision.set_result(
+                    ToolDenied(
+                        f"The tool call was denied: the approver exited before deciding ({format_term(reason)})."
+                    )
+                )
             return
         call_id = self._handler_monitors.pop(ref, None)
         if call_id is not None:
@@ -408,6 +459,60 @@ class RunProcess(Process):
             if self._handler_monitors.pop(monitor, None) is not None:
                 self.demonitor(monitor)
 
+    # -- approvals -------------------------------------------------------------------
+
+    def _approval_handler(self) -> ApprovalHandler | None:
+        """The run's approver as pydantic-ai's deferred-call handler; ``None`` to defer (the Result lists the calls)."""
+        approver = self.request.options.approver
+        if approver == "defer" or (approver is None and self.request.reply_to is not None):
+            return None
+        return self._approve
+
+    async def _approve(self, ctx: RunContext[Any], requests: DeferredToolRequests) -> DeferredToolResults | None:
+        """Ask the approver about every call waiting for approval, at once, and wait for each decision."""
+        if not requests.approvals:
+            return None
+        approver = self.request.options.approver
+        dest: ProcessDest = self.request.caller if approver is None or approver == "defer" else approver
+        waits = [
+            (call.tool_call_id, self._ask(dest, call.tool_name, call.args_as_dict(), call.tool_call_id))
+            for call in requests.approvals
+        ]
+        decisions: dict[str, Any] = {}
+        for model_id, wait in waits:
+            decision = await wait
+            decisions[model_id] = decision
+            await self._send_event((APPROVAL, self.wire_call_id(model_id), decision_term(decision)))
+        return DeferredToolResults(approvals=decisions)
+
+    def _ask(self, dest: ProcessDest, name: str, args: dict[str, Any], model_id: str) -> asyncio.Future[Decision]:
+        call_id = self.wire_call_id(model_id)
+        wait: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._approval_waits[call_id] = wait
+        self.agent.calls[call_id] = self
+        monitor = self.monitor(dest)
+        self._approver_monitors[monitor] = call_id
+        assert self.pid is not None
+        if self._stream_to is not None:  # before the request: the approver may answer at once
+            self.send(self._stream_to, (PYNODE_EVENT, self.ref, (APPROVAL_REQUIRED, name, from_json(args), call_id)))
+        message = {
+            Atom("call_id"): call_id,
+            Atom("name"): name,
+            Atom("args"): from_json(args),
+            Atom("reply_to"): self.pid,
+        }
+        self.send(dest, (PYNODE_APPROVAL, self.ref, message))
+
+        def settled(_: asyncio.Future[Decision]) -> None:
+            self._approval_waits.pop(call_id, None)
+            if self.agent.calls.get(call_id) is self:
+                del self.agent.calls[call_id]
+            if self._approver_monitors.pop(monitor, None) is not None:
+                self.demonitor(monitor)
+
+        wait.add_done_callback(settled)
+        return wait
+
     # -- streaming -------------------------------------------------------------------
 
     async def _on_event(self, event: RunEvent) -> None:
@@ -427,6 +532,13 @@ class RunProcess(Process):
         elif isinstance(event, OutputDelta):
             term = (OUTPUT_DELTA, from_json(event.partial))
         else:
+            return
+        await self._send_event(term)
+
+    async def _send_event(self, term: Term) -> None:
+        """Send one stream event to ``stream_to`` (or the caller); wait while its connection is backed up."""
+        target = self._stream_to
+        if target is None:
             return
         self.send(target, (PYNODE_EVENT, self.ref, term))
         node = self.node

@@ -34,6 +34,7 @@ __all__ = [
     "TOOL_SPEC_KEYS",
     "AgentSpec",
     "CreateOptions",
+    "Defer",
     "IfExists",
     "Instruction",
     "MFHandler",
@@ -58,6 +59,9 @@ TextOutput: TypeAlias = Literal["text"]
 
 MessagesAs: TypeAlias = Literal["json", "terms"]
 """How a Result carries its messages: the JSON binary, or lists of maps with binary keys."""
+
+Defer: TypeAlias = Literal["defer"]
+"""``approver => defer``: calls that need approval end the run, listed in its Result's ``deferred``."""
 
 TraceContext: TypeAlias = tuple[tuple[str, str], ...]
 """A W3C trace context as a text map, keys lowercased: ``(("traceparent", "00-..."), ("tracestate", ...))``."""
@@ -108,6 +112,8 @@ class ToolSpec:
     """A JSON Schema for the argument object; arguments are validated against it before dispatch."""
     handler: ToolHandler | None = None
     """Who runs it; ``None``: the run's ``tool_handler``, else the caller of ``start_run``."""
+    requires_approval: bool = False
+    """A call runs only once it is approved (the run's ``approver``, or a later run's ``approvals``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,6 +170,10 @@ class RunOptions:
     trace_context: TraceContext = ()
     """The caller's trace context (``traceparent``, ``tracestate``, ``baggage``): the run's spans are
     children of the caller's span; empty: the run starts a trace of its own (when the node traces)."""
+    approver: ProcessDest | Defer | None = None
+    """Where approval requests go; ``None``: the ``start_run`` caller, ``defer`` for a synchronous ``run``."""
+    approvals: dict[str, Term] | None = None
+    """Decisions by ``CallId`` for the calls a deferred run left (checked terms, read by the run)."""
     output: SchemaOutput | None = field(init=False, repr=False, compare=False)
     """A schema ``output_schema`` as output type and check; ``BridgeError(bad_request)`` if unusable."""
 
@@ -265,6 +275,8 @@ def parse_run_options(term: Term) -> RunOptions:
         events=_bool("events", values.get("events", True)),
         messages_as=_messages_as(values.get("messages_as")),
         trace_context=_trace_context(values.get("trace_context")),
+        approver=_approver(values.get("approver")),
+        approvals=_approvals(values.get("approvals")),
     )
 
 
@@ -378,11 +390,38 @@ def _run_output_schema(value: Term) -> dict[str, Any] | TextOutput | None:
 
 
 def _bool(name: str, value: Term) -> bool:
+    return _flag(name, value, "bad_request")
+
+
+def _flag(name: str, value: Term, kind: ErrorKind) -> bool:
     if isinstance(value, bool):
         return value
     if _is_word(value, "true") or _is_word(value, "false"):
         return _is_word(value, "true")
-    raise BridgeError("bad_request", f"{name} must be true or false, got {_show(value)}")
+    raise BridgeError(kind, f"{name} must be true or false, got {_show(value)}")
+
+
+def _approver(value: Term) -> ProcessDest | Defer | None:
+    if _is_word(value, "defer"):
+        return "defer"
+    if value is None or isinstance(value, Pid) or _atom_pair(value):
+        return value
+    raise BridgeError("bad_request", f"approver must be a pid, {{Name, Node}} or defer, got {_show(value)}")
+
+
+def _approvals(value: Term) -> dict[str, Term] | None:
+    """``#{CallId => Decision}``; each decision is read (and refused if unclear) by the run."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BridgeError("bad_request", f"approvals must be a map of CallId => Decision, got {_show(value)}")
+    decisions: dict[str, Term] = {}
+    for raw_key, decision in value.items():
+        call_id = _binary_text(raw_key) if not isinstance(raw_key, Atom) else str(raw_key)
+        if call_id is None:
+            raise BridgeError("bad_request", f"approvals keys must be call ids (binaries), got {_show(raw_key)}")
+        decisions[call_id] = decision
+    return decisions
 
 
 def _messages_as(value: Term) -> MessagesAs:
@@ -588,6 +627,7 @@ def _tool(index: int, term: Term, kind: ErrorKind) -> ToolSpec:
         description=description,
         parameters=_parameters(where, values.get("parameters"), kind),
         handler=_handler(where, values.get("handler"), kind),
+        requires_approval=_flag(f"{where} requires_approval", values.get("requires_approval", False), kind),
     )
 
 

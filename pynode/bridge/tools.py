@@ -40,6 +40,7 @@ __all__ = [
     "ToolReply",
     "ToolRetry",
     "beam_toolset",
+    "message_text",
     "parse_tool_reply",
 ]
 
@@ -109,13 +110,13 @@ def _tagged_reply(term: Term) -> ToolReply | None:
         if tag == "ok":
             return ToolOk(to_json(value))
         if tag == "error":
-            return ToolFailed(_message_text(value))
+            return ToolFailed(message_text(value))
         if tag == "retry":
-            return ToolRetry(_message_text(value))
+            return ToolRetry(message_text(value))
     return None
 
 
-def _message_text(term: Term) -> str:
+def message_text(term: Term) -> str:
     """A failure message as the model reads it: text as text, an atom by its name, a map as JSON,
     anything else in Erlang syntax."""
     if isinstance(term, Atom):
@@ -182,6 +183,8 @@ class BeamToolset(AbstractToolset[Any]):
         problem = schema_error_message(self._validators[name], tool_args)
         if problem is not None:
             raise pai.ModelRetry(f"The arguments do not match the tool's JSON Schema:\n{problem}")
+        if spec.requires_approval and not ctx.tool_call_approved:
+            raise pai.ApprovalRequired  # pydantic-ai defers the call until a decision comes (runs.py, runner.py)
         call_id = ctx.tool_call_id or f"call_{uuid.uuid4().hex}"
         try:
             reply = await self._dispatch(spec, call_id, tool_args)
@@ -260,6 +263,12 @@ def check_run_tools(
             "bad_request",
             "the run's tool_handler is the calling process, which waits for this run's reply and"
             " could never answer a tool call; use start_run, or another process as tool_handler",
+        )
+    if options.approver == caller:
+        raise BridgeError(
+            "bad_request",
+            "the run's approver is the calling process, which waits for this run's reply and could"
+            " never decide a call; use start_run, another process as approver, or approver => defer",
         )
     orphans = [tool.name for tool in tools if tool.handler is None]
     if orphans and options.tool_handler is None:

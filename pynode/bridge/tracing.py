@@ -11,6 +11,8 @@ the BEAM side (docs/protocol.md sections 3 to 5):
 - :func:`joined` makes a run's spans children of the caller's span (its ``trace_context`` option).
 - :func:`tool_trace_context` is the context of the ``execute_tool`` span a BEAM tool call runs
   under, as the text map sent with the call; ``[]`` when nothing records spans.
+- :func:`observe_node` makes the node's own totals (``info``'s) OpenTelemetry metrics too, when
+  :func:`configure` installed a metrics exporter (:mod:`pynode.bridge.otel_metrics`).
 
 Only the OpenTelemetry API is imported here at module level (pydantic-ai depends on it); the SDK
 and the exporters are the ``otel`` extra, imported by :func:`configure` when it has work to do.
@@ -23,7 +25,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -31,11 +33,15 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+if TYPE_CHECKING:
+    from pynode.bridge.agents import RunLimits
+
 __all__ = [
     "Tracing",
     "TracingPlan",
     "configure",
     "joined",
+    "observe_node",
     "plan_from_env",
     "tool_trace_context",
 ]
@@ -59,7 +65,7 @@ class TracingPlan:
     traces: tuple[Exporter, ...] = ()
     """Span exporters; empty: no spans leave the node."""
     metrics: tuple[Exporter, ...] = ()
-    """Metric exporters (pydantic-ai's token and cost histograms); empty: none."""
+    """Metric exporters (pydantic-ai's token and cost histograms, the node's totals); empty: none."""
     problems: tuple[str, ...] = ()
     """Values the node cannot act on (an unknown exporter, another OTLP protocol), to be logged."""
 
@@ -231,7 +237,29 @@ def _install(plan: TracingPlan, node_name: str) -> list[Any]:
         meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
         metrics.set_meter_provider(meter_provider)
         providers.append(meter_provider)
+        global _meter_provider
+        _meter_provider = meter_provider
     return providers
+
+
+_meter_provider: Any = None
+"""The meter provider :func:`configure` installed; ``None`` while the node exports no metrics."""
+_observed: set[int] = set()
+
+
+def observe_node(limits: RunLimits) -> bool:
+    """The node's totals in ``limits`` as OpenTelemetry metrics, when metrics are exported; once per ``limits``.
+
+    ``False``, having imported and made nothing, when :func:`configure` installed no metrics exporter.
+    """
+    if _meter_provider is None:
+        return False
+    if id(limits) not in _observed:
+        from pynode.bridge.otel_metrics import instrument
+
+        instrument(limits, _meter_provider)
+        _observed.add(id(limits))
+    return True
 
 
 def _stderr() -> Any:
