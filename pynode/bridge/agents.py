@@ -190,18 +190,20 @@ class AgentProcess(GenServer):
             run.abandon("the caller stopped waiting (its call timed out)")
 
     def forward_tool_result(self, call_id: Term, reply: Term) -> Term:
-        key = call_key(call_id)
-        run = self.calls.get(key)
-        if run is None:
-            return error_term("bad_request", f"no tool call {key} is waiting on agent {self.agent_name}")
-        return run.tool_result(call_id, reply)
+        run = self._waiting_run(call_id, "")
+        return run.tool_result(call_id, reply) if isinstance(run, RunProcess) else run
 
     def forward_approval(self, call_id: Term, decision: Term) -> Term:
+        run = self._waiting_run(call_id, " for approval")
+        return run.approval(call_id, decision) if isinstance(run, RunProcess) else run
+
+    def _waiting_run(self, call_id: Term, waiting: str) -> RunProcess | Term:
+        """The run a call ``call_id`` is waiting in, else the ``bad_request`` answer saying so."""
         key = call_key(call_id)
         run = self.calls.get(key)
         if run is None:
-            return error_term("bad_request", f"no tool call {key} is waiting for approval on agent {self.agent_name}")
-        return run.approval(call_id, decision)
+            return error_term("bad_request", f"no tool call {key} is waiting{waiting} on agent {self.agent_name}")
+        return run
 
     def info(self) -> dict[Atom, Term]:
         return {

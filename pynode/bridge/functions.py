@@ -22,7 +22,7 @@ from pynode.runtime.process import Process
 if TYPE_CHECKING:  # the spec's parser names function models, which report failures through here
     from pynode.bridge.spec import MFHandler
 
-__all__ = ["call_function", "failure_text", "function_node"]
+__all__ = ["call_function", "failure_text", "function_node", "takes_context"]
 
 _STRUCT: Final = Atom("__struct__")
 _EXCEPTION: Final = Atom("__exception__")
@@ -44,11 +44,11 @@ def function_node(handler: MFHandler, home: Atom | None, caller_node: Atom) -> s
 async def call_function(node: Kernel[Process], where: str, handler: MFHandler, arg: Term, *, ctx: Term = None) -> Term:
     """``Module:Function(Arg)`` on node ``where``; ``BridgeError(tool_error)`` if it does not return.
 
-    With ``ctx`` (a tool's context), ``Module:Function(Arg, Ctx)`` when the module exports the
-    function with arity 2. No timeout of its own: the run's timeout and cancellation end the wait
-    (and the remote process).
+    With ``ctx`` (a tool's context, for a function :func:`takes_context` said yes to),
+    ``Module:Function(Arg, Ctx)``. No timeout of its own: the run's timeout and cancellation end
+    the wait (and the remote process).
     """
-    args = [arg, ctx] if ctx is not None and await _exports_arity_2(node, where, handler) else [arg]
+    args = [arg] if ctx is None else [arg, ctx]
     try:
         return await node.erpc(where, str(handler.module), str(handler.function), args, timeout=None)
     except ErpcError as exc:
@@ -57,7 +57,7 @@ async def call_function(node: Kernel[Process], where: str, handler: MFHandler, a
         raise BridgeError("tool_error", f"{handler} could not run: node {where} is not connected ({exc})") from None
 
 
-async def _exports_arity_2(node: Kernel[Process], where: str, handler: MFHandler) -> bool:
+async def takes_context(node: Kernel[Process], where: str, handler: MFHandler) -> bool:
     """Whether ``Module`` on ``where`` exports ``Function/2`` (``module_info`` loads it if need be).
 
     Any failure is a no: the call with one argument then says what is wrong.

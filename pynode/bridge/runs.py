@@ -25,7 +25,7 @@ from pydantic_core import to_jsonable_python
 from pynode.bridge.approvals import Decision, decision_term, denied_unclear, parse_decision
 from pynode.bridge.context import ClusterContext, current_cluster
 from pynode.bridge.errors import BridgeError, classify, error_term
-from pynode.bridge.functions import call_function, function_node
+from pynode.bridge.functions import call_function, function_node, takes_context
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import (
     AgentDefinition,
@@ -119,6 +119,8 @@ class RunProcess(Process):
         """The run's outcome once its work is over: ``info`` counts it (ok, or by error kind)."""
         self._waits: dict[str, asyncio.Future[ToolReply]] = {}
         self._approval_waits: dict[str, asyncio.Future[Decision]] = {}
+        self._takes_context: dict[tuple[str, MFHandler], bool] = {}
+        """Whether each ``{M, F}`` tool (on its node) exports ``F/2``: asked once per run, not per call."""
         self._approver_monitors: dict[Reference, str] = {}
         self._handler_monitors: dict[Reference, str] = {}
         self._caller_monitor: Reference | None = None
@@ -397,14 +399,19 @@ class RunProcess(Process):
         ``M:F(Args, Ctx)`` when ``M`` exports ``F/2`` (docs/protocol.md section 3).
         """
         assert self.node is not None
-        ctx = {
-            Atom("deps"): from_json(self.request.options.deps or {}),
-            Atom("run_id"): self.run_id,
-            Atom("agent"): Atom(self.agent.agent_name),
-            Atom("call_id"): call_id,
-            Atom("trace_context"): tool_trace_context(),  # the execute_tool span's: a span M:F opens nests under it
-        }
         where = self._function_node(handler)
+        with_ctx = self._takes_context.get((where, handler))
+        if with_ctx is None:
+            with_ctx = self._takes_context[(where, handler)] = await takes_context(self.node, where, handler)
+        ctx: Term = None
+        if with_ctx:
+            ctx = {
+                Atom("deps"): from_json(self.request.options.deps or {}),
+                Atom("run_id"): self.run_id,
+                Atom("agent"): Atom(self.agent.agent_name),
+                Atom("call_id"): call_id,
+                Atom("trace_context"): tool_trace_context(),  # the execute_tool span's: a span M:F opens nests under it
+            }
         try:
             value = await call_function(self.node, where, handler, from_json(args), ctx=ctx)
         except BridgeError as exc:
