@@ -441,6 +441,99 @@ defmodule Pynode.ClusterTest do
     )
   end
 
+  test "two Elixir nodes, 2,000 runs with an Elixir tool, one Python node killed -9 and back",
+       %{nodes: nodes} do
+    alias Pynode.TestSupport.Peer
+    timeout = 10_000
+    {peer, other} = Peer.start(:"cluster_peer#{System.unique_integer([:positive])}")
+    :ok = :erpc.call(other, Peer, :start_cluster, [ClusterTest.PeerPy, nodes], 60_000)
+    members_there = fn -> :erpc.call(other, Pynode, :members, [ClusterTest.PeerPy, @agent]) end
+    assert eventually(fn -> length(members_there.()) == 3 end, 100, 50)
+
+    [victim | others] = nodes
+    victim_pynode = pynode_of(victim)
+    os_pid = Pynode.os_pid(victim_pynode)
+
+    # 1,000 runs from each Elixir node, 10 at a time; each calls the tool on its own node.
+    here = Task.async(fn -> Peer.run_many(@agent, @cluster, 1_000, 10, timeout) end)
+
+    there =
+      Task.async(fn ->
+        :erpc.call(
+          other,
+          Peer,
+          :run_many,
+          [@agent, ClusterTest.PeerPy, 1_000, 10, timeout],
+          120_000
+        )
+      end)
+
+    # Kill the victim once both are under way (its node has served runs from here).
+    assert eventually(fn -> node_runs(victim) > 0 end, 200, 10)
+    Process.sleep(300)
+    killed_at = System.monotonic_time(:millisecond)
+    {_, 0} = System.cmd("kill", ["-9", "#{os_pid}"])
+
+    gone_from = fn members -> Enum.all?(members.(), &(node(&1) != victim)) end
+    mine = fn -> Pynode.members(@cluster, @agent) end
+
+    gone =
+      eventually(
+        fn ->
+          if gone_from.(mine) and gone_from.(members_there),
+            do: System.monotonic_time(:millisecond)
+        end,
+        100,
+        10
+      )
+
+    assert gone, "the victim's member was still in :pg on an Elixir node 1 s after kill -9"
+
+    # The node comes back (this node's cluster starts it again) while the runs go on.
+    :ok = Cluster.await_members(@cluster, @agent, :all, 30_000)
+    back_at = System.monotonic_time(:millisecond)
+    results_here = Task.await(here, 120_000)
+    results_there = Task.await(there, 130_000)
+    ended_at = System.monotonic_time(:millisecond)
+
+    for {results, caller} <- [{results_here, node()}, {results_there, other}] do
+      assert length(results) == 1_000
+
+      for {summary, ms} <- results do
+        assert ms < timeout + 1_000, "a run took #{ms} ms, past its timeout"
+
+        case summary do
+          {:ok, served, output} ->
+            assert served in nodes
+            # The model's output carries what the Elixir tool on the caller's node returned.
+            assert output =~ "ran on #{caller}"
+
+          # Taken by the victim, and lost with it.
+          {:error, :nodedown, message} ->
+            assert message =~ "#{victim} went away during the run"
+        end
+      end
+    end
+
+    all = results_here ++ results_there
+    lost = Enum.count(all, &match?({{:error, _, _}, _}, &1))
+    # Each of the 20 callers had at most one run on the victim when it died; every run the
+    # victim had not taken went to another member and succeeded.
+    assert lost <= 20, "#{lost} runs lost"
+    assert Enum.count(all, &match?({{:ok, _, _}, _}, &1)) == 2_000 - lost
+    assert Enum.any?(all, &match?({{:ok, ^victim, _}, _}, &1))
+    assert Enum.all?(others, fn node -> Enum.any?(all, &match?({{:ok, ^node, _}, _}, &1)) end)
+
+    IO.puts(
+      "\n[figure] 2 Elixir nodes, 2,000 runs with an Elixir tool, kill -9 of one of 3 nodes: " <>
+        "#{lost} runs lost with it, the rest ok; members gone from :pg on both Elixir nodes " <>
+        "#{gone - killed_at} ms after the kill; node back after #{back_at - killed_at} ms; " <>
+        "runs over #{ended_at - killed_at} ms after the kill"
+    )
+
+    :ok = :peer.stop(peer)
+  end
+
   test "a drain request under a steady stream of runs fails none", %{nodes: nodes} do
     node = Enum.at(nodes, 1)
     pynode = pynode_of(node)
