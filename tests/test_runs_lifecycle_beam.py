@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from agent_support import PY, REG, create, ended, eventually, registry_of, term
+from agent_support import PY, REG, create, ended, eventually, load_erlang, registry_of, term
 from beam import BeamFactory, BeamNode
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -363,7 +364,7 @@ async def test_replacing_an_owned_agent_drops_the_old_owner(erl: BeamNode, py_no
         f"R = {REG}, O1 = spawn(fun() -> receive stop -> ok end end),"
         " O2 = spawn(fun() -> receive stop -> ok end end),"
         ' {ok, bot} = gen_server:call(R, {create_agent, bot, #{model => <<"test">>}, #{owner => O1}}),'
-        ' {ok, bot} = gen_server:call(R, {create_agent, bot, #{model => <<"test">>},'
+        ' {ok, bot} = gen_server:call(R, {create_agent, bot, #{model => <<"test">>, system_prompt => <<"v2">>},'
         "   #{owner => O2, if_exists => replace}}),"
         " O1 ! stop, timer:sleep(200),"
         " {ok, L1} = gen_server:call(R, list_agents),"
@@ -373,6 +374,62 @@ async def test_replacing_an_owned_agent_drops_the_old_owner(erl: BeamNode, py_no
         " {length(L1), Gone(250)}",
     )
     assert got == (1, Atom("ok"))
+
+
+WHERE_TOOL = """
+-module(where_tool).
+-export([where/1]).
+where(_Args) -> atom_to_binary(node()).
+"""
+
+SHARED_SPEC = (
+    '#{model => <<"test">>, tools => [#{name => <<"where">>, description => <<"Where the tool runs">>,'
+    " parameters => #{type => object, properties => #{}}, handler => {where_tool, where}}]}"
+)
+
+
+async def test_an_agent_two_nodes_declare_is_shared_and_goes_with_its_last_owner(
+    erl: BeamNode, py_node: Node, beam: BeamFactory, tmp_path: Path
+) -> None:
+    # The same app on two BEAM nodes creates the same agent, each with an owner of its own.
+    apps = [await beam("app_a"), await beam("app_b")]
+    declare = (
+        "register(owner, spawn(fun() -> receive stop -> ok end end)),"
+        f" gen_server:call({REG}, {{create_agent, shared, {SHARED_SPEC},"
+        " #{owner => whereis(owner), if_exists => replace}})"
+    )
+    for app in apps:
+        await load_erlang(app, tmp_path, WHERE_TOOL, "where_tool")
+        assert await app.eval(declare) == "{ok,shared}"
+    registry = registry_of(py_node)
+    agent = registry.agents["shared"]
+    assert len(registry.limits.owners["shared"]) == 2
+    run = f'{{ok, #{{output := O}}}} = gen_server:call({{shared, {PY}}}, {{run, <<"where?">>, #{{}}}}), O'
+
+    async def runs_on() -> str:
+        output = await term(erl, run)
+        assert isinstance(output, bytes | str)
+        return output.decode() if isinstance(output, bytes) else output
+
+    # The second create replaced nothing: the same agent, its tool on its creator's node.
+    assert apps[0].name in await runs_on()
+    # The first app's node goes: the agent stays, and its tool runs on the other owner's node.
+    apps[0].kill()
+    await apps[0].wait()
+    await eventually(lambda: len(registry.limits.owners.get("shared", [])) == 1, what="one owner left")
+    assert registry.agents["shared"] is agent
+    assert apps[1].name in await runs_on()
+    # A different spec replaces it, and the new owner alone owns the new agent.
+    await apps[1].eval(
+        "register(owner2, spawn(fun() -> receive stop -> ok end end)),"
+        f' {{ok, shared}} = gen_server:call({REG}, {{create_agent, shared, #{{model => <<"test">>}},'
+        " #{owner => whereis(owner2), if_exists => replace}})"
+    )
+    assert registry.agents["shared"] is not agent
+    assert len(registry.limits.owners["shared"]) == 1
+    await apps[1].eval("owner ! stop, owner2 ! stop")
+    await eventually(lambda: "shared" not in registry.agents, what="the agent gone with its last owner")
+    assert registry.owners == {}
 
 
 async def test_node_shutdown_answers_every_run_before_the_agents_go(

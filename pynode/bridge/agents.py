@@ -44,8 +44,9 @@ class RunLimits:
     max_runs: int
     in_flight: int = 0
     agents: dict[str, AgentProcess] = field(default_factory=dict)
-    owners: dict[str, Pid] = field(default_factory=dict)
-    """Owned agents' owners, by agent name: kept here so that a restarted registry watches them again."""
+    owners: dict[str, list[Pid]] = field(default_factory=dict)
+    """Owned agents' owners, by agent name: kept here so that a restarted registry watches them again.
+    An agent shared by several owners goes with the last of them."""
     accepting: bool = True
     """False once the node is shutting down: new runs are refused as cancelled."""
     draining: bool = False

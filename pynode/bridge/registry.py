@@ -14,7 +14,7 @@ from pynode.bridge.errors import BridgeError, error_term
 from pynode.bridge.loader import load_agents
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import AgentDefinition, build_agent
-from pynode.bridge.spec import parse_agent_spec, parse_create_options
+from pynode.bridge.spec import AgentSpec, parse_agent_spec, parse_create_options
 from pynode.bridge.supervision import start_agent, stop_agent
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
@@ -67,8 +67,8 @@ class Registry(GenServer):
         """Where agents are started (the node's ``pynode_sup``); None: agents run unsupervised."""
         self.models = models if models is not None else ModelCache()
         self._pydantic_ai = _pydantic_ai_version()
-        self.owners: dict[Reference, str] = {}
-        """The monitor on each owned agent's owner -> the agent's name."""
+        self.owners: dict[Reference, tuple[str, Pid]] = {}
+        """The monitor on each owner of an owned agent -> the agent's name and that owner."""
         self.wind_down_timeout = 5.0
         """Seconds a deleted or replaced agent's runs get to answer before the agent ends anyway."""
 
@@ -165,6 +165,9 @@ class Registry(GenServer):
         spec = parse_agent_spec(spec_term)
         if existing is not None and opts.if_exists == "error":
             raise BridgeError("already_exists", f"an agent named {name} already exists")
+        if existing is not None and opts.owner is not None and self.shared(existing, spec, opts.if_exists):
+            self.add_owner(existing.definition.name, opts.owner)
+            return (OK, name)
         if existing is not None and opts.if_exists == "keep":
             return (OK, name)
         # A model that fails replaces nothing.
@@ -173,9 +176,26 @@ class Registry(GenServer):
             await self.remove_agent(str(name), f"agent {name} was replaced")
         self.add_agent(definition)
         if opts.owner is not None:
-            self.limits.owners[definition.name] = opts.owner
-            self.owners[self.monitor(opts.owner)] = definition.name
+            self.add_owner(definition.name, opts.owner)
         return (OK, name)
+
+    def shared(self, existing: AgentProcess, spec: AgentSpec, if_exists: str) -> bool:
+        """Whether a create with an owner joins the owners of ``existing`` instead of replacing it.
+
+        The same app on several BEAM nodes declares the same agent on every node it runs on: each
+        node's create must neither cancel the others' runs nor end the agent when one node leaves.
+        So an owned agent asked for again with ``keep``, or with ``replace`` and an equal spec, is
+        shared: it goes when its last owner has gone.
+        """
+        if existing.definition.name not in self.limits.owners:
+            return False
+        return if_exists == "keep" or (if_exists == "replace" and existing.definition.spec == spec)
+
+    def add_owner(self, name: str, owner: Pid) -> None:
+        owners = self.limits.owners.setdefault(name, [])
+        if owner not in owners:
+            owners.append(owner)
+            self.owners[self.monitor(owner)] = (name, owner)
 
     async def delete_agent(self, name: Term) -> Term:
         key = name.decode() if isinstance(name, bytes) else str(name)
@@ -190,7 +210,7 @@ class Registry(GenServer):
         process = self.agents.pop(name)
         self.limits.agents_changed()  # it leaves its group now, while its runs wind down
         self.limits.owners.pop(name, None)
-        for ref in [ref for ref, owned in self.owners.items() if owned == name]:
+        for ref in [ref for ref, (owned, _) in self.owners.items() if owned == name]:
             del self.owners[ref]
             self.demonitor(ref)
         try:
@@ -210,14 +230,34 @@ class Registry(GenServer):
 
         An owner that exited while no registry was there is seen at once (``DOWN`` with ``noproc``).
         """
-        for name, owner in list(self.limits.owners.items()):
-            self.owners[self.monitor(owner)] = name
+        for name, owners in list(self.limits.owners.items()):
+            for owner in owners:
+                self.owners[self.monitor(owner)] = (name, owner)
 
     async def owner_down(self, ref: Reference, reason: Term) -> None:
-        """The owner of an agent exited or its node went away: the agent goes too."""
-        name = self.owners.pop(ref)
-        if name in self.agents:
-            await self.remove_agent(name, f"agent {name} was deleted: its owner exited ({format_term(reason)})")
+        """An owner of an agent exited or its node went away: the agent goes with its last owner."""
+        name, owner = self.owners.pop(ref)
+        owners = self.limits.owners.get(name, [])
+        if owner in owners:
+            owners.remove(owner)
+        agent = self.agents.get(name)
+        if agent is None:
+            return
+        if owners:
+            # The {M, F} tools and instructions run on the home node: one of the owners' nodes.
+            homes = [other.node for other in owners]
+            if agent.definition.home == owner.node and owner.node not in homes:
+                agent.definition.home = homes[0]
+            log.info(
+                "agent %s: an owner exited (%s); %d remain, home node %s",
+                name,
+                format_term(reason),
+                len(owners),
+                agent.definition.home,
+                extra={"agent": name},
+            )
+            return
+        await self.remove_agent(name, f"agent {name} was deleted: its owner exited ({format_term(reason)})")
 
     def describe(self, agent: AgentProcess) -> dict[Atom, Term]:
         d = agent.definition

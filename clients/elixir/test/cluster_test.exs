@@ -534,6 +534,45 @@ defmodule Pynode.ClusterTest do
     :ok = :peer.stop(peer)
   end
 
+  test "the agent declared on two Elixir nodes is shared: one of them leaving cancels nothing",
+       %{nodes: nodes} do
+    alias Pynode.TestSupport.Peer
+    members = Pynode.members(@cluster, @agent)
+    {peer, other} = Peer.start(:"cluster_app#{System.unique_integer([:positive])}")
+    agent = [name: @agent, spec: %{model: "test"}]
+    :ok = :erpc.call(other, Peer, :start_cluster, [ClusterTest.AppPy, nodes, [agent]], 60_000)
+
+    :ok =
+      :erpc.call(
+        other,
+        Cluster,
+        :await_members,
+        [ClusterTest.AppPy, @agent, :all, 30_000],
+        35_000
+      )
+
+    # The other node's declaration replaced nothing: the same agent processes serve both.
+    assert Pynode.members(@cluster, @agent) == members
+    assert :erpc.call(other, Pynode, :members, [ClusterTest.AppPy, @agent]) == members
+
+    # Runs in flight from here while the other Elixir node goes away (as in a deploy).
+    slow = slow_model(self(), 1_000)
+
+    runs =
+      for _ <- 1..6,
+          do: Task.async(fn -> Pynode.run(@agent, "hi", model: slow, timeout: 10_000) end)
+
+    receive_n(:in_model, 6, 10_000)
+    :ok = :peer.stop(peer)
+
+    for run <- runs do
+      assert {:ok, %Result{output: "slow answer"}} = Task.await(run, 15_000)
+    end
+
+    assert Pynode.members(@cluster, @agent) == members
+    assert {:ok, %Result{}} = Pynode.run(@agent, "still here")
+  end
+
   test "a drain request under a steady stream of runs fails none", %{nodes: nodes} do
     node = Enum.at(nodes, 1)
     pynode = pynode_of(node)

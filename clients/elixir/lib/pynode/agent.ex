@@ -30,6 +30,10 @@ defmodule Pynode.Agent do
   `Pynode.Cluster.await_members/4` waits for more. A node that cannot create it is tried again
   every `:retry_interval` while the others serve.
 
+  An app that runs on several BEAM nodes declares the agent on each: with the same spec, the
+  Python node shares it between their `Pynode.Agent` processes instead of replacing it, and deletes
+  it when the last of them has gone. One BEAM node stopping leaves the others' runs alone.
+
   ## Options
 
     * `:pynode` - the `Pynode` child (its `:name`) the agent lives on, or a `Pynode.Cluster`

@@ -21,10 +21,17 @@ defmodule Pynode.TestSupport.Peer do
     {peer, node}
   end
 
-  @doc "On the peer: a `Pynode.Cluster` named `name` over `nodes`, kept after the caller returns."
-  def start_cluster(name, nodes) do
-    {:ok, sup} =
-      Supervisor.start_link([{Pynode.Cluster, name: name, nodes: nodes}], strategy: :one_for_one)
+  @doc """
+  On the peer: a `Pynode.Cluster` named `name` over `nodes`, and a `Pynode.Agent` on it for each
+  keyword list in `agents`, kept after the caller returns.
+  """
+  def start_cluster(name, nodes, agents \\ []) do
+    children = [
+      {Pynode.Cluster, name: name, nodes: nodes}
+      | for(opts <- agents, do: {Pynode.Agent, [pynode: name] ++ opts})
+    ]
+
+    {:ok, sup} = Supervisor.start_link(children, strategy: :one_for_one)
 
     Process.unlink(sup)
     :ok = Pynode.await_ready(name, 30_000)
