@@ -169,6 +169,36 @@ async def test_an_approver_that_dies_denies_the_call(erl: BeamNode) -> None:
     assert b"approver exited" in denied[b"content"] and b"gone_fishing" in denied[b"content"]  # type: ignore[operator]
 
 
+@pytest.mark.parametrize("how", ["disconnect", "halt"])
+async def test_an_approver_whose_node_goes_away_denies_the_call(erl: BeamNode, beam: BeamFactory, how: str) -> None:
+    script = await ScriptedModel.start(erl, [tool_call("count", {"a": 1}, "c1"), text("ok")])
+    await create(erl, script.model)
+    other = await beam("approver")
+    assert await other.eval("net_adm:ping('py@127.0.0.1')") == "pong"
+    # The approver lives on the other node: it tells that node's test process (pynode_test) it
+    # got the request, then never decides.
+    approver = await term(
+        other,
+        "spawn(fun() -> receive {pynode_approval, _, R} -> pynode_test ! {asked, R}, timer:sleep(60000) end end)",
+    )
+    assert isinstance(approver, Pid) and approver.node == A("approver@127.0.0.1")
+    ref = await start(erl, {A("approver"): approver})
+    asked = await other.receive(timeout=10, match=lambda m: type(m) is tuple and m[0] == A("asked"))
+    call_id = asked[1][A("call_id")]  # type: ignore[index]
+    if how == "disconnect":  # the approver is alive, but its node no longer connected
+        assert await other.eval("erlang:disconnect_node('py@127.0.0.1')") == "true"
+    else:
+        other.kill()
+        await other.wait()
+    result = await result_of(erl, ref)  # within 10 s: the wait ended, the run did not hang
+    assert result[A("output")] == b"ok" and A("deferred") not in result
+    _, second = await script.requests()
+    (denied,) = parts(second.messages, b"tool-return")
+    assert b"approver exited" in denied[b"content"] and b"noconnection" in denied[b"content"], denied  # type: ignore[operator]
+    events = await events_of(erl, ref)
+    assert (A("approval"), call_id, (A("deny"), denied[b"content"])) in events
+
+
 async def test_a_deferred_run_resumes_with_several_decisions(erl: BeamNode) -> None:
     script = await ScriptedModel.start(
         erl,

@@ -97,7 +97,7 @@ defmodule Pynode do
   when the node is not connected or went away during the run, or `:timeout`.
   """
 
-  alias Pynode.{Error, Result, Run}
+  alias Pynode.{Approval, Error, Result, Run}
 
   @typedoc "An agent: a name given to `Pynode.Agent`, or `{name, node}` for any agent on a node."
   @type agent :: atom() | {atom(), node()}
@@ -128,6 +128,10 @@ defmodule Pynode do
           | {:retry, :safe | :always | :never}
           | {:trace, boolean()}
           | {:trace_context, [{String.t(), String.t()}] | map()}
+          | {:approver, pid() | {atom(), node()} | :defer}
+          | {:approvals,
+             %{optional(String.t() | Approval.t()) => Approval.decision()}
+             | [{String.t() | Approval.t(), Approval.decision()}]}
 
   @run_option_keys [
     :timeout,
@@ -149,7 +153,9 @@ defmodule Pynode do
     :pick,
     :retry,
     :trace,
-    :trace_context
+    :trace_context,
+    :approver,
+    :approvals
   ]
 
   @doc false
@@ -366,6 +372,16 @@ defmodule Pynode do
     * `:trace_context` - the trace context to hand to the node, as a W3C text map
       (`[{"traceparent", "00-..."}, {"tracestate", ...}]` or a map); given, it is sent as it is,
       whatever `:trace` says
+    * `:approver` - where the calls of tools with `requires_approval: true` wait for a decision
+      (see `Pynode.Approval`): a pid or `{name, node}`, which gets `{:pynode_approval, ref, map}`
+      messages (`Pynode.Approval.from_message/1` reads them), or `:defer`: the run ends at once
+      with those calls in its result's `:deferred`, to decide with `resume/4`. Default: `:defer`
+      for `run/3` (its caller waits, and cannot decide); the calling process for `stream/3`
+      (which yields `{:approval_required, %Pynode.Approval{}}`) and `start_run/3`
+      (`Pynode.Run.handle_info/2` returns it). A call waits at most the run's `:timeout`
+    * `:approvals` - the decisions on the deferred calls of an earlier result, as a map of call
+      id (or `Pynode.Approval`) => decision, with that result's `messages` as
+      `:message_history` and the prompt `""`: what `resume/4` sends
     * `:output_schema` - deprecated: use `:output`
 
   When the application has `:telemetry`, each run emits `[:pynode, :run, :start]`, then
@@ -409,11 +425,20 @@ defmodule Pynode do
   agent run with `retry: :always`, `{:retry, %Pynode.Error{}}` when the node running it went
   away and the run started again on another member (the events after it are the new run's).
 
+  Tools with `requires_approval: true` add `{:approval_required, name, args, call_id}` when a
+  call of one starts to wait, `{:approval_required, %Pynode.Approval{}}` right after it when the
+  enumerating process is the approver (the default: decide it with `approve/2`, in the
+  enumeration's function or from another process; the run waits meanwhile, at most its
+  `:timeout`), and `{:approval, call_id, decision}` once it is decided (a `:deny` shows the
+  message the model got: `{:deny, message}`). With `approver: :defer` the stream ends with
+  `{:done, %Pynode.Result{deferred: calls}}` instead.
+
   ## Examples
 
       Pynode.stream(:assistant, "Tell me a story")
       |> Enum.each(fn
         {:text_delta, text} -> IO.write(text)
+        {:approval_required, %Pynode.Approval{} = call} -> Pynode.approve(call, :approve)
         {:done, _result} -> IO.puts("")
         _other -> :ok
       end)
@@ -421,11 +446,12 @@ defmodule Pynode do
   @spec stream(agent(), iodata(), [run_option()]) :: Enumerable.t()
   def stream(agent, prompt, opts \\ []) do
     Stream.resource(
-      fn -> Run.start(agent, prompt, opts, :events) end,
+      fn -> Run.start(agent, prompt, opts, :stream) end,
       fn
         {:ok, run} ->
           case Run.next(run) do
             {:event, event} -> {[event], {:ok, run}}
+            {:approval_required, call} -> {[{:approval_required, call}], {:ok, run}}
             {:retried, new_run, error} -> {[{:retry, error}], {:ok, new_run}}
             {:done, result} -> {[{:done, result}], :ended}
             {:error, error} -> {[{:error, error}], :ended}
@@ -465,4 +491,146 @@ defmodule Pynode do
   """
   @spec cancel(Run.t()) :: :ok
   def cancel(%Run{} = run), do: Run.abandon(run)
+
+  @doc """
+  Decides a tool call that waits for approval (see `Pynode.Approval` for the decisions):
+  `:approve`, `{:approve, new_args}`, `:deny` or `{:deny, message}`.
+
+  `approval` is what `Pynode.Run.handle_info/2` or `stream/3` gave (`{:approval_required,
+  approval}`), or `Pynode.Approval.from_message/1` read. Any process may decide: the decision
+  goes to the run's process on the node (`reply_to`), and the run goes on.
+
+  Returns `:ok`, or `{:error, %Pynode.Error{kind: :bad_request}}` when the call waits no more
+  (decided already, its run ended or timed out), or `:nodedown`. A decision that is none of the
+  four raises `ArgumentError` and sends nothing, so the call still waits. A call of a
+  `Pynode.Result`'s `:deferred` waits on no node: decide it with `resume/4` (giving it here raises
+  `ArgumentError`).
+  """
+  @spec approve(Approval.t(), Approval.decision()) :: :ok | {:error, Error.t()}
+  def approve(%Approval{reply_to: nil, call_id: id}, _decision) do
+    raise ArgumentError,
+          "the call #{id} is a deferred call of a Pynode.Result: nothing waits for it on a node; " <>
+            "decide it with Pynode.resume/4"
+  end
+
+  def approve(%Approval{reply_to: reply_to, call_id: id}, decision),
+    do: decide(reply_to, id, decision)
+
+  @doc """
+  Decides the call `call_id` of `run`, as `approve/2` does: for a process that has the run (a
+  `Pynode.Run` from `start_run/3`) and a call id from its events
+  (`{:approval_required, name, args, call_id}`), but not the `Pynode.Approval`.
+
+  `run` may also be the `reply_to` pid of the call, or the agent's `{name, node}` (the agent hands
+  the decision to its run that waits for `call_id`).
+  """
+  @spec approve(Run.t() | pid() | {atom(), node()}, String.t(), Approval.decision()) ::
+          :ok | {:error, Error.t()}
+  def approve(%Run{dest: dest}, call_id, decision) when is_binary(call_id),
+    do: decide(dest, call_id, decision)
+
+  def approve(dest, call_id, decision)
+      when (is_pid(dest) or (is_tuple(dest) and tuple_size(dest) == 2)) and is_binary(call_id),
+      do: decide(dest, call_id, decision)
+
+  @approve_timeout 5_000
+
+  defp decide(dest, call_id, decision) do
+    decision = Approval.check_decision!(decision)
+
+    case Pynode.Call.call(dest, {:approval, call_id, decision}, @approve_timeout) do
+      :ok ->
+        :ok
+
+      {:ok, _} ->
+        :ok
+
+      # The call's `reply_to`, gone: its run has ended.
+      {:error, %Error{kind: :internal_error, message: message} = error} when is_pid(dest) ->
+        if String.ends_with?(message, "exited: :noproc"),
+          do: {:error, ended(call_id)},
+          else: {:error, error}
+
+      {:error, error} ->
+        {:error, error}
+    end
+  end
+
+  defp ended(call_id),
+    do: %Error{
+      kind: :bad_request,
+      message: "no tool call #{call_id} is waiting for approval: its run has ended"
+    }
+
+  @doc """
+  Resumes a run that ended with calls waiting for approval (`result.deferred`, from a run with
+  `approver: :defer`, the default of `run/3`): those calls run or are denied as `decisions` say,
+  and the model is asked again. Returns what `run/3` does.
+
+  `decisions` is a map (or a list of pairs) of call id, or `Pynode.Approval`, to decision, or a
+  function given each deferred `Pynode.Approval` that returns its decision. Every deferred call
+  needs one: a call left out raises `ArgumentError`, as a decision for a call that is not in
+  `result.deferred` does (docs/protocol.md section 5 has the decisions).
+
+  `opts` are those of `run/3`, given again as the first run had them (`tools:`, `model:`,
+  `deps:`, ...: nothing is kept on the node between the two runs, and any node that serves the
+  agent may resume it); `message_history:` is `result.messages` and `messages_as:` follows the
+  form of those (`:terms` for a list). The resumed run's own calls that wait for approval defer
+  again, in its result's `:deferred`.
+
+      {:ok, %Pynode.Result{deferred: [%Pynode.Approval{name: "refund"} = call]} = paused} =
+        Pynode.run(:support, "Refund order 42", tools: [refund])
+
+      {:ok, %Pynode.Result{output: text}} =
+        Pynode.resume(:support, paused, %{call.call_id => :approve}, tools: [refund])
+  """
+  @spec resume(
+          agent(),
+          Result.t(),
+          %{optional(String.t() | Approval.t()) => Approval.decision()}
+          | [{String.t() | Approval.t(), Approval.decision()}]
+          | (Approval.t() -> Approval.decision()),
+          [run_option()]
+        ) :: {:ok, Result.t()} | {:error, Error.t()}
+  def resume(agent, %Result{} = result, decisions, opts \\ []) do
+    approvals = resume_approvals(result, decisions)
+
+    opts = Keyword.merge(opts, message_history: result.messages, approvals: approvals)
+
+    opts =
+      if is_list(result.messages), do: Keyword.put_new(opts, :messages_as, :terms), else: opts
+
+    run(agent, "", opts)
+  end
+
+  defp resume_approvals(%Result{deferred: []}, _decisions),
+    do:
+      raise(
+        ArgumentError,
+        "the result has no deferred calls: only a run that ended with calls waiting for " <>
+          "approval (result.deferred) can be resumed"
+      )
+
+  defp resume_approvals(%Result{deferred: deferred}, decide) when is_function(decide, 1),
+    do: Map.new(deferred, &{&1.call_id, Approval.check_decision!(decide.(&1))})
+
+  defp resume_approvals(%Result{deferred: deferred}, decisions) do
+    approvals = Approval.approvals!(decisions)
+    ids = Enum.map(deferred, & &1.call_id)
+
+    case {Map.keys(approvals) -- ids, ids -- Map.keys(approvals)} do
+      {[], []} ->
+        approvals
+
+      {[], missing} ->
+        raise ArgumentError,
+              "resume: no decision for the deferred call(s) #{Enum.join(missing, ", ")}: " <>
+                "every call in result.deferred needs one"
+
+      {unknown, _} ->
+        raise ArgumentError,
+              "resume: #{Enum.join(unknown, ", ")} is not a deferred call of the result " <>
+                "(those are: #{Enum.join(ids, ", ")})"
+    end
+  end
 end

@@ -14,9 +14,16 @@ defmodule Pynode.Run do
           {:event, _other} -> {:noreply, state}
           {:done, %Pynode.Result{} = result} -> {:noreply, %{state | run: nil, result: result}}
           {:error, %Pynode.Error{} = error} -> {:noreply, %{state | run: nil, error: error}}
+          {:approval_required, %Pynode.Approval{} = call} -> {:noreply, ask_a_person(state, call)}
           :unknown -> {:noreply, state}
         end
       end
+
+  `{:approval_required, call}` is a call of a tool with `requires_approval: true` that waits for
+  this process's decision (it is the run's approver unless `approver:` names another):
+  `Pynode.approve/2` decides it, from this process or any other. The run's events also say so,
+  for every process that gets them: `{:event, {:approval_required, name, args, call_id}}` before
+  the request, and `{:event, {:approval, call_id, decision}}` once it is decided.
 
   A run whose node or agent goes away ends as `{:error, %Pynode.Error{kind: :nodedown}}` (or
   `:unknown_agent`), never before its real final result: a result already received wins. When the
@@ -53,6 +60,8 @@ defmodule Pynode.Run do
           | {:tool_call, String.t(), map(), String.t()}
           | {:tool_result, String.t(), term(), String.t()}
           | {:tool_error, String.t(), String.t(), String.t()}
+          | {:approval_required, String.t(), map(), String.t()}
+          | {:approval, String.t(), :approve | {:approve, map()} | {:deny, String.t()}}
           | {:retry, Error.t()}
 
   @enforce_keys [:ref, :agent, :monitor, :deadline, :owner]
@@ -80,20 +89,29 @@ defmodule Pynode.Run do
   Classifies a message received by the process that started `run`.
 
   Returns `{:event, event}`, `{:done, result}` and `{:error, error}` for the run's messages (the
-  last two end it), `{:retried, new_run, error}` when a cluster's run with `retry: :always` lost
-  its node and started again on another member (go on with `new_run`), or `:unknown` for any
-  other message.
+  last two end it), `{:approval_required, %Pynode.Approval{}}` for a tool call that waits for
+  this process's decision (`Pynode.approve/2`), `{:retried, new_run, error}` when a cluster's run
+  with `retry: :always` lost its node and started again on another member (go on with
+  `new_run`), or `:unknown` for any other message.
   """
   @spec handle_info(term(), t()) ::
           {:event, event()}
           | {:done, Result.t()}
           | {:error, Error.t()}
+          | {:approval_required, Pynode.Approval.t()}
           | {:retried, t(), Error.t()}
           | :unknown
   def handle_info(message, %__MODULE__{} = run),
     do: message |> classify(run) |> Pynode.Telemetry.run_ended(run)
 
   defp classify({:pynode_event, ref, event}, %__MODULE__{ref: ref}), do: {:event, event}
+
+  defp classify({:pynode_approval, ref, _call} = message, %__MODULE__{ref: ref}) do
+    case Pynode.Approval.from_message(message) do
+      {:ok, approval} -> {:approval_required, approval}
+      :unknown -> :unknown
+    end
+  end
 
   defp classify({:pynode_result, ref, result}, %__MODULE__{ref: ref} = run) do
     finish(run)
@@ -114,7 +132,10 @@ defmodule Pynode.Run do
   ## Internal: used by Pynode
 
   @doc false
-  @spec start(Pynode.agent(), iodata(), keyword(), :events | :quiet | :start_run) ::
+  # `mode`: :quiet and :events are a `Pynode.run/3` (the caller waits), :stream a
+  # `Pynode.stream/3` (the caller enumerates its events and approvals), :start_run a run whose
+  # messages the caller reads with handle_info/2.
+  @spec start(Pynode.agent(), iodata(), keyword(), :events | :quiet | :stream | :start_run) ::
           {:ok, t()} | {:error, Error.t()}
   def start(agent, prompt, opts, mode) do
     opts = opts |> Keyword.validate!(Pynode.run_option_keys()) |> Pynode.Trace.options()
@@ -321,7 +342,7 @@ defmodule Pynode.Run do
     {tools, opts} = Keyword.pop(opts, :tools, [])
     {output, opts} = Keyword.pop(opts, :output)
     opts = Keyword.drop(opts, [:timeout, :on_event, :pynode, :pick, :retry])
-    node_opts = opts |> Map.new() |> model_option()
+    node_opts = opts |> Map.new() |> model_option() |> approval_options(mode)
 
     node_opts =
       case output do
@@ -360,6 +381,46 @@ defmodule Pynode.Run do
 
   defp model_option(node_opts), do: node_opts
 
+  # A `Pynode.run/3` waits in its caller, which could never decide: its calls wait in the result
+  # (`:deferred`) unless another process approves them.
+  defp approval_options(node_opts, mode) do
+    node_opts =
+      case node_opts do
+        %{approvals: approvals} -> %{node_opts | approvals: Pynode.Approval.approvals!(approvals)}
+        _ -> node_opts
+      end
+
+    approver = Map.get(node_opts, :approver)
+    check_approver!(approver)
+
+    cond do
+      mode not in [:quiet, :events] ->
+        node_opts
+
+      approver == nil ->
+        Map.put(node_opts, :approver, :defer)
+
+      approver == self() ->
+        raise ArgumentError,
+              "approver: the process that calls Pynode.run/3 waits for the run and cannot decide " <>
+                "its calls: give another process, or :defer (the default), or use " <>
+                "Pynode.stream/3 or Pynode.start_run/3, whose caller may approve"
+
+      true ->
+        node_opts
+    end
+  end
+
+  defp check_approver!(approver) when approver in [nil, :defer] or is_pid(approver), do: :ok
+  defp check_approver!({name, node}) when is_atom(name) and is_atom(node), do: :ok
+
+  defp check_approver!(other),
+    do:
+      raise(
+        ArgumentError,
+        "approver: must be a pid, {name, node} or :defer, got: #{inspect(other)}"
+      )
+
   defp deprecated_output_schema(%{output_schema: _} = node_opts) do
     IO.warn(
       "the run option :output_schema is deprecated: use :output (a JSON Schema map, a keyword spec or :text)"
@@ -376,10 +437,12 @@ defmodule Pynode.Run do
           {:event, event()}
           | {:done, Result.t()}
           | {:error, Error.t()}
+          | {:approval_required, Pynode.Approval.t()}
           | {:retried, t(), Error.t()}
   def next(%__MODULE__{ref: ref, monitor: mon} = run) do
     receive do
       {:pynode_event, ^ref, _event} = message -> handle_info(message, run)
+      {:pynode_approval, ^ref, _call} = message -> handle_info(message, run)
       {:pynode_result, ^ref, _result} = message -> handle_info(message, run)
       {:DOWN, ^mon, :process, _, _reason} = message -> handle_info(message, run)
     after
@@ -397,6 +460,11 @@ defmodule Pynode.Run do
 
       {:retried, run, error} ->
         if on_event, do: on_event.({:retry, error})
+        await(run, on_event)
+
+      {:approval_required, approval} ->
+        # Only when `approver:` names this very process by its registered name: it waits here.
+        _ = Pynode.approve(approval, {:deny, "the approver is waiting for the run to end"})
         await(run, on_event)
 
       {:done, result} ->
@@ -427,6 +495,7 @@ defmodule Pynode.Run do
   defp drain(ref, mon, until) do
     receive do
       {:pynode_event, ^ref, _} -> drain(ref, mon, until)
+      {:pynode_approval, ^ref, _} -> drain(ref, mon, until)
       {:pynode_result, ^ref, _} -> :ok
       {:DOWN, ^mon, :process, _, _} -> :ok
     after
@@ -455,6 +524,7 @@ defmodule Pynode.Run do
   defp flush_events(ref) do
     receive do
       {:pynode_event, ^ref, _} -> flush_events(ref)
+      {:pynode_approval, ^ref, _} -> flush_events(ref)
     after
       0 -> :ok
     end

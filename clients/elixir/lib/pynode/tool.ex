@@ -25,6 +25,9 @@ defmodule Pynode.Tool do
       call_id: id, trace_context: list}` (docs/protocol.md section 3)
     * `:timeout` - milliseconds the function may take (default 30 s); past it, the model is told the
       tool failed
+    * `:requires_approval` - `true`: each call waits for a decision of the run's approver before
+      the tool runs (default `false`); see `Pynode.Approval` and the run options `:approver` and
+      `:approvals` of `Pynode.run/3`
 
   ## What the function returns
 
@@ -54,11 +57,20 @@ defmodule Pynode.Tool do
           parameters: map(),
           fun: (args() -> reply()) | (args(), ctx() -> reply()) | nil,
           handler: {module(), atom()} | nil,
-          timeout: timeout()
+          timeout: timeout(),
+          requires_approval: boolean()
         }
 
   @enforce_keys [:name]
-  defstruct [:name, :description, :fun, :handler, parameters: %{}, timeout: 30_000]
+  defstruct [
+    :name,
+    :description,
+    :fun,
+    :handler,
+    parameters: %{},
+    timeout: 30_000,
+    requires_approval: false
+  ]
 
   @doc """
   A tool from its options (see the module doc). Raises `ArgumentError` on a bad option.
@@ -72,7 +84,8 @@ defmodule Pynode.Tool do
         :fun,
         :handler,
         parameters: [],
-        timeout: 30_000
+        timeout: 30_000,
+        requires_approval: false
       ])
 
     name = to_string(opts[:name] || raise(ArgumentError, "a tool needs a :name"))
@@ -89,13 +102,20 @@ defmodule Pynode.Tool do
               "tool #{name}: give :fun (arity 1 or 2) or :handler {Module, :function}"
     end
 
+    unless is_boolean(opts[:requires_approval]) do
+      raise ArgumentError,
+            "tool #{name}: :requires_approval must be a boolean, got: " <>
+              inspect(opts[:requires_approval])
+    end
+
     %__MODULE__{
       name: name,
       description: opts[:description],
       parameters: Pynode.Schema.to_json_schema(opts[:parameters]),
       fun: opts[:fun],
       handler: opts[:handler],
-      timeout: opts[:timeout]
+      timeout: opts[:timeout],
+      requires_approval: opts[:requires_approval]
     }
   end
 
@@ -142,6 +162,7 @@ defmodule Pynode.Tool do
   defp base_spec(tool) do
     %{name: tool.name, parameters: parameters(tool.parameters)}
     |> maybe_put(:description, tool.description)
+    |> maybe_put(:requires_approval, if(tool.requires_approval, do: true))
   end
 
   defp parameters(schema) when map_size(schema) == 0,
