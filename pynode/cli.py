@@ -207,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
         " that agents and runs name as model (else $PYNODE_MODELS)",
         default=Path(os.environ["PYNODE_MODELS"]) if os.environ.get("PYNODE_MODELS") else None,
     )
+    parser.add_argument(
+        "--mcp-command",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a program that agents' stdio MCP toolsets may start (repeatable; default: none, so a spec's"
+        " command is refused): the node runs no program a remote spec names on its own",
+    )
     pg = parser.add_mutually_exclusive_group()
     pg.add_argument(
         "--pg-scope",
@@ -347,6 +355,19 @@ def agents_folder(explicit: Path | None) -> Path | None:
     return default
 
 
+def mcp_commands(paths: Sequence[str]) -> frozenset[str]:
+    """The programs of ``--mcp-command``, as real paths; one that is not an executable stops the command."""
+    from pynode.bridge.mcp import resolve_commands
+
+    try:
+        commands = resolve_commands(paths)
+    except ValueError as exc:
+        raise SystemExit(f"pynode: --mcp-command {exc}") from None
+    if commands:
+        log.info("MCP toolsets may start: %s", ", ".join(sorted(commands)))
+    return commands
+
+
 def model_cache(models_file: Path | None) -> ModelCache:
     """The node's models, with the named ones of ``--models``; a bad file stops the command."""
     from pynode.bridge.model_file import ModelsFileError, load_models_file
@@ -369,6 +390,7 @@ async def serve(args: argparse.Namespace) -> int:
     from pynode.runtime.services import node_supervisor
 
     models = model_cache(args.models)
+    commands = mcp_commands(args.mcp_command)
     agents_dir = None if args.no_agents else agents_folder(args.agents)
     cookie = resolve_cookie(args.cookie)
     limits = limits_from(args)
@@ -409,6 +431,7 @@ async def serve(args: argparse.Namespace) -> int:
         models=models,
         pg_scope=None if args.no_pg else args.pg_scope,
     )
+    registry.limits.mcp_commands = commands  # until now none was allowed: a stdio toolset fails closed
     observe_node(registry.limits)  # info's totals as OpenTelemetry metrics, when metrics are exported
     # From here the first SIGTERM drains (docs/protocol.md section 9); a second one stops at once.
     loop.add_signal_handler(signal.SIGTERM, lambda: stop.set() if registry.limits.draining else registry.drain())

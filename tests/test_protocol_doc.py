@@ -15,7 +15,7 @@ from pynode.bridge.spec import AGENT_SPEC_KEYS, RUN_OPTION_KEYS
 
 PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
-NOT_YET_SPEC = {"toolsets"}  # MCP toolsets
+NOT_YET_SPEC: set[str] = set()
 NOT_YET_RUN: set[str] = set()
 NOT_YET_KINDS: set[str] = set()
 

@@ -62,6 +62,7 @@ def test_spec_tables_match_the_protocol() -> None:
         "system_prompt",
         "output_schema",
         "tools",
+        "toolsets",
         "model_settings",
         "usage_limits",
         "retries",

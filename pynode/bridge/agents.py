@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final, TypeGuard
 
 from pynode.bridge.errors import BridgeError, error_term
+from pynode.bridge.mcp import INIT_TIMEOUT, McpServerToolset, McpSessions
 from pynode.bridge.metrics import NodeMetrics
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import AgentDefinition
@@ -60,6 +61,8 @@ class RunLimits:
     """Called after every change of the agent table (an agent started, restarted or gone)."""
     metrics: NodeMetrics = field(default_factory=NodeMetrics)
     """Every run that ended since the node started: outcomes, usage, recent durations (``info``)."""
+    mcp_commands: frozenset[str] = frozenset()
+    """The programs a stdio MCP toolset may start (``--mcp-command``), as real paths: no other."""
 
     def agents_changed(self) -> None:
         for watcher in list(self.watchers):
@@ -81,6 +84,64 @@ class AgentProcess(GenServer):
         self.closing: str | None = None
         """Why the agent is going away (deleted, replaced): new runs are refused with it."""
         self.max_concurrency = definition.max_concurrency
+        self.sessions_ready = asyncio.Event()
+        """Set once the agent has opened the sessions of its MCP servers, or failed to (``sessions_error``)."""
+        self.sessions_error: BridgeError | None = None
+
+    async def run(self) -> None:
+        """Serve, holding a session with each of the agent's MCP servers: opened and closed in this task.
+
+        A server that cannot be reached leaves ``sessions_error`` for the creator, which ends the
+        agent; a restarted agent serves on, and its runs fail saying that server is not connected.
+        """
+        spec = self.definition.spec
+        servers = spec.toolsets if spec is not None else ()
+        if not servers:
+            self.sessions_ready.set()
+            await super().run()
+            return
+        sessions = McpSessions(self.agent_name, servers, allowed=self.limits.mcp_commands)
+        mine: list[McpServerToolset] = []
+        try:
+            try:
+                await sessions.open(taken=[tool.name for tool in self.definition.tools])
+            except BridgeError as exc:
+                self.sessions_error = exc
+                log.warning("agent %s: %s", self.agent_name, exc.message, extra={"agent": self.agent_name})
+            mine = self.definition.mcp_toolsets = list(sessions.toolsets)
+            self.sessions_ready.set()
+            await super().run()
+        finally:
+            await self._runs_gone(5.0)  # no run may be inside a session while it closes
+            if self.definition.mcp_toolsets is mine:  # not yet a restarted agent's own
+                self.definition.mcp_toolsets = []
+            await sessions.close()
+
+    async def sessions_opened(self) -> BridgeError | None:
+        """Wait until the agent has opened its MCP sessions: ``None``, or why it could not.
+
+        Bounded: each server has ``INIT_TIMEOUT`` to start and answer, and one more for the rest.
+        """
+        spec = self.definition.spec
+        timeout = INIT_TIMEOUT * (1 + (len(spec.toolsets) if spec is not None else 0))
+        ready = asyncio.ensure_future(self.sessions_ready.wait())
+        gone = asyncio.ensure_future(self.join())
+        try:
+            await asyncio.wait({ready, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            gone.cancel()
+        if self.sessions_error is not None:
+            return self.sessions_error
+        if not self.sessions_ready.is_set():
+            why = "it ended" if self.exit_reason is not None else f"not within {timeout:g} s"
+            return BridgeError("bad_spec", f"agent {self.agent_name} did not open its MCP sessions: {why}")
+        return None
+
+    async def _runs_gone(self, timeout: float) -> None:
+        tasks = [run.task for run in self.runs.values() if run.task is not None and not run.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
     @property
     def agent_name(self) -> str:

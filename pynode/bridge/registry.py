@@ -14,7 +14,7 @@ from pynode.bridge.errors import BridgeError, error_term
 from pynode.bridge.loader import load_agents
 from pynode.bridge.models import ModelCache
 from pynode.bridge.runner import AgentDefinition, build_agent
-from pynode.bridge.spec import AgentSpec, parse_agent_spec, parse_create_options
+from pynode.bridge.spec import AgentSpec, parse_agent_spec, parse_create_options, spec_has_toolsets
 from pynode.bridge.supervision import start_agent, stop_agent
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
@@ -147,6 +147,10 @@ class Registry(GenServer):
         assert type(request) is tuple
         if request[0] == Atom("delete_agent"):
             return await self.delete_agent(request[1])
+        if len(request) == 3:  # create_agent/3 of an agent with MCP toolsets
+            reply = self.create_agent(request[1], request[2], home=_home(caller))
+            await self.sessions_opened(str(request[1]))
+            return reply
         return await self.create_agent_with_options(request[1], request[2], request[3], home=_home(caller))
 
     async def create_agent_with_options(
@@ -175,6 +179,7 @@ class Registry(GenServer):
         if existing is not None:
             await self.remove_agent(str(name), f"agent {name} was replaced")
         self.add_agent(definition)
+        await self.sessions_opened(definition.name)
         if opts.owner is not None:
             self.add_owner(definition.name, opts.owner)
         return (OK, name)
@@ -196,6 +201,16 @@ class Registry(GenServer):
         if owner not in owners:
             owners.append(owner)
             self.owners[self.monitor(owner)] = (name, owner)
+
+    async def sessions_opened(self, name: str) -> None:
+        """Wait until agent ``name`` holds its MCP sessions; one that could not open them goes (``bad_spec``)."""
+        process = self.agents.get(name)
+        if process is None:
+            return
+        error = await process.sessions_opened()
+        if error is not None:
+            await self.remove_agent(name, f"agent {name} was not created: {error.message}")
+            raise error
 
     async def delete_agent(self, name: Term) -> Term:
         key = name.decode() if isinstance(name, bytes) else str(name)
@@ -322,10 +337,13 @@ def _home(caller: From | None) -> Atom | None:
 
 
 def _may_wait(request: Term) -> bool:
-    """``delete_agent`` and ``create_agent/4`` may end an agent, which waits for its runs to answer."""
+    """``delete_agent`` and ``create_agent/4`` may end an agent, which waits for its runs to answer;
+    creating an agent with MCP toolsets waits for its servers."""
     if type(request) is not tuple or not request:
         return False
     op = request[0]
+    if op == Atom("create_agent") and len(request) == 3:
+        return spec_has_toolsets(request[2])
     return (op == Atom("delete_agent") and len(request) == 2) or (op == Atom("create_agent") and len(request) == 4)
 
 

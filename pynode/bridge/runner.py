@@ -44,6 +44,7 @@ from pydantic_ai.usage import RunUsage
 
 from pynode.bridge.approvals import deferred_term, parse_decision
 from pynode.bridge.errors import BridgeError, classify, quoted
+from pynode.bridge.mcp import McpServerToolset
 from pynode.bridge.models import ModelCache
 from pynode.bridge.output import SchemaOutput
 from pynode.bridge.spec import AgentSpec, Instruction, MessagesAs, MFHandler, RunOptions, ToolSpec
@@ -160,10 +161,15 @@ class AgentDefinition:
     """The spec's ``output_schema`` as output type and check, built once for every run of the agent."""
     tool_validators: dict[str, jsonschema.Draft202012Validator] = field(default_factory=dict)
     """The ``parameters`` validators of ``tools`` by name, built once for every run of the agent."""
+    mcp_toolsets: list[McpServerToolset] = field(default_factory=list)
+    """Its MCP servers (the spec's ``toolsets``) as its runs use them: set by the agent process that
+    holds their sessions (pynode/bridge/mcp.py), each process with sessions of its own."""
 
     def tool_names(self) -> list[str]:
-        """Every tool the model can call: BEAM tools, then the agent's own function tools."""
+        """Every tool the model can call: BEAM tools, its MCP servers' tools, then its own function tools."""
         names = [tool.name for tool in self.tools]
+        for server in self.mcp_toolsets:
+            names.extend(name for name in server.tool_names if name not in names)
         for toolset in self.agent.toolsets:
             if isinstance(toolset, FunctionToolset):
                 names.extend(name for name in toolset.tools if name not in names)
@@ -297,6 +303,9 @@ async def _run(
     toolsets: list[AbstractToolset[Any]] = (
         [beam_toolset(beam_tools, dispatch, validators=defn.tool_validators)] if beam_tools else []
     )
+    for server in defn.mcp_toolsets:  # sessions the agent process holds: the run only borrows them
+        server.check_connected()
+        toolsets.append(server)
     structured = _structured(defn, output_type)
     deferred_results = _deferred_results(options)
     if approve is not None:
@@ -329,10 +338,13 @@ async def _run(
 def _may_defer(defn: AgentDefinition, beam_tools: list[ToolSpec], resumed: DeferredToolResults | None) -> bool:
     """Whether a call of this run may wait for approval, so that its output type must allow deferred calls.
 
-    BEAM tools say so (``requires_approval``); a Python agent's tool may raise ``ApprovalRequired``
-    at any time, but a run's own output type is refused on an agent with output validators.
+    BEAM tools and MCP toolsets say so (``requires_approval``); a Python agent's tool may raise
+    ``ApprovalRequired`` at any time, but a run's own output type is refused on an agent with output
+    validators.
     """
     if resumed is not None or any(tool.requires_approval for tool in beam_tools):
+        return True
+    if any(server.spec.requires_approval for server in defn.mcp_toolsets):
         return True
     return defn.origin == "python" and not getattr(defn.agent, "_output_validators", None)
 

@@ -37,6 +37,7 @@ __all__ = [
     "Defer",
     "IfExists",
     "Instruction",
+    "MCPServerSpec",
     "MFHandler",
     "MessagesAs",
     "ProcessDest",
@@ -49,6 +50,7 @@ __all__ = [
     "parse_agent_spec",
     "parse_create_options",
     "parse_run_options",
+    "spec_has_toolsets",
 ]
 
 ProcessDest: TypeAlias = Pid | tuple[Atom, Atom]
@@ -117,6 +119,31 @@ class ToolSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MCPServerSpec:
+    """One entry of ``toolsets``: an MCP server whose tools the agent offers the model.
+
+    Exactly one of ``url`` (streamable HTTP) and ``command`` (stdio: the node starts the program).
+    """
+
+    url: str | None = None
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    """Variables given to a stdio server, over the few it inherits (``PATH``, ``HOME``, ...)."""
+    prefix: str | None = None
+    """The model sees ``prefix_name`` for each of the server's tools: two servers' names stay apart."""
+    requires_approval: bool = False
+    """Every call to one of its tools waits for approval, as a tool spec's ``requires_approval``."""
+
+    @property
+    def label(self) -> str:
+        """The server as a person recognises it in a message: its URL, or its command line."""
+        if self.url is not None:
+            return self.url
+        return " ".join([self.command or "", *self.args])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentSpec:
     """A BEAM-created agent, as ``{create_agent, Name, Spec}`` described it."""
 
@@ -130,6 +157,8 @@ class AgentSpec:
     output_schema: dict[str, Any] | None = None
     """A JSON Schema (root: object) for the run's output; ``None`` for text."""
     tools: tuple[ToolSpec, ...] = ()
+    toolsets: tuple[MCPServerSpec, ...] = ()
+    """MCP servers; the agent process holds a session with each from its start to its end."""
     model_settings: ModelSettings | None = None
     usage_limits: UsageLimits | None = None
     retries: int | None = None
@@ -237,11 +266,19 @@ def parse_agent_spec(term: Term) -> AgentSpec:
         system_prompt=_texts("system_prompt", values.get("system_prompt"), kind),
         output_schema=_output_schema(values.get("output_schema"), kind),
         tools=_tools(values.get("tools"), kind),
+        toolsets=_toolsets(values.get("toolsets")),
         model_settings=_model_settings(values.get("model_settings"), kind),
         usage_limits=_usage_limits(values.get("usage_limits"), kind),
         retries=_int("retries", values.get("retries"), kind, minimum=0),
         max_concurrency=_int("max_concurrency", values.get("max_concurrency"), kind, minimum=1),
     )
+
+
+def spec_has_toolsets(term: Term) -> bool:
+    """Whether a spec term (not yet checked) names MCP toolsets: creating such an agent waits for its servers."""
+    if not isinstance(term, dict):
+        return False
+    return any(_key_name(k) == "toolsets" and isinstance(v, list) and v for k, v in term.items())
 
 
 def parse_create_options(term: Term) -> CreateOptions:
@@ -628,6 +665,70 @@ def _tool(index: int, term: Term, kind: ErrorKind) -> ToolSpec:
         parameters=_parameters(where, values.get("parameters"), kind),
         handler=_handler(where, values.get("handler"), kind),
         requires_approval=_flag(f"{where} requires_approval", values.get("requires_approval", False), kind),
+    )
+
+
+_TOOLSET_KEYS: Final = frozenset({"mcp", "prefix", "requires_approval"})
+_MCP_KEYS: Final = frozenset({"url", "command", "args", "env"})
+_PREFIX: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def _toolsets(value: Term) -> tuple[MCPServerSpec, ...]:
+    """``[#{mcp => #{url => Bin} | #{command => Bin, args => [Bin], env => map()}, prefix, requires_approval}]``."""
+    kind: ErrorKind = "bad_spec"
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise BridgeError(kind, f"toolsets must be a list of #{{mcp => ...}} maps, got {_show(value)}")
+    servers = tuple(_toolset(i, item) for i, item in enumerate(value))
+    prefixes = [s.prefix for s in servers if s.prefix is not None]
+    for prefix in prefixes:
+        if prefixes.count(prefix) > 1:
+            raise BridgeError(kind, f"two toolsets have the prefix {quoted(prefix)}")
+    return servers
+
+
+def _toolset(index: int, term: Term) -> MCPServerSpec:
+    kind: ErrorKind = "bad_spec"
+    where = f"toolsets[{index}]"
+    values = _fields(term, where, _TOOLSET_KEYS, kind)
+    if "mcp" not in values:
+        raise BridgeError(kind, f"{where} needs mcp => #{{url => Bin}} or #{{command => Bin, args => [Bin]}}")
+    server = _fields(values["mcp"], f"{where}.mcp", _MCP_KEYS, kind)
+    prefix = _text(f"{where}.prefix", values["prefix"], kind) if "prefix" in values else None
+    if prefix is not None and not _PREFIX.fullmatch(prefix):
+        raise BridgeError(kind, f"{where}.prefix {_show(prefix)} must be 1 to 32 letters, digits, '_' or '-'")
+    approval = _flag(f"{where}.requires_approval", values.get("requires_approval", False), kind)
+    if ("url" in server) == ("command" in server):
+        raise BridgeError(kind, f"{where}.mcp needs either a url (streamable HTTP) or a command (stdio), not both")
+    if "url" in server:
+        if server.keys() - {"url"}:
+            raise BridgeError(kind, f"{where}.mcp has a url: args and env are for a command")
+        url = _text(f"{where}.mcp.url", server["url"], kind)
+        if not url.startswith(("http://", "https://")):
+            raise BridgeError(kind, f"{where}.mcp.url must be an http:// or https:// URL, got {_show(url)}")
+        return MCPServerSpec(url=url, prefix=prefix, requires_approval=approval)
+    command = _text(f"{where}.mcp.command", server["command"], kind)
+    if not command:
+        raise BridgeError(kind, f"{where}.mcp.command is empty")
+    args = server.get("args", [])
+    if not isinstance(args, list):
+        raise BridgeError(kind, f"{where}.mcp.args must be a list of binaries, got {_show(args)}")
+    env = server.get("env", {})
+    if not isinstance(env, dict):
+        raise BridgeError(kind, f"{where}.mcp.env must be a map of binaries, got {_show(env)}")
+    variables: dict[str, str] = {}
+    for name, text in env.items():
+        key = _key_name(name)
+        if key is None or not key:
+            raise BridgeError(kind, f"{where}.mcp.env has a key that is not a name: {_show(name)}")
+        variables[key] = _text(f"{where}.mcp.env {quoted(key)}", text, kind)
+    return MCPServerSpec(
+        command=command,
+        args=tuple(_text(f"{where}.mcp.args[{i}]", arg, kind) for i, arg in enumerate(args)),
+        env=variables,
+        prefix=prefix,
+        requires_approval=approval,
     )
 
 
