@@ -405,3 +405,21 @@ def test_self_containing_list_is_a_codec_error() -> None:
 
 def test_tag_values_match_the_spec() -> None:
     assert (Tag.VERSION, Tag.NEWER_REFERENCE, Tag.V4_PORT, Tag.LOCAL) == (131, 90, 120, 121)
+
+
+def test_encode_refuses_a_term_that_contains_itself_or_nests_past_the_limit() -> None:
+    # Both forms of the codec: the compiled one recurses on the C stack, where only the codec's own
+    # count stops it.
+    from pynode.etf.types import MAX_NESTING
+
+    looped: list[Term] = []
+    looped.append(looped)
+    with pytest.raises(CodecError, match="too deeply"):
+        encode(looped)
+    for make in (lambda inner: [inner], lambda inner: (inner,), lambda inner: {b"k": inner}):
+        term: Term = b"leaf"
+        for _ in range(MAX_NESTING):
+            term = make(term)
+        assert decode(encode(term), max_depth=MAX_NESTING) == term
+        with pytest.raises(CodecError, match="too deeply"):
+            encode(make(term))

@@ -20,9 +20,10 @@ from enum import IntEnum
 from typing import Final, TypeVar
 
 from pynode.errors import CodecError
-from pynode.etf.encodings import remember_encoding
+from pynode.etf.encodings import ENCODED, remember_encoding
 from pynode.etf.types import (
     MAX_ATOM_CHARS,
+    MAX_NESTING,
     Atom,
     BitBinary,
     Export,
@@ -35,7 +36,7 @@ from pynode.etf.types import (
     map_key,
 )
 
-__all__ = ["Tag", "decode", "decode_at"]
+__all__ = ["Tag", "decode", "decode_at", "forget_identifiers"]
 
 
 class Tag(IntEnum):
@@ -120,7 +121,7 @@ def decode(data: bytes | bytearray | memoryview, *, max_depth: int = 512, max_si
     buf = data if type(data) is bytes else bytes(data)
     if not buf or buf[0] != Tag.VERSION:
         raise CodecError(f"expected version byte 131 at offset 0, got {buf[:1].hex() or 'nothing'}")
-    term, end = _guarded(buf, 1, max_depth, max_size)
+    term, end = _guarded(buf, 1, min(max_depth, MAX_NESTING), max_size)
     if end != len(buf):
         raise CodecError(f"{len(buf) - end} trailing bytes after the term at offset {end}")
     return term
@@ -140,6 +141,8 @@ def decode_at(
     if not 0 <= offset < len(buf):
         raise CodecError(f"no term at offset {offset} of a {len(buf)}-byte buffer")
     # _guarded inlined: this is called twice per distribution message.
+    if max_depth > MAX_NESTING:
+        max_depth = MAX_NESTING
     try:
         if buf[offset] != 80:  # COMPRESSED
             return _term(buf, offset, max_depth)
@@ -319,6 +322,19 @@ def _term(buf: _Buffer, o: int, budget: int) -> tuple[Term, int]:
     if reader is None:
         raise _bad_tag(tag, o - 1)
     return reader(buf, o, budget)
+
+
+def forget_identifiers() -> None:
+    """Empty the tables of pids and references seen lately, the decoder's and the encoder's.
+
+    For a node that has gone quiet after a burst: the entries are the burst's last callers and
+    calls, of no more use, and each is a few small blocks made while the burst's memory was being
+    given back, where they keep otherwise empty allocator arenas from being returned to the system.
+    Only a lookup is lost; the next message fills the tables again.
+    """
+    _PIDS.clear()
+    _REFS.clear()
+    ENCODED.clear()
 
 
 def _remember(table: dict[bytes, _T], limit: int, raw: bytes, term: _T) -> None:

@@ -13,6 +13,7 @@ than make the peer drop the connection.
 from __future__ import annotations
 
 import math
+import operator
 import struct
 from collections.abc import Callable
 from typing import Any, Final
@@ -23,6 +24,7 @@ from pynode.etf.encodings import ENCODED, remember_encoding
 from pynode.etf.pretty import format_term
 from pynode.etf.types import (
     MAX_ATOM_CHARS,
+    MAX_NESTING,
     Atom,
     BitBinary,
     Export,
@@ -70,7 +72,7 @@ def encode_into(out: bytearray, term: Term) -> None:
     """Append ``term`` (no version byte) to ``out``; on error ``out`` is left as it was."""
     start = len(out)
     try:
-        _put(out, term)
+        _put(out, term, 0)
     except RecursionError:
         del out[start:]
         raise CodecError("term nested too deeply to encode (or it contains itself)") from None
@@ -110,8 +112,11 @@ for _name in ("true", "false", "nil"):
     _atom_bytes(_name)
 
 
-def _put(out: bytearray, term: Any) -> None:
+def _put(out: bytearray, term: Any, depth: int) -> None:
     """Append one term; containers are handled here so nesting costs one frame per level.
+
+    ``depth`` counts the containers around ``term``: past ``MAX_NESTING`` (or a term that contains
+    itself) it raises ``RecursionError`` in both forms of the codec, as Python's own limit would.
 
     ``term`` is ``Any`` here only: the hot path dispatches on ``type(term)`` held in a local, which
     mypy cannot narrow by; the public functions take a :data:`Term`.
@@ -132,6 +137,9 @@ def _put(out: bytearray, term: Any) -> None:
         out += raw
     elif t is dict:
         out += _TAG_U32(Tag.MAP, len(term))
+        depth += 1
+        if depth > MAX_NESTING:
+            raise RecursionError
         first: type | None = None
         mixed = False
         for key, value in term.items():
@@ -139,8 +147,8 @@ def _put(out: bytearray, term: Any) -> None:
             if kt is not first:
                 mixed = first is not None
                 first = kt
-            _put(out, key)
-            _put(out, value)
+            _put(out, key, depth)
+            _put(out, value, depth)
         if mixed or (first is not None and first not in _DISTINCT_KEYS):
             _check_keys(term)
     elif t is list:
@@ -152,14 +160,20 @@ def _put(out: bytearray, term: Any) -> None:
             out += bytes(term)
         else:
             out += _TAG_U32(Tag.LIST, n)
+            depth += 1
+            if depth > MAX_NESTING:
+                raise RecursionError
             for item in term:
-                _put(out, item)
+                _put(out, item, depth)
             out.append(Tag.NIL)
     elif t is tuple:
         n = len(term)
         out += _SMALL_TUPLES[n] if n < 256 else _TAG_U32(Tag.LARGE_TUPLE, n)
+        depth += 1
+        if depth > MAX_NESTING:
+            raise RecursionError
         for item in term:
-            _put(out, item)
+            _put(out, item, depth)
     elif t is Pid or t is Reference:
         # The same few pids and references go out again and again (our own pid,
         # the caller's, the call's reference): their bytes are kept in ENCODED.
@@ -173,15 +187,22 @@ def _put(out: bytearray, term: Any) -> None:
         out += _ATOMS["true" if term else "false"]
     elif t is ImproperList:
         elements = term.elements
+        depth += 1
+        if depth > MAX_NESTING:
+            raise RecursionError
         if elements:
             out += _TAG_U32(Tag.LIST, len(elements))
             for item in elements:
-                _put(out, item)
-        _put(out, term.tail)
+                _put(out, item, depth)
+        _put(out, term.tail, depth)
     elif t is MapKey:
-        _put(out, term.term)
+        _put(out, term.term, depth)
     else:
-        _writer(term)(out, term)
+        writer = _WRITERS.get(t)
+        if writer is not None:
+            writer(out, term)
+        else:
+            _put(out, _converted(term), depth + 1)
 
 
 def _is_byte_list(items: list[Term]) -> bool:
@@ -209,7 +230,7 @@ def _check_keys(term: dict[Term, Term]) -> None:
     scratch = bytearray()
     for key in term:
         del scratch[:]
-        _put(scratch, key)
+        _put(scratch, key, 0)
         encoded = bytes(scratch)
         if encoded in seen:
             raise CodecError(f"two keys of a dict encode to the same Erlang term: {format_term(key, limit=200)}")
@@ -228,7 +249,9 @@ def _put_buffer(out: bytearray, term: bytearray | memoryview) -> None:
     out += view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
-def _check_u32(value: int, what: str) -> None:
+def _check_u32(value: Any, what: str) -> None:
+    # ``Any``, not ``int``: the compiled form would take a bool (or refuse a float) at the call,
+    # before this check could say what is wrong.
     if type(value) is not int or not 0 <= value < _U32_LIMIT:
         raise CodecError(f"{what} {format_term(value, limit=100)} is not an unsigned 32-bit integer")
 
@@ -249,8 +272,14 @@ def _encode_identifier(term: Pid | Reference) -> bytes:
     return raw
 
 
+# The fields as they are: read as declared (``int``), the compiled form would turn True into 1.
+_PID_FIELDS: Final = operator.attrgetter("id", "serial", "creation")
+_PORT_FIELDS: Final = operator.attrgetter("id", "creation")
+_REFERENCE_FIELDS: Final = operator.attrgetter("ids", "creation")
+
+
 def _put_pid(out: bytearray, pid: Pid) -> None:
-    for field in (pid.id, pid.serial, pid.creation):
+    for field in _PID_FIELDS(pid):
         _check_u32(field, "Pid field")
     out.append(Tag.NEW_PID)
     out += _atom_bytes(pid.node)
@@ -258,9 +287,10 @@ def _put_pid(out: bytearray, pid: Pid) -> None:
 
 
 def _put_port(out: bytearray, port: Port) -> None:
-    _check_u32(port.creation, "Port creation")
-    if type(port.id) is not int or not 0 <= port.id < 1 << 64:
-        raise CodecError(f"Port id {format_term(port.id, limit=100)} is not an unsigned 64-bit integer")
+    port_id, creation = _PORT_FIELDS(port)
+    _check_u32(creation, "Port creation")
+    if type(port_id) is not int or not 0 <= port_id < 1 << 64:
+        raise CodecError(f"Port id {format_term(port_id, limit=100)} is not an unsigned 64-bit integer")
     if port.id < _U32_LIMIT:
         out.append(Tag.NEW_PORT)
         out += _atom_bytes(port.node)
@@ -275,8 +305,9 @@ def _put_reference(out: bytearray, ref: Reference) -> None:
     words = len(ref.ids)
     if not 1 <= words <= MAX_REFERENCE_WORDS:
         raise CodecError(f"Reference with {words} words (1 to {MAX_REFERENCE_WORDS} allowed)")
-    _check_u32(ref.creation, "Reference creation")
-    for word in ref.ids:
+    ids, creation = _REFERENCE_FIELDS(ref)
+    _check_u32(creation, "Reference creation")
+    for word in ids:
         _check_u32(word, "Reference word")
     out += bytes((Tag.NEWER_REFERENCE, 0, words))
     out += _atom_bytes(ref.node)
@@ -318,15 +349,12 @@ _WRITERS: Final[dict[type, _Writer]] = {
 }
 
 
-def _writer(term: Term) -> _Writer:
-    """The writer for a type not handled inline: exact type first, then subclasses in a safe order."""
-    writer = _WRITERS.get(type(term))
-    if writer is not None:
-        return writer
-    # Subclasses (IntEnum, StrEnum, OrderedDict, NamedTuple...): bool before int, Atom before str.
+def _converted(term: Any) -> Term:
+    """A subclass of a type the codec knows (IntEnum, StrEnum, OrderedDict, NamedTuple...) as that
+    type, tried in a safe order (bool before int, Atom before str); anything else is refused."""
     for base, convert in _SUBCLASSES:
         if isinstance(term, base):
-            return lambda out, value: _put(out, convert(value))
+            return convert(term)
     raise CodecError(f"cannot encode a value of Python type {type(term).__qualname__}")
 
 

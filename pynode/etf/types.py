@@ -43,6 +43,10 @@ __all__ = [
 ]
 
 MAX_ATOM_CHARS: Final = 255
+MAX_NESTING: Final = 900
+"""The deepest term the codec encodes or decodes, whatever ``max_depth`` asks: each level is one
+frame, and the compiled form of the codec recurses on the C stack, where nothing else stops it.
+Under Python's own recursion limit, so that both forms agree on every term."""
 
 
 class Atom(str):
