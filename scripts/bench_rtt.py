@@ -519,8 +519,9 @@ def print_table(r: dict[str, Any], out: TextIO) -> None:
         rounds = " / ".join(f"{t} {', '.join(str(m) for m in r[mode][t]['round_medians_us'])}" for t in ("py", "beam"))
         print(f"  medians per round (µs): {rounds}", file=out)
     print(
-        f"\nratio py/beam of the medians: sequential {r['ratio_median_py_beam']} (target <= 1.5), "
-        f"concurrent {r['ratio_median_py_beam_conc']}",
+        f"\nratio py/beam of the medians: sequential {r['ratio_median_py_beam']} (target <= 1.2), "
+        f"concurrent {r['ratio_median_py_beam_conc']}; 50-caller calls/s py/beam "
+        f"{r['conc']['py']['calls_per_s'] / max(r['conc']['beam']['calls_per_s'], 1):.2f} (target >= 0.9)",
         file=out,
     )
     cpu = r["node_cpu_us_per_call"]
