@@ -29,6 +29,7 @@ from pynode.net.transport import DistTransport
 from pynode.router import Router
 from pynode.runtime.genserver import GEN_CAST
 from pynode.runtime.ids import IdMint
+from pynode.runtime.memory import MemoryRelease
 from pynode.runtime.process import (
     KILLED,
     NORMAL,
@@ -116,6 +117,8 @@ class Node:
         self._system: Process | None = None
         self._stopping = False
         self._node_watchers: set[Pid] = set()
+        self.memory = MemoryRelease()
+        """Gives a burst's memory back to the system once its processes have ended and the node is quiet."""
         self.creation = 0
         self.port = 0
 
@@ -164,6 +167,7 @@ class Node:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
         await self.net.stop()
+        self.memory.cancel()
         if self._registration is not None:
             await self._registration.close()
         log.info("node %s stopped", self.name)
@@ -260,6 +264,7 @@ class Node:
         self.processes.remove(process)
         process.mailbox.close()
         self.signals.process_ended(process, reason)
+        self.memory.process_ended()
         if reason not in (NORMAL, SHUTDOWN):
             name = process.name or type(process).__name__
             log.info("process %s (%s) exited: %s", process.pid, name, TermText(reason))

@@ -20,9 +20,14 @@ async def start_node(
     max_runs: int,
     profile: Path | None = None,
     name: str = "py@127.0.0.1",
+    env: dict[str, str] | None = None,
+    ready_within: float = 30,
 ) -> asyncio.subprocess.Process:
-    """``python -m pynode`` as ``name``, once it says it is ready; ``profile``: cProfile stats there."""
-    env = dict(os.environ, PYNODE_LOG_LEVEL="warning")
+    """``python -m pynode`` as ``name``, once it says it is ready; ``profile``: cProfile stats there.
+
+    ``env``: variables added to the node's environment; ``ready_within``: seconds it has to say so.
+    """
+    env = dict(os.environ, PYNODE_LOG_LEVEL="warning", **(env or {}))
     profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
     proc = await asyncio.create_subprocess_exec(
         PYTHON, *profiler, "-m", "pynode", "--name", name, "--cookie", cookie,
@@ -30,7 +35,7 @@ async def start_node(
         stdout=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
     )  # fmt: skip
     assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    line = await asyncio.wait_for(proc.stdout.readline(), ready_within)
     if b"ready" not in line:
         raise RuntimeError(f"the node did not start: {line!r}")
     return proc

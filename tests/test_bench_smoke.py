@@ -55,6 +55,18 @@ def test_bench_runs_quick() -> None:
     assert result["in_flight"]["results"] == "{results,200,200}"
 
 
+def test_bench_runs_memory_rounds_quick() -> None:
+    result = quick("bench_runs.py", "--memory-rounds", "2", "--tracemalloc", "--trim")
+    assert result["memory_rounds"] == 2 and result["runs_per_round"] == 200
+    assert result["rss_start_kb"] > 0 and {"after_round_1_vs_start", "spread_rounds_2_on"} <= result.keys()
+    assert len(result["rounds"]) == 2
+    for row in result["rounds"]:
+        # Every round's runs were all in flight at once, and all ended well.
+        assert (row["held_tool_calls"], row["results"]) == ("{held,200}", "{results,200,200}")
+        assert row["rss_after_kb"] > 0 and row["rss_after_trim_kb"] > 0
+        assert row["grown"] and row["grown"][0].startswith("live Python allocations")
+
+
 def test_bench_streams_quick() -> None:
     result = quick("bench_streams.py")
     node, local = result["through_node"], result["in_process"]

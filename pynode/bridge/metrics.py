@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import Counter, deque
+from array import array
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -39,27 +40,47 @@ _NIL: Final = Atom("nil")
 
 
 class RecentDurations:
-    """Run durations of the last ``window`` seconds, at most ``limit`` of them (the newest)."""
+    """Run durations of the last ``window`` seconds, at most ``limit`` of them (the newest).
+
+    A ring of two preallocated arrays of doubles rather than a deque of ``(end, duration)`` tuples:
+    a tuple and two floats per run, made as each run of a burst ends, would outlive the burst by the
+    window and keep hundreds of the allocator's arenas (each mostly empty) from going back to the
+    system; the arrays are two blocks made once.
+    """
+
+    __slots__ = ("_count", "_durations", "_ends", "_first", "limit", "window")
 
     def __init__(self, window: float = DURATION_WINDOW, limit: int = MAX_DURATIONS) -> None:
         self.window = window
-        self._samples: deque[tuple[float, float]] = deque(maxlen=limit)
-        """``(end time, duration)`` in seconds of ``time.monotonic()``, oldest first."""
+        self.limit = limit
+        self._ends = array("d", bytes(8 * limit))
+        """End times in seconds of ``time.monotonic()``; slot ``(_first + i) % limit`` is the i-th oldest."""
+        self._durations = array("d", bytes(8 * limit))
+        self._first = 0
+        self._count = 0
 
     def add(self, duration: float, now: float) -> None:
         self._prune(now)
-        self._samples.append((now, duration))
+        slot = (self._first + self._count) % self.limit
+        self._ends[slot] = now
+        self._durations[slot] = duration
+        if self._count < self.limit:
+            self._count += 1
+        else:  # full: the oldest is overwritten
+            self._first = (self._first + 1) % self.limit
 
     def recent(self, now: float) -> list[float]:
         """The durations of runs that ended in the window before ``now``, sorted."""
         self._prune(now)
-        return sorted(duration for _, duration in self._samples)
+        first, count, limit, durations = self._first, self._count, self.limit, self._durations
+        return sorted(durations[(first + i) % limit] for i in range(count))
 
     def _prune(self, now: float) -> None:
         horizon = now - self.window
-        samples = self._samples
-        while samples and samples[0][0] < horizon:
-            samples.popleft()
+        ends, limit = self._ends, self.limit
+        while self._count and ends[self._first] < horizon:
+            self._first = (self._first + 1) % limit
+            self._count -= 1
 
 
 def percentile(ordered: list[float], fraction: float) -> float:

@@ -5,7 +5,7 @@
 the Python side of each term type is described in :mod:`pynode.etf.types`.
 """
 
-from pynode.etf.decode import Tag, decode, decode_at
+from pynode.etf.decode import Tag, decode, decode_at, forget_identifiers
 from pynode.etf.encode import encode, encode_into
 from pynode.etf.types import (
     Atom,
@@ -37,5 +37,6 @@ __all__ = [
     "decode_at",
     "encode",
     "encode_into",
+    "forget_identifiers",
     "map_key",
 ]

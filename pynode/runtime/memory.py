@@ -1,0 +1,112 @@
+"""Giving the memory of a burst of processes back to the system once the node is quiet again.
+
+Ten thousand runs in flight take over a gigabyte; once they have ended, nearly all of it is free
+inside the process, yet it stays in the process's RSS. Two allocators keep it:
+
+* pymalloc (Python's objects up to 512 bytes) returns one of its 1 MiB arenas to the system only
+  when every block in it is free. The blocks that outlive a burst were made while the burst's memory
+  was being given back, so they land all over the arenas and each keeps one alive: a few thousand
+  small survivors (tables of lately seen pids and references, say) hold hundreds of megabytes. What
+  the node itself keeps after a burst is made to leave no such survivors, or freed here.
+* glibc's malloc (everything bigger: coroutine frames, dict tables, buffers) keeps what was freed
+  inside its heap and returns pages only from the top of it; ``malloc_trim(0)`` gives back every
+  whole free page wherever it is.
+
+So once :data:`RELEASE_AFTER` processes have ended since the last release and no process has ended
+for :data:`QUIET` seconds, the node empties its tables of lately seen pids and references, collects
+cyclic garbage (so that what only a reference cycle kept is freed before the trim) and calls
+``malloc_trim(0)`` where the C library has it. That costs a few tens of milliseconds of the loop
+once per burst, never while processes keep ending, and nothing on a node that only ever has a few.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import gc
+import logging
+import time
+from collections.abc import Callable
+from typing import Final
+
+from pynode.etf.decode import forget_identifiers
+
+__all__ = ["QUIET", "RELEASE_AFTER", "MemoryRelease", "release_memory"]
+
+log = logging.getLogger("pynode.memory")
+
+RELEASE_AFTER: Final = 1000
+"""Processes ended since the last release before the node releases memory again."""
+QUIET: Final = 1.0
+"""Seconds without a process ending before it does."""
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or ``None`` where the C library has none (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM: Final = _find_malloc_trim()
+
+
+def release_memory() -> None:
+    """Forget the lately seen pids and references, collect cyclic garbage, and trim malloc's heap."""
+    started = time.perf_counter()
+    forget_identifiers()
+    collected = gc.collect()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+    log.debug("released memory: %d objects collected, in %.1f ms", collected, (time.perf_counter() - started) * 1000)
+
+
+class MemoryRelease:
+    """Counts ended processes; calls ``release`` once enough have ended and the node is quiet."""
+
+    __slots__ = ("_ended", "_handle", "_last_end", "after", "quiet", "release")
+
+    def __init__(
+        self, *, after: int = RELEASE_AFTER, quiet: float = QUIET, release: Callable[[], None] = release_memory
+    ) -> None:
+        self.after = after
+        self.quiet = quiet
+        self.release = release
+        self._ended = 0
+        self._last_end = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def process_ended(self) -> None:
+        """A process of the node ended (called from the node's loop)."""
+        self._ended += 1
+        if self._ended < self.after:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a node driven without a loop (its tests): nothing to schedule on
+            return
+        self._last_end = loop.time()
+        if self._handle is None:
+            self._handle = loop.call_later(self.quiet, self._check, loop)
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        wait = self._last_end + self.quiet - loop.time()
+        if wait > 0:  # processes still ending: look again once the last of them is QUIET old
+            self._handle = loop.call_later(wait, self._check, loop)
+            return
+        self._handle = None
+        self._ended = 0
+        try:
+            self.release()
+        except Exception:  # freeing memory is an optimisation: it never takes the node down
+            log.warning("could not release memory", exc_info=True)
+
+    def cancel(self) -> None:
+        """The node stops: no release is pending any more."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
