@@ -225,6 +225,18 @@ signal.signal(signal.SIGUSR2, _trim)
 '''
 
 
+async def create_slow_agent(erl: BeamNode) -> None:
+    """The agent ``slow``, whose one tool ``slow`` has no handler: its calls wait for the bench to answer."""
+    tool = (
+        '#{name => <<"slow">>, description => <<"A slow lookup">>,'
+        ' parameters => #{<<"type">> => <<"object">>, <<"properties">> => #{}}}'
+    )
+    await erl.eval(
+        f"{{ok, slow}} = gen_server:call({{pynode, {PY}}}, {{create_agent, slow,"
+        f' #{{model => <<"test">>, tools => [{tool}]}}}})'
+    )
+
+
 async def in_process(n: int, concurrency: int) -> dict[str, float]:
     from pydantic_ai import Agent
 
@@ -266,14 +278,7 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
             await erl.eval(
                 f'{{ok, bench}} = gen_server:call({{pynode, {PY}}}, {{create_agent, bench, #{{model => <<"test">>}}}})'
             )
-            tool = (
-                '#{name => <<"slow">>, description => <<"A slow lookup">>,'
-                ' parameters => #{<<"type">> => <<"object">>, <<"properties">> => #{}}}'
-            )
-            await erl.eval(
-                f"{{ok, slow}} = gen_server:call({{pynode, {PY}}}, {{create_agent, slow,"
-                f' #{{model => <<"test">>, tools => [{tool}]}}}})'
-            )
+            await create_slow_agent(erl)
             seq = eval_list(await erl.eval(SEQUENTIAL.format(py=PY, n=opts.runs), timeout=600))
             wall_us, conc = eval_pair(
                 await erl.eval(CONCURRENT.format(py=PY, n=opts.runs, c=opts.concurrency), timeout=600)
@@ -407,14 +412,7 @@ async def memory_rounds(opts: argparse.Namespace) -> dict[str, Any]:
         try:
             start = rss_kb(node.pid)
             erl = await BeamNode.start("bench@127.0.0.1", cookie=COOKIE, epmd_port=epmd.port)
-            tool = (
-                '#{name => <<"slow">>, description => <<"A slow lookup">>,'
-                ' parameters => #{<<"type">> => <<"object">>, <<"properties">> => #{}}}'
-            )
-            await erl.eval(
-                f"{{ok, slow}} = gen_server:call({{pynode, {PY}}}, {{create_agent, slow,"
-                f' #{{model => <<"test">>, tools => [{tool}]}}}})'
-            )
+            await create_slow_agent(erl)
             probe = Probe(node.pid, out) if probing else None
             first: tuple[tracemalloc.Snapshot | None, dict[str, int], dict[str, int]] | None = None
             if probe is not None:
