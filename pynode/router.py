@@ -22,7 +22,6 @@ from pynode.runtime.process import Dest
 from pynode.runtime.signals import Signals
 from pynode.runtime.table import ProcessTable
 from pynode.wire import control as c
-from pynode.wire.flags import DFlag
 from pynode.wire.framing import NoPayload
 
 __all__ = ["Router"]
@@ -123,7 +122,7 @@ class Router:
         """
         if alias is not None and alias.node == to.node:
             conn = self.net.connections.get(to.node)
-            if conn is not None and conn.flags & DFlag.ALIAS:
+            if conn is not None and conn.aliases:
                 conn.send(c.AliasSend(sender or self.system_pid(), alias), message)
                 return
         self.send(to, message, sender=sender)

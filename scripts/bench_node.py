@@ -5,11 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 TICKS = os.sysconf("SC_CLK_TCK")
+NODE_CWD = tempfile.gettempdir()
+"""Where the node runs: not the checkout, whose ``pynode/`` would shadow an installed (compiled) one
+named on PYTHONPATH, as ``python -m`` puts its working directory first on the path."""
+
+
+def codec_form(env: dict[str, str] | None = None) -> str:
+    """``compiled`` or ``pure``: the form of the codec a node started as :func:`start_node` does runs."""
+    probe = "import sys, pynode.etf; print(int(not sys.modules['pynode.etf.encode'].__file__.endswith('.py')))"
+    done = subprocess.run(
+        [PYTHON, "-c", probe], cwd=NODE_CWD, env=dict(os.environ, **(env or {})),
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return "compiled" if done.stdout.strip() == "1" else "pure"
 
 
 async def start_node(
@@ -32,7 +47,7 @@ async def start_node(
     proc = await asyncio.create_subprocess_exec(
         PYTHON, *profiler, "-m", "pynode", "--name", name, "--cookie", cookie,
         "--epmd-port", str(epmd_port), "--agents", str(agents), "--max-runs", str(max_runs),
-        stdout=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, env=env, cwd=NODE_CWD,
     )  # fmt: skip
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), ready_within)

@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from bench_node import NODE_CWD, codec_form
+
 from pynode.etf import Atom, Term, decode, encode
 from pynode.testing import BeamEvalError, BeamNode, BeamNodeError, running_epmd
 
@@ -59,15 +61,6 @@ CALL_TIMEOUT_MS = 10_000
 """The timeout of each gen_server:call on the bench node."""
 STOP_GRACE = 5.0
 """Seconds a process gets to end after it was asked to, before SIGKILL."""
-
-UVLOOP_BOOT = """\
-import asyncio, sys
-import uvloop
-asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-from pynode.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-"""How --uvloop starts the node until the CLI reads $PYNODE_UVLOOP itself: the same main, under uvloop."""
 
 
 class BenchError(Exception):
@@ -98,7 +91,7 @@ class Child:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log_file,
                 env=env,
-                cwd=ROOT,
+                cwd=NODE_CWD,
                 limit=64 * 1024 * 1024,
             )
         return cls(name, proc, log_path)
@@ -162,14 +155,8 @@ async def start_py_node(workdir: Path, *, cookie: str, epmd_port: int, uvloop: b
     agents_dir.mkdir()
     args = ["--name", PY_NODE, "--cookie", cookie, "--epmd-port", str(epmd_port), "--agents", str(agents_dir)]
     env = dict(os.environ)
-    if uvloop:
-        env["PYNODE_UVLOOP"] = "1"
-        # -O: link.py asserts isinstance(transport, asyncio.Transport), which uvloop's TCPTransport is
-        # not (it only quacks like one); without asserts the node runs. Drop -O once link.py is fixed.
-        argv = [interpreter, "-O", "-c", UVLOOP_BOOT, *args]
-    else:
-        env.pop("PYNODE_UVLOOP", None)
-        argv = [interpreter, "-m", "pynode", *args]
+    env.pop("PYNODE_LOOP", None)
+    argv = [interpreter, "-m", "pynode", *args, "--loop", "uvloop" if uvloop else "asyncio"]
     return await Child.start("pynode", argv, workdir, env)
 
 
@@ -492,6 +479,7 @@ async def run(opts: Options) -> dict[str, Any]:
         "busy_wait": opts.busy_wait,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
+        "node_codec": codec_form(),
         **figures,
         "elapsed_s": round(time.monotonic() - started_at, 1),
     }
@@ -507,7 +495,8 @@ def print_table(r: dict[str, Any], out: TextIO) -> None:
 
     print(
         f"pynode round trips: {r['calls']} calls per target, {r['rounds']} alternating rounds, "
-        f"node loop {r['node_loop']}, OTP {r['otp']}, Python {r['python']}, {r['cpus']} CPUs",
+        f"node loop {r['node_loop']}, node codec {r['node_codec']}, OTP {r['otp']}, Python {r['python']}, "
+        f"{r['cpus']} CPUs",
         file=out,
     )
     for mode, title in (("seq", "sequential"), ("conc", f"{r['concurrency']} concurrent callers")):
@@ -565,7 +554,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--concurrency", type=int, default=None, help="concurrent callers (default 50)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per mode (default 2)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for the smoke test")
-    parser.add_argument("--uvloop", action="store_true", help="run the node under uvloop (sets PYNODE_UVLOOP=1 for it)")
+    parser.add_argument("--uvloop", action="store_true", help="run the node under uvloop (pynode --loop uvloop)")
     parser.add_argument(
         "--no-busy-wait",
         dest="busy_wait",

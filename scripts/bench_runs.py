@@ -31,7 +31,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from bench_node import pct, rss_kb, start_node, stop
+from bench_node import codec_form, pct, rss_kb, start_node, stop
 
 from pynode.testing import BeamNode, running_epmd
 
@@ -539,6 +539,7 @@ def main() -> int:
     if opts.quick:
         opts.runs, opts.concurrency, opts.in_flight = 100, 10, 200
         opts.settle = min(opts.settle, 0.5)
+    print(f"the node's codec: {codec_form()}", flush=True)
     if opts.memory_rounds > 0:
         return print_memory(asyncio.run(asyncio.wait_for(memory_rounds(opts), 3600)))
     result = asyncio.run(asyncio.wait_for(measure(opts), 1800))

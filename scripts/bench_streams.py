@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_node import PYTHON, ROOT, cpu_s, pct, rss_kb, start_node, stop
+from bench_node import NODE_CWD, PYTHON, cpu_s, pct, rss_kb, start_node, stop
 
 from pynode.etf.decode import decode
 from pynode.testing import BeamNode, running_epmd
@@ -127,7 +127,7 @@ Wall = erlang:monotonic_time(microsecond) - T0,
 async def start_server(chunks: int, interval: float) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
         PYTHON, __file__, "--serve", "--chunks", str(chunks), "--interval", str(interval),
-        stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, cwd=NODE_CWD,
     )  # fmt: skip
     assert proc.stdout is not None
     url = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
@@ -175,7 +175,7 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
         node = await through_node(opts, url)
         inproc = await asyncio.create_subprocess_exec(
             PYTHON, __file__, "--in-process", url, "--streams", str(opts.streams),
-            stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, cwd=NODE_CWD,
         )  # fmt: skip
         out, _ = await asyncio.wait_for(inproc.communicate(), 900)
         if inproc.returncode != 0:

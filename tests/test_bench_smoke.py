@@ -47,6 +47,13 @@ def test_bench_rtt_quick() -> None:
     assert result["node_loop"] == "asyncio"
 
 
+def test_bench_dispatch_quick() -> None:
+    result = quick("bench_dispatch.py")
+    assert result["calls"] == 100 and result["cpu_us_per_call_best"] > 0
+    # Every recorded call was answered again on replay: one reply written per call, at least one read.
+    assert result["writes_per_call"] == 1.0 and result["chunks_per_call"] >= 1 / 100
+
+
 def test_bench_runs_quick() -> None:
     result = quick("bench_runs.py")
     assert set(result) >= {"through_node", "in_process", "in_flight", "bridge_overhead_median"}

@@ -66,3 +66,30 @@ async def test_small_message_of_another_pair_passes_a_fragmented_one() -> None:
     order = [p if isinstance(p, str | bytes) and len(p) < 100 else "BIG" for _, p in received]
     assert order == [b"small, other pair", "BIG", b"small, same pair"]
     assert received[1][1] == big
+
+
+class EchoOwner:
+    """Dispatches every SEND by sending its payload back to its sender, as a call's reply would be."""
+
+    def __init__(self) -> None:
+        self.dispatched = 0
+
+    def dispatch_control(self, conn: Connection, control: Any, payload: Any) -> None:
+        self.dispatched += 1
+        conn.send(c.Send(control.from_pid), ("reply", payload))
+
+
+async def test_replies_to_a_burst_read_at_once_leave_in_one_write_in_order() -> None:
+    flags = DEFAULT_FLAGS
+    owner = EchoOwner()
+    proto = FakeProtocol()
+    conn = Connection(owner, proto, peer_name="e1@127.0.0.1", peer_creation=1, flags=flags, net_ticktime=60)  # type: ignore[arg-type]
+    peer = Connection(owner, FakeProtocol(), peer_name="py@127.0.0.1", peer_creation=1, flags=flags, net_ticktime=60)  # type: ignore[arg-type]
+    burst = b"".join(peer.writer.encode(c.SendSender(pid(9), pid(n)), n)[0] for n in range(1, 11))
+    conn.feed(burst)
+    assert owner.dispatched == 10
+    assert len(proto.transport.frames) == 1
+    assert [p for _, p in payloads(proto.transport.frames, flags)] == [(b"reply", n) for n in range(1, 11)]
+    conn.send(c.Send(pid(9)), "outside a read")  # no read in progress: written at once
+    assert len(proto.transport.frames) == 2
+    conn.closed = True

@@ -112,6 +112,10 @@ class Connection:
         )
         self._log = LimitedLog(log, log_budget if log_budget is not None else LogBudget())
         self.writer = DistWriter(flags)
+        self.aliases = bool(flags & DFlag.ALIAS)
+        """Whether the peer takes ALIAS_SEND (a call's reply goes to the caller's alias)."""
+        self._batch: list[bytes] | None = None
+        """While :meth:`feed` dispatches: the frames sent meanwhile, written together when it is done."""
         self.closed = False
         self.signals = PeerSignals()
         """The links, monitors and spawn requests across this connection."""
@@ -131,28 +135,40 @@ class Connection:
     # -- reading ---------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        """Bytes from the socket: parse every complete frame and dispatch it."""
+        """Bytes from the socket: parse every complete frame and dispatch it.
+
+        What the dispatched messages send back on this connection (the replies to a burst of
+        calls) leaves in one write when the bytes are done: one system call, not one per reply.
+        """
         self._ticks.data_received(self._loop.time())
         reader = self.reader
         reader.receive_data(data)
         dispatch = self.owner.dispatch_control
-        while True:
-            event = reader.next_event()
-            if type(event) is DistMessage:
-                dispatch(self, event.control, event.payload)
-            elif type(event) is Tick:
-                continue
-            elif type(event) is BadPayload:
-                self._log.warning(
-                    ("undecodable", self.peer_name),
-                    self._loop.time(),
-                    "%s: dropped a message whose payload could not be decoded (%s): %s",
-                    self.peer_name,
-                    event.error,
-                    TermText(event.control.to_term(), 200),
-                )
-            else:
-                return
+        batch: list[bytes] = []
+        self._batch = batch
+        try:
+            while True:
+                event = reader.next_event()
+                if type(event) is DistMessage:
+                    dispatch(self, event.control, event.payload)
+                elif type(event) is Tick:
+                    continue
+                elif type(event) is BadPayload:
+                    self._log.warning(
+                        ("undecodable", self.peer_name),
+                        self._loop.time(),
+                        "%s: dropped a message whose payload could not be decoded (%s): %s",
+                        self.peer_name,
+                        event.error,
+                        TermText(event.control.to_term(), 200),
+                    )
+                else:
+                    return
+        finally:
+            self._batch = None
+            if batch and not self.closed:
+                self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+                self._ticks.data_sent(self._loop.time())
 
     # -- writing ---------------------------------------------------------------------
 
@@ -166,12 +182,16 @@ class Connection:
             return
         frames = self.writer.encode(control, payload)
         if len(frames) == 1 and not self._fragments:
-            self.transport.write(frames[0])  # the common case: no pair to look up
+            batch = self._batch  # the common case: no pair to look up
+            if batch is not None:
+                batch.append(frames[0])
+                return
+            self.transport.write(frames[0])
             self._ticks.data_sent(self._loop.time())
             return
         pair = _pair(control)
         if len(frames) == 1 and pair is not None and pair not in self._blocked:
-            self.transport.write(frames[0])
+            self._write(frames[0])
         else:
             self._blocked[pair] += len(frames)
             self._fragments.extend((pair, frame) for frame in frames)
@@ -192,6 +212,14 @@ class Connection:
             self.send(c.PayloadMonitorPExit(target, watcher, ref), reason)
         else:
             self.send(c.MonitorPExit(target, watcher, ref, reason))
+
+    def _write(self, frame: bytes) -> None:
+        """One frame, after what the connection has batched (so order is kept)."""
+        batch = self._batch
+        if batch is not None:
+            batch.append(frame)
+        else:
+            self.transport.write(frame)
 
     async def _pump_fragments(self) -> None:
         while self._fragments and not self.closed:
