@@ -74,8 +74,15 @@ async def record(calls: int) -> tuple[list[bytes], dict[str, Any]]:
                     await erl.eval(ping)
                     await asyncio.sleep(0.2)  # let the first call's demonitor arrive before recording
                     recording = True
-                    loop = f"lists:foreach(fun(_) -> {ping} end, lists:seq(1, {calls}))"
-                    await erl.eval(loop, timeout=120)
+                    each = max(1, calls // OPTIONS.concurrency)
+                    callers = (
+                        f"Self = self(), Loop = fun() -> lists:foreach(fun(_) -> {ping} end, lists:seq(1, {each})) end,"
+                        f" Pids = [spawn(fun() -> Loop(), Self ! {{done, self()}} end)"
+                        f" || _ <- lists:seq(1, {OPTIONS.concurrency})],"
+                        f" [receive {{done, P}} -> ok after 120000 -> error(timeout) end || P <- Pids], ok"
+                    )
+                    await erl.eval(callers, timeout=150)
+                    calls = each * OPTIONS.concurrency
                     await asyncio.sleep(0.2)
                     recording = False
                     conn = py.node.net.connections["caller@127.0.0.1"]
@@ -129,6 +136,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="calls recorded (default 2000)")
     parser.add_argument("--replays", type=int, default=5, help="replays of the recording per round (default 5)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds; best and median are printed (default 5)")
+    parser.add_argument("--concurrency", type=int, default=1, help="callers at once on the erl node (default 1)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one more replay")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     OPTIONS = parser.parse_args()
@@ -138,8 +146,10 @@ def main() -> int:
     form = "pure" if encoder_file.endswith(".py") else "compiled"
     _, figures = asyncio.run(asyncio.wait_for(record(OPTIONS.calls), 300))
     figures["codec"] = form
+    figures["concurrency"] = OPTIONS.concurrency
     print(
-        f"one gen_server:call in the node ({form} codec): {figures['cpu_us_per_call_best']} µs best,"
+        f"one gen_server:call in the node ({form} codec, {OPTIONS.concurrency} callers):"
+        f" {figures['cpu_us_per_call_best']} µs best,"
         f" {figures['cpu_us_per_call_median']} µs median; {figures['chunks_per_call']:.2f} reads and"
         f" {figures['writes_per_call']:.2f} writes per call"
     )

@@ -54,6 +54,13 @@ def test_bench_dispatch_quick() -> None:
     assert result["writes_per_call"] == 1.0 and result["chunks_per_call"] >= 1 / 100
 
 
+def test_bench_floor_quick() -> None:
+    result = quick("bench_floor.py")
+    assert result["calls"] == 500
+    for loop in ("asyncio", "uvloop"):  # the dev extras install uvloop
+        assert result[loop]["rtt_median_us"] > 0 and result[loop]["server_cpu_us_per_rtt"] > 0
+
+
 def test_bench_runs_quick() -> None:
     result = quick("bench_runs.py")
     assert set(result) >= {"through_node", "in_process", "in_flight", "bridge_overhead_median"}

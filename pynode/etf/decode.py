@@ -222,6 +222,12 @@ def _term(buf: _Buffer, o: int, budget: int) -> tuple[Term, int]:
     if tag == 97:  # SMALL_INTEGER_EXT
         return buf[o], o + 1
     if tag == 109:  # BINARY_EXT
+        if type(buf) is bytes:  # what decode() reads: indexed and sliced without a call
+            data: bytes = buf
+            e = o + 4 + ((data[o] << 24) | (data[o + 1] << 16) | (data[o + 2] << 8) | data[o + 3])
+            if e > len(data):
+                raise _truncated("BINARY_EXT", o - 1)
+            return data[o + 4 : e], e
         e = o + 4 + _U32(buf, o)[0]
         if e > len(buf):
             raise _truncated("BINARY_EXT", o - 1)
