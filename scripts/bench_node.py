@@ -17,11 +17,11 @@ NODE_CWD = tempfile.gettempdir()
 named on PYTHONPATH, as ``python -m`` puts its working directory first on the path."""
 
 
-def codec_form(env: dict[str, str] | None = None) -> str:
+def codec_form() -> str:
     """``compiled`` or ``pure``: the form of the codec a node started as :func:`start_node` does runs."""
     probe = "import sys, pynode.etf; print(int(not sys.modules['pynode.etf.encode'].__file__.endswith('.py')))"
     done = subprocess.run(
-        [PYTHON, "-c", probe], cwd=NODE_CWD, env=dict(os.environ, **(env or {})),
+        [PYTHON, "-c", probe], cwd=NODE_CWD,
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     return "compiled" if done.stdout.strip() == "1" else "pure"

@@ -182,22 +182,16 @@ class Connection:
             return
         frames = self.writer.encode(control, payload)
         if len(frames) == 1 and not self._fragments:
-            batch = self._batch  # the common case: no pair to look up
-            if batch is not None:
-                batch.append(frames[0])
-                return
-            self.transport.write(frames[0])
-            self._ticks.data_sent(self._loop.time())
+            self._write(frames[0])  # the common case: no pair to look up
             return
         pair = _pair(control)
         if len(frames) == 1 and pair is not None and pair not in self._blocked:
             self._write(frames[0])
-        else:
-            self._blocked[pair] += len(frames)
-            self._fragments.extend((pair, frame) for frame in frames)
-            if self._pump is None or self._pump.done():
-                self._pump = asyncio.create_task(self._pump_fragments())
-        self._ticks.data_sent(self._loop.time())
+            return
+        self._blocked[pair] += len(frames)
+        self._fragments.extend((pair, frame) for frame in frames)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._pump_fragments())
 
     def send_exit(self, sender: Pid, to: Pid, reason: Term, *, linked: bool) -> None:
         """A link's EXIT (``linked``) or ``exit/2``'s EXIT2, in the form the peer negotiated."""
@@ -214,17 +208,18 @@ class Connection:
             self.send(c.MonitorPExit(target, watcher, ref, reason))
 
     def _write(self, frame: bytes) -> None:
-        """One frame, after what the connection has batched (so order is kept)."""
+        """One frame: into the batch while :meth:`feed` dispatches (order is kept), else to the socket."""
         batch = self._batch
         if batch is not None:
             batch.append(frame)
-        else:
-            self.transport.write(frame)
+            return
+        self.transport.write(frame)
+        self._ticks.data_sent(self._loop.time())
 
     async def _pump_fragments(self) -> None:
         while self._fragments and not self.closed:
             pair, frame = self._fragments.popleft()
-            self.transport.write(frame)
+            self._write(frame)
             self._blocked[pair] -= 1
             if not self._blocked[pair]:
                 del self._blocked[pair]
