@@ -19,6 +19,7 @@ from pynode.errors import EpmdError, PynodeError
 from pynode.etf.pretty import format_term
 from pynode.limits import DEFAULT_LIMITS, Limits, MiB
 from pynode.logformat import LOG_FORMATS, TEXT_FORMAT, JsonFormatter, NodeFilter
+from pynode.net.busywait import DEFAULT_BUSY_WAIT_US, BusyWaitSelector
 from pynode.net.tls import TlsConfigError, TlsTransport
 from pynode.net.transport import DistTransport
 from pynode.runtime.pgscope import DEFAULT_SCOPE
@@ -82,6 +83,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _microseconds(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"must be 0 to 1000000 microseconds, not {text}")
     return value
 
 
@@ -251,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("asyncio", "uvloop"),
         default=os.environ.get("PYNODE_LOOP", "asyncio"),
         help="event loop (uvloop: the 'fast' extra; default asyncio, or $PYNODE_LOOP)",
+    )
+    parser.add_argument(
+        "--busy-wait",
+        type=_microseconds,
+        default=DEFAULT_BUSY_WAIT_US,
+        metavar="MICROSECONDS",
+        help="how long the asyncio loop keeps polling its sockets after the last one was ready before"
+        " it sleeps, as the BEAM's schedulers busy-wait: a caller's next request then finds the node"
+        f" awake (0: sleep at once; not used with uvloop; default {DEFAULT_BUSY_WAIT_US})",
     )
     parser.add_argument(
         "--log-level",
@@ -526,7 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args)
     tracing = configure_tracing(args)
     try:
-        return run_loop(serve(args), args.loop)
+        return run_loop(serve(args), args.loop, busy_wait=args.busy_wait / 1e6)
     except KeyboardInterrupt:
         return 130
     finally:
@@ -567,8 +584,12 @@ def _redact_logs() -> None:
             handler.addFilter(RedactingFilter())
 
 
-def run_loop(main: Coroutine[Any, Any, int], loop: str) -> int:
-    """Run ``main`` on asyncio's own event loop, or on uvloop (the ``fast`` extra) when asked."""
+def run_loop(main: Coroutine[Any, Any, int], loop: str, *, busy_wait: float = 0.0) -> int:
+    """Run ``main`` on asyncio's own event loop, or on uvloop (the ``fast`` extra) when asked.
+
+    ``busy_wait``: seconds asyncio's loop polls after the last ready socket before it sleeps
+    (:class:`~pynode.net.busywait.BusyWaitSelector`); uvloop's own poller has no such setting.
+    """
     if loop == "uvloop":
         try:
             import uvloop
@@ -576,4 +597,7 @@ def run_loop(main: Coroutine[Any, Any, int], loop: str) -> int:
             main.close()
             raise SystemExit("pynode: --loop uvloop needs uvloop: pip install 'pynode[fast]'") from None
         return uvloop.run(main)
-    return asyncio.run(main)
+    if busy_wait <= 0:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(BusyWaitSelector(busy_wait))) as runner:
+        return runner.run(main)

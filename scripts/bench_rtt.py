@@ -46,6 +46,7 @@ from typing import Any, TextIO
 from bench_node import NODE_CWD, codec_form
 
 from pynode.etf import Atom, Term, decode, encode
+from pynode.net.busywait import DEFAULT_BUSY_WAIT_US
 from pynode.testing import BeamEvalError, BeamNode, BeamNodeError, running_epmd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,7 +149,7 @@ async def started(child: Child) -> AsyncIterator[Child]:
         await child.stop()
 
 
-async def start_py_node(workdir: Path, *, cookie: str, epmd_port: int, uvloop: bool) -> Child:
+async def start_py_node(workdir: Path, *, cookie: str, epmd_port: int, uvloop: bool, busy_wait: int | None) -> Child:
     python = ROOT / ".venv" / "bin" / "python"
     interpreter = str(python) if python.exists() else sys.executable
     agents_dir = workdir / "agents"
@@ -156,6 +157,8 @@ async def start_py_node(workdir: Path, *, cookie: str, epmd_port: int, uvloop: b
     args = ["--name", PY_NODE, "--cookie", cookie, "--epmd-port", str(epmd_port), "--agents", str(agents_dir)]
     env = dict(os.environ)
     env.pop("PYNODE_LOOP", None)
+    if busy_wait is not None:
+        args += ["--busy-wait", str(busy_wait)]
     argv = [interpreter, "-m", "pynode", *args, "--loop", "uvloop" if uvloop else "asyncio"]
     return await Child.start("pynode", argv, workdir, env)
 
@@ -317,6 +320,7 @@ class Options:
     codec_runs: int
     uvloop: bool
     busy_wait: bool
+    node_busy_wait: int | None
     profile: Path | None
     time_limit: float
     quick: bool
@@ -328,7 +332,9 @@ async def measure(opts: Options, workdir: Path, profiler: list[Child]) -> dict[s
     erl_flags = [] if opts.busy_wait else ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"]
     extra_args = ["-pa", str(code), *erl_flags]
     with running_epmd() as epmd:
-        py_node = await start_py_node(workdir, cookie=cookie, epmd_port=epmd.port, uvloop=opts.uvloop)
+        py_node = await start_py_node(
+            workdir, cookie=cookie, epmd_port=epmd.port, uvloop=opts.uvloop, busy_wait=opts.node_busy_wait
+        )
         async with (
             started(py_node) as py,
             erl_node("echo", cookie=cookie, epmd_port=epmd.port, extra_args=extra_args) as echo,
@@ -477,6 +483,7 @@ async def run(opts: Options) -> dict[str, Any]:
         "quick": opts.quick,
         "uvloop_requested": opts.uvloop,
         "busy_wait": opts.busy_wait,
+        "node_busy_wait_us": DEFAULT_BUSY_WAIT_US if opts.node_busy_wait is None else opts.node_busy_wait,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "node_codec": codec_form(),
@@ -495,8 +502,8 @@ def print_table(r: dict[str, Any], out: TextIO) -> None:
 
     print(
         f"pynode round trips: {r['calls']} calls per target, {r['rounds']} alternating rounds, "
-        f"node loop {r['node_loop']}, node codec {r['node_codec']}, OTP {r['otp']}, Python {r['python']}, "
-        f"{r['cpus']} CPUs",
+        f"node loop {r['node_loop']} (busy-wait {r['node_busy_wait_us']} µs), node codec {r['node_codec']}, "
+        f"OTP {r['otp']}, Python {r['python']}, {r['cpus']} CPUs",
         file=out,
     )
     for mode, title in (("seq", "sequential"), ("conc", f"{r['concurrency']} concurrent callers")):
@@ -559,8 +566,15 @@ def parse_args(argv: list[str] | None) -> Options:
         "--no-busy-wait",
         dest="busy_wait",
         action="store_false",
-        help="turn the erl nodes' scheduler busy-waiting off (+sbwt none ...); the default keeps OTP's "
-        "own settings, which make BEAM-to-BEAM calls faster",
+        help="turn busy-waiting off on both sides: the erl nodes' schedulers (+sbwt none ...) and the"
+        " node's loop (--busy-wait 0, unless --node-busy-wait says otherwise); the default keeps OTP's own"
+        " settings and the node's, which make calls faster",
+    )
+    parser.add_argument(
+        "--node-busy-wait",
+        type=int,
+        metavar="MICROSECONDS",
+        help=f"the node's --busy-wait (default the node's own, {DEFAULT_BUSY_WAIT_US})",
     )
     parser.add_argument("--profile", type=Path, help="record the node with py-spy (raw format) into this file")
     parser.add_argument("--time-limit", type=float, default=600.0, help="seconds for the whole run (default 600)")
@@ -577,6 +591,7 @@ def parse_args(argv: list[str] | None) -> Options:
         codec_runs=5 if args.quick else 20,
         uvloop=args.uvloop,
         busy_wait=args.busy_wait,
+        node_busy_wait=args.node_busy_wait if args.node_busy_wait is not None or args.busy_wait else 0,
         profile=args.profile.resolve() if args.profile else None,
         time_limit=args.time_limit,
         quick=args.quick,

@@ -28,7 +28,7 @@ def quick(script: str, *args: str) -> dict[str, Any]:
 
 
 def test_bench_rtt_quick() -> None:
-    result = quick("bench_rtt.py", "--time-limit", "240")
+    result = quick("bench_rtt.py", "--time-limit", "240", "--node-busy-wait", "50")
     assert {
         "calls", "concurrency", "seq", "conc", "ratio_median_py_beam", "ratio_median_py_beam_conc",
         "node_cpu_us_per_call", "rss_kb", "codec", "node_loop", "otp",
@@ -45,6 +45,7 @@ def test_bench_rtt_quick() -> None:
         assert codec["bytes"] > 0
         assert {"best_ms", "median_ms"} <= codec["encode"].keys() == codec["decode"].keys()
     assert result["node_loop"] == "asyncio"
+    assert result["node_busy_wait_us"] == 50  # passed to the node as --busy-wait
 
 
 def test_bench_dispatch_quick() -> None:
