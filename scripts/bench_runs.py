@@ -237,10 +237,8 @@ async def create_slow_agent(erl: BeamNode) -> None:
     )
 
 
-async def in_process(n: int, concurrency: int) -> dict[str, float]:
-    from pydantic_ai import Agent
-
-    agent = Agent("test")
+async def in_process_sequential(agent: Any, n: int) -> list[float]:
+    """``n`` runs one after another in this process, after 50 not timed (as :data:`SEQUENTIAL`)."""
     for _ in range(50):
         await agent.run("warm up")
     times = []
@@ -248,6 +246,10 @@ async def in_process(n: int, concurrency: int) -> dict[str, float]:
         t0 = time.perf_counter()
         await agent.run("What is OTP?")
         times.append((time.perf_counter() - t0) * 1e6)
+    return times
+
+
+async def in_process(agent: Any, times: list[float], n: int, concurrency: int) -> dict[str, float]:
     per = n // concurrency
 
     async def worker() -> None:
@@ -279,7 +281,22 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
                 f'{{ok, bench}} = gen_server:call({{pynode, {PY}}}, {{create_agent, bench, #{{model => <<"test">>}}}})'
             )
             await create_slow_agent(erl)
-            seq = eval_list(await erl.eval(SEQUENTIAL.format(py=PY, n=opts.runs), timeout=600))
+            from pydantic_ai import Agent
+
+            agent = Agent("test")
+            # Alternating rounds, the node's then the same runs in process: a machine whose speed
+            # drifts during the run moves both sides alike, and the overhead is the median of the
+            # rounds' own ratios.
+            seq: list[float] = []
+            local: list[float] = []
+            ratios: list[float] = []
+            per_round = max(1, opts.runs // opts.rounds)
+            for _ in range(opts.rounds):
+                node_times = eval_list(await erl.eval(SEQUENTIAL.format(py=PY, n=per_round), timeout=600))
+                local_times = await in_process_sequential(agent, per_round)
+                ratios.append(statistics.median(node_times) / statistics.median(local_times))
+                seq += node_times
+                local += local_times
             wall_us, conc = eval_pair(
                 await erl.eval(CONCURRENT.format(py=PY, n=opts.runs, c=opts.concurrency), timeout=600)
             )
@@ -290,7 +307,8 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
                 "runs_per_s_concurrent": len(conc) / (wall_us / 1e6),
                 "concurrent_median_us": statistics.median(conc),
             }
-            result["in_process"] = await in_process(opts.runs, opts.concurrency)
+            result["in_process"] = await in_process(agent, local, opts.runs, opts.concurrency)
+            result["round_overheads"] = [round(r - 1, 4) for r in ratios]
             base = rss_kb(node.pid)
             await erl.eval(HOLDER.format(py=PY, n=opts.in_flight), timeout=60)
             held = await erl.eval(ASK_HOLDER, timeout=600)
@@ -311,8 +329,7 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
             if erl is not None:
                 await erl.stop()
             await stop(node)
-    t, p = result["through_node"], result["in_process"]
-    result["bridge_overhead_median"] = t["median_us"] / p["median_us"] - 1
+    result["bridge_overhead_median"] = statistics.median(result["round_overheads"])
     return result
 
 
@@ -514,6 +531,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--rounds", type=int, default=6, help="alternating rounds of the sequential runs, node then in process"
+    )
     parser.add_argument("--in-flight", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument(
@@ -537,7 +557,7 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=15, help="sites and types --tracemalloc prints")
     opts = parser.parse_args()
     if opts.quick:
-        opts.runs, opts.concurrency, opts.in_flight = 100, 10, 200
+        opts.runs, opts.concurrency, opts.in_flight, opts.rounds = 100, 10, 200, 2
         opts.settle = min(opts.settle, 0.5)
     print(f"the node's codec: {codec_form()}", flush=True)
     if opts.memory_rounds > 0:
@@ -553,7 +573,11 @@ def main() -> int:
             f"{label:32} {row['median_us']:10.0f} {row['p99_us']:10.0f} {row['runs_per_s_sequential']:11.0f}"
             f" {row['runs_per_s_concurrent']:11.0f}"
         )
-    print(f"bridge + distribution overhead on the median: {result['bridge_overhead_median'] * 100:+.1f}%")
+    rounds = ", ".join(f"{r * 100:+.1f}%" for r in result["round_overheads"])
+    print(
+        f"bridge + distribution overhead on the median: {result['bridge_overhead_median'] * 100:+.1f}%"
+        f" (median of {len(result['round_overheads'])} alternating rounds: {rounds})"
+    )
     print(
         f"runs in flight: {f['runs']} started, tool calls held {f['held_tool_calls']}, results {f['results']};"
         f" RSS {f['rss_before_kb'] / 1024:.0f} -> {f['rss_with_runs_kb'] / 1024:.0f} MB"

@@ -93,3 +93,39 @@ async def test_replies_to_a_burst_read_at_once_leave_in_one_write_in_order() -> 
     conn.send(c.Send(pid(9)), "outside a read")  # no read in progress: written at once
     assert len(proto.transport.frames) == 2
     conn.closed = True
+
+
+async def test_what_is_sent_together_leaves_in_one_write_in_order() -> None:
+    flags = DEFAULT_FLAGS
+    proto = FakeProtocol()
+    conn = Connection(None, proto, peer_name="e1@127.0.0.1", peer_creation=1, flags=flags, net_ticktime=60)  # type: ignore[arg-type]
+    with conn.together():
+        conn.send(c.Send(pid(1)), "first")
+        with conn.together():  # a block inside another joins it
+            conn.send(c.Send(pid(1)), "second")
+        assert proto.transport.frames == []  # nothing leaves before the outer block ends
+        conn.send(c.Send(pid(1)), "third")
+    assert len(proto.transport.frames) == 1
+    assert [p for _, p in payloads(proto.transport.frames, flags)] == [b"first", b"second", b"third"]
+    with conn.together():
+        pass
+    assert len(proto.transport.frames) == 1  # an empty block writes nothing
+    conn.send(c.Send(pid(1)), "alone")
+    assert len(proto.transport.frames) == 2
+    conn.closed = True
+    with conn.together():
+        conn.send(c.Send(pid(1)), "after close")
+    assert len(proto.transport.frames) == 2
+
+
+async def test_a_block_that_raises_still_sends_what_it_sent() -> None:
+    proto = FakeProtocol()
+    conn = Connection(None, proto, peer_name="e1@127.0.0.1", peer_creation=1, flags=DEFAULT_FLAGS, net_ticktime=60)  # type: ignore[arg-type]
+    try:
+        with conn.together():
+            conn.send(c.Send(pid(1)), "sent before the error")
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert [p for _, p in payloads(proto.transport.frames, DEFAULT_FLAGS)] == [b"sent before the error"]
+    conn.closed = True

@@ -197,7 +197,9 @@ class AgentProcess(GenServer):
         text = text_from_prompt(prompt)
         options = parse_run_options(opts)
         defn = self.definition
-        check_run_tools(defn.tools, defn.tool_names(), options, caller.pid, synchronous=synchronous)
+        # The agent's tool names matter only to a run that brings tools of its own.
+        names = defn.tool_names() if options.tools else ()
+        check_run_tools(defn.tools, names, options, caller.pid, synchronous=synchronous)
         if not self.limits.accepting:
             raise BridgeError("cancelled", "the node is shutting down")
         if self.limits.draining:

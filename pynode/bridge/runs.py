@@ -11,6 +11,7 @@ is the one that is gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -147,26 +148,30 @@ class RunProcess(Process):
 
     async def run(self) -> None:
         self._phase = "running"
-        outcome: Term
+        outcome: Term = None
+        executed = False
         try:
             outcome = self.outcome = await self._execute()
+            executed = True
         finally:
-            self._phase = "done"
-            for wait in self._waits.values():
-                wait.cancel()
-            self._waits.clear()
-            for decision in self._approval_waits.values():
-                decision.cancel()
-            self._approval_waits.clear()
-            for ref in [*self._handler_monitors, *self._approver_monitors]:
-                self.demonitor(ref)
-            self._handler_monitors.clear()
-            self._approver_monitors.clear()
-            self.agent.run_finished(self)
-        if self._caller_monitor is not None:
-            self.demonitor(self._caller_monitor)
-            if not self._answered and not self._nobody_waits:
-                self._deliver(outcome)
+            # The DEMONITORs and the result leave for the caller's node in one write.
+            with self._to_caller_together():
+                self._phase = "done"
+                for wait in self._waits.values():
+                    wait.cancel()
+                self._waits.clear()
+                for decision in self._approval_waits.values():
+                    decision.cancel()
+                self._approval_waits.clear()
+                for ref in [*self._handler_monitors, *self._approver_monitors]:
+                    self.demonitor(ref)
+                self._handler_monitors.clear()
+                self._approver_monitors.clear()
+                self.agent.run_finished(self)
+                if executed and self._caller_monitor is not None:
+                    self.demonitor(self._caller_monitor)
+                    if not self._answered and not self._nobody_waits:
+                        self._deliver(outcome)
         log.debug(
             "run %s of %s ended: %s",
             self.run_id,
@@ -174,6 +179,11 @@ class RunProcess(Process):
             self.end_reason,
             extra={"agent": self.agent.agent_name, "run_id": self.run_id},
         )
+
+    def _to_caller_together(self) -> contextlib.AbstractContextManager[None]:
+        """What the run sends to its caller's node within the block leaves in one write."""
+        conn = self.node.connections.get(self.request.caller.node) if self.node is not None else None
+        return conn.together() if conn is not None else contextlib.nullcontext()
 
     async def _execute(self) -> Term:
         options = self.request.options

@@ -295,6 +295,8 @@ def parse_create_options(term: Term) -> CreateOptions:
 def parse_run_options(term: Term) -> RunOptions:
     """The ``Opts`` map of ``run``/``start_run`` -> :class:`RunOptions`, or ``BridgeError(bad_request)``."""
     values = _fields(term, "the run options", RUN_OPTION_KEYS, "bad_request")
+    if not values:  # most runs give none: every field's default is what parsing an absent one gives
+        return RunOptions()
     kind: ErrorKind = "bad_request"
     model = values.get("model")
     return RunOptions(

@@ -11,9 +11,10 @@ that received it, with no task switch per packet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, cast
 
 from pynode.errors import HandshakeError, RemoteProtocolError
@@ -144,7 +145,8 @@ class Connection:
         reader = self.reader
         reader.receive_data(data)
         dispatch = self.owner.dispatch_control
-        batch: list[bytes] = []
+        outer = self._batch
+        batch: list[bytes] = [] if outer is None else outer
         self._batch = batch
         try:
             while True:
@@ -165,12 +167,35 @@ class Connection:
                 else:
                     return
         finally:
-            self._batch = None
-            if batch and not self.closed:
-                self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
-                self._ticks.data_sent(self._loop.time())
+            if outer is None:
+                self._batch = None
+                self._flush(batch)
 
     # -- writing ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """The frames sent on this connection within the block leave in one write, in order.
+
+        For a process that sends several messages in one step (a run's last DEMONITOR and its
+        result): one system call instead of one each. Inside :meth:`feed`, or inside another
+        ``together``, the frames simply join the batch already open.
+        """
+        if self._batch is not None:
+            yield
+            return
+        batch: list[bytes] = []
+        self._batch = batch
+        try:
+            yield
+        finally:
+            self._batch = None
+            self._flush(batch)
+
+    def _flush(self, batch: list[bytes]) -> None:
+        if batch and not self.closed:
+            self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+            self._ticks.data_sent(self._loop.time())
 
     def send(self, control: ControlMessage, payload: Term | NoPayload = NO_PAYLOAD) -> None:
         """Queue one control message (and payload) for the peer; never blocks.

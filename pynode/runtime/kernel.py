@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
 from pynode.etf.types import Atom, Pid, Reference, Term
@@ -25,7 +26,8 @@ this interface sits below the processes written against it."""
 
 
 class PeerChannel(Protocol):
-    """One connection, as far as a process looks at it: to wait until it can take more."""
+    """One connection, as far as a process looks at it: to wait until it can take more, or to send
+    several messages in one write."""
 
     @property
     def closed(self) -> bool: ...
@@ -34,6 +36,10 @@ class PeerChannel(Protocol):
     def transport(self) -> asyncio.WriteTransport: ...
 
     async def drain(self) -> None: ...
+
+    def together(self) -> AbstractContextManager[None]:
+        """The frames sent on this connection within the block leave in one write."""
+        ...
 
 
 class Kernel(Protocol[P]):
