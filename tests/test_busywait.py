@@ -37,6 +37,14 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
         b.close()
 
 
+def one_event(selector: BusyWaitSelector, reader: socket.socket, writer: socket.socket) -> None:
+    """Register ``reader`` and have one byte arrive on it and be read: the selector has seen an event."""
+    selector.register(reader, selectors.EVENT_READ)
+    writer.send(b"a")
+    assert [key.fileobj for key, _ in selector.select(None)] == [reader]
+    reader.recv(1)
+
+
 def test_a_request_after_an_event_is_found_by_polling(pair: tuple[socket.socket, socket.socket]) -> None:
     reader, writer = pair
     with BusyWaitSelector(spin=1.0, clock=StepClock(0.001)) as selector:
@@ -54,10 +62,7 @@ def test_the_spin_never_outlasts_the_loops_timeout(pair: tuple[socket.socket, so
     reader, writer = pair
     clock = StepClock(0.001)
     with BusyWaitSelector(spin=1000.0, clock=clock) as selector:
-        selector.register(reader, selectors.EVENT_READ)
-        writer.send(b"a")
-        selector.select(None)
-        reader.recv(1)
+        one_event(selector, reader, writer)
         reads = clock.reads
         assert selector.select(0.01) == []  # a timer is due in 10 ms: the spin stops there
         assert clock.reads - reads < 30  # about ten polls of 1 ms, not 1000 s of them
@@ -71,14 +76,33 @@ def test_an_idle_selector_does_not_poll(pair: tuple[socket.socket, socket.socket
         selector.register(reader, selectors.EVENT_READ)
         assert selector.select(0.001) == []  # never an event: straight to the kernel
         assert clock.reads == 1
-        writer.send(b"a")
-        selector.select(None)
-        reader.recv(1)
+        selector.unregister(reader)
+        one_event(selector, reader, writer)
         clock.now += 1.0  # long after the last event: the spin window is over
         reads = clock.reads
         assert selector.select(0.001) == []
         assert clock.reads - reads == 1
         assert selector.spins == 0
+
+
+def test_a_spin_that_finds_nothing_stops_the_polling_until_events_come_close_again(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    reader, writer = pair
+    clock = StepClock(0.001)
+    with BusyWaitSelector(spin=0.005, clock=clock) as selector:
+        one_event(selector, reader, writer)
+        assert selector.select(0.05) == []  # five polls of 1 ms find nothing; then it sleeps
+        assert (selector.spins, selector.missed) == (0, 1)
+        writer.send(b"b")
+        reads = clock.reads
+        assert [key.fileobj for key, _ in selector.select(0.05)] == [reader]
+        assert clock.reads - reads == 3  # no polling: straight to the kernel (and the sleep timed)
+        assert selector.spins == 0
+        reader.recv(1)
+        writer.send(b"c")  # that sleep ended at once: the next event is looked for by polling again
+        assert [key.fileobj for key, _ in selector.select(None)] == [reader]
+        assert (selector.spins, selector.missed) == (1, 1)
 
 
 def test_a_negative_spin_is_refused() -> None:

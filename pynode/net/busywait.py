@@ -10,6 +10,12 @@ ready event, ``select`` asks the kernel without blocking, over and over, and onl
 The spin never outlasts the loop's own timeout (a timer due sooner fires on time), and a loop with
 callbacks ready never spins (asyncio then selects with a timeout of 0). A node that is idle sleeps
 as before, after at most ``spin`` seconds of polling.
+
+Polling only pays when the next event comes within the spin. Events further apart (a stream's
+chunks 20 ms apart, a caller that thinks between calls) would each cost a whole spin of CPU for
+nothing, so the selector stops spinning once a spin has found nothing, and starts again once a
+sleep has ended within ``spin`` of its start: events are close enough again for polling to find
+them.
 """
 
 from __future__ import annotations
@@ -37,29 +43,42 @@ class BusyWaitSelector(selectors.DefaultSelector):
         self.spin = spin
         self._clock = clock
         self._last_ready = float("-inf")
+        self._polling_pays = True
         self.spins = 0
         """Selects answered by polling, that would have slept (for tests and figures)."""
+        self.missed = 0
+        """Spins that found nothing before they ended (for tests and figures)."""
 
     def select(self, timeout: float | None = None) -> _Ready:
+        if timeout is not None and timeout <= 0:
+            return self._ready(super().select(timeout))
         clock = self._clock
-        if timeout is None or timeout > 0:
+        now = clock()
+        until = self._last_ready + self.spin
+        if self._polling_pays and now < until:
+            if timeout is not None:
+                until = min(until, now + timeout)
+            poll = super().select
+            while True:
+                ready = poll(0)
+                if ready:
+                    self.spins += 1
+                    return self._ready(ready)
+                if clock() >= until:
+                    break
+            if timeout is not None:
+                timeout = max(0.0, timeout - (clock() - now))
+                if timeout == 0.0:
+                    return []  # the loop's timer is due: the spin did not miss, it was cut short
+            self.missed += 1
+            self._polling_pays = False
             now = clock()
-            until = self._last_ready + self.spin
-            if now < until:
-                if timeout is not None:
-                    until = min(until, now + timeout)
-                poll = super().select
-                while True:
-                    ready = poll(0)
-                    if ready:
-                        self.spins += 1
-                        self._last_ready = clock()
-                        return ready
-                    if clock() >= until:
-                        break
-                if timeout is not None:
-                    timeout = max(0.0, timeout - (clock() - now))
         ready = super().select(timeout)
+        if ready and clock() - now < self.spin:
+            self._polling_pays = True  # the sleep was short: a spin would have found this
+        return self._ready(ready)
+
+    def _ready(self, ready: _Ready) -> _Ready:
         if ready:
-            self._last_ready = clock()
+            self._last_ready = self._clock()
         return ready
