@@ -20,6 +20,7 @@ them.
 
 from __future__ import annotations
 
+import os
 import selectors
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ DEFAULT_BUSY_WAIT_US: Final = 200
 """Microseconds of polling after the last ready socket before the loop sleeps (0: never poll)."""
 
 _Ready = list[tuple[selectors.SelectorKey, int]]
+
+_yield: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 
 
 class BusyWaitSelector(selectors.DefaultSelector):
@@ -66,6 +69,7 @@ class BusyWaitSelector(selectors.DefaultSelector):
                     return self._ready(ready)
                 if clock() >= until:
                     break
+                _yield()  # a process waiting for this core (the peer, say) runs first
             if timeout is not None:
                 timeout = max(0.0, timeout - (clock() - now))
                 if timeout == 0.0:
