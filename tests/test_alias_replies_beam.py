@@ -48,8 +48,11 @@ async def test_late_replies_of_the_registry_never_reach_a_caller_that_gave_up(py
     erl = await beam("e1")
     assert await erl.eval(f"net_adm:ping({PY})") == "pong"
     counts = await erl.eval(strays_after_calls(f"{{pynode, {PY}}}", "ping", CALLS, "0"), timeout=90)
-    # Every call with timeout 0 gives up before its reply can cross the connection.
-    assert counts == f"{{{CALLS},0}}"
+    timed_out, strays = (int(n) for n in counts.strip("{}").split(","))
+    # A call with timeout 0 gives up before its reply can cross the connection, unless the caller
+    # was descheduled between its send and its receive (a loaded machine): nearly all give up.
+    assert timed_out >= CALLS * 9 // 10
+    assert strays == 0  # and not one of the late replies reached the caller's mailbox
 
 
 @on_otp("25", "28")
