@@ -233,7 +233,7 @@ class Connection:
             self.send(c.MonitorPExit(target, watcher, ref, reason))
 
     def _write(self, frame: bytes) -> None:
-        """One frame: into the batch while :meth:`feed` dispatches (order is kept), else to the socket."""
+        """One frame: into the open batch (:meth:`feed`, :meth:`together`; order is kept), else to the socket."""
         batch = self._batch
         if batch is not None:
             batch.append(frame)
