@@ -1,7 +1,8 @@
 """Runs that end cleanly for their watchers (docs/protocol.md sections 3 and 4), from real erl and Elixir nodes.
 
-- A synchronous run whose ``gen_server:call`` timed out is cancelled: the call's DEMONITOR is the
-  signal, and nobody gets a late reply.
+- A synchronous run whose ``gen_server:call`` timed out, or whose caller died, is cancelled: the
+  call's DEMONITOR is the signal (the run sends no MONITOR of its own), and nobody gets a late reply.
+  A raw ``{Pid, Ref, Request}`` caller has no such monitor: its run monitors it.
 - ``{create_agent, Name, Spec, CreateOpts}``: ``if_exists`` (error, replace, keep) and ``owner``.
 - When an agent is deleted or replaced, each run's result reaches its caller before the agent's DOWN.
 - ``events => false``: a ``start_run`` caller hears only the result.
@@ -98,7 +99,7 @@ async def test_elixir_call_that_times_out_cancels_its_run(
     )
     assert got == (Atom("timeout"), Atom("ok"), Atom("none"), 0)
     assert blocking.cancelled == blocking.started  # the model request, if it had begun, was stopped
-    assert ended(run_log) == ["cancelled (the caller stopped waiting (its call timed out))"]
+    assert ended(run_log) == ["cancelled (the caller stopped waiting (its call timed out, or it exited))"]
 
 
 async def test_erlang_call_that_times_out_cancels_its_run_and_others_go_on(
@@ -125,7 +126,7 @@ async def test_erlang_call_that_times_out_cancels_its_run_and_others_go_on(
     await eventually(lambda: blocking.started - blocking.cancelled == 1, what="the patient run waiting on its model")
     assert blocking.cancelled <= 1
     assert registry_of(py_node).agents["slow"].runs  # and is still counted
-    assert ended(run_log)[0] == "cancelled (the caller stopped waiting (its call timed out))"
+    assert ended(run_log)[0] == "cancelled (the caller stopped waiting (its call timed out, or it exited))"
 
 
 async def test_raw_envelope_caller_that_dies_cancels_its_run(
@@ -143,6 +144,52 @@ async def test_raw_envelope_caller_that_dies_cancels_its_run(
     assert got == Atom("ok")
     assert blocking.cancelled == blocking.started
     assert ended(run_log) == ["cancelled (the caller exited (killed))"]
+
+
+async def test_a_gen_server_call_whose_caller_dies_cancels_its_run_through_the_calls_own_monitor(
+    erl: BeamNode, py_node: Node, blocking: Blocking, run_log: pytest.LogCaptureFixture
+) -> None:
+    await create(erl, "slow", '#{model => <<"blocking">>}')
+    await term(
+        erl,
+        "A = {slow, 'py@127.0.0.1'}, Self = self(),"
+        ' Caller = spawn(fun() -> Self ! {reply, catch gen_server:call(A, {run, <<"hi">>}, 60000)} end),'
+        " register(doomed_caller, Caller), ok",
+    )
+    agent = registry_of(py_node).agents["slow"]
+    await eventually(lambda: blocking.started == 1, what="the run waiting on its model")
+    (run,) = agent.runs.values()
+    # The call's monitor on the agent watches the caller: the run sent no MONITOR of its own.
+    assert run._caller_monitor is None
+    assert not py_node.connections["e1@127.0.0.1"].signals.monitors_out
+    assert list(agent.waiting_calls.values()) == [run]
+    got = await term(
+        erl,
+        ERL_NO_RUNS + "exit(whereis(doomed_caller), kill),"
+        " Settled = NoRuns({slow, 'py@127.0.0.1'}, 250),"
+        " Stray = receive M -> M after 300 -> none end, {Settled, Stray}",
+    )
+    assert got == (Atom("ok"), Atom("none"))
+    assert blocking.cancelled == blocking.started == 1
+    assert ended(run_log) == ["cancelled (the caller stopped waiting (its call timed out, or it exited))"]
+    assert not agent.waiting_calls
+
+
+async def test_a_raw_caller_without_a_monitor_is_monitored_by_its_run(
+    erl: BeamNode, py_node: Node, blocking: Blocking
+) -> None:
+    await create(erl, "slow", '#{model => <<"blocking">>}')
+    await term(
+        erl,
+        "spawn(fun() -> {slow, 'py@127.0.0.1'} ! {self(), make_ref(), {run, <<\"hi\">>}}, timer:sleep(60000) end), ok",
+    )
+    agent = registry_of(py_node).agents["slow"]
+    await eventually(lambda: blocking.started == 1, what="the run waiting on its model")
+    (run,) = agent.runs.values()
+    assert run._caller_monitor is not None
+    assert list(py_node.connections["e1@127.0.0.1"].signals.monitors_out) == [run._caller_monitor]
+    run.cancel("the test is over")
+    await eventually(lambda: not agent.runs, what="the run cancelled")
 
 
 async def test_a_call_answered_in_time_is_not_cancelled_by_its_demonitor(

@@ -227,7 +227,12 @@ class AgentProcess(GenServer):
         if call_monitor is not None:
             self.waiting_calls[call_monitor] = run
         node.spawn(run)
-        run.watch_caller()
+        # A ``gen_server:call`` monitors this process for as long as it waits, and that monitor
+        # goes (a DEMONITOR, or its node's connection) once the caller stops waiting for any
+        # reason, its death included: it tells the run all a monitor of its own would.
+        watcher = self.monitored_by.get(call_monitor) if call_monitor is not None else None
+        if watcher is None or watcher[0] != caller.pid:
+            run.watch_caller()
         return NOREPLY if synchronous else (OK, ref)
 
     def run_finished(self, run: RunProcess) -> None:
@@ -246,12 +251,20 @@ class AgentProcess(GenServer):
     def demonitored(self, ref: Reference, watcher: Pid) -> None:
         """A caller removed its monitor on this agent: a ``gen_server:call`` that stopped waiting.
 
-        ``gen:call`` monitors the server for the length of the call and demonitors on a reply or
-        a timeout; a run still going then has nobody waiting for it (docs/protocol.md section 4).
+        ``gen:call`` monitors the server for the length of the call; the monitor goes on a reply,
+        a timeout, or the caller's death. A run still going then has nobody waiting for it
+        (docs/protocol.md section 4).
         """
+        self._call_ended(ref, watcher, "the caller stopped waiting (its call timed out, or it exited)")
+
+    def watcher_lost(self, ref: Reference, watcher: Pid, reason: Term) -> None:
+        """A caller's node went away: a synchronous run it waited for has nobody waiting for it."""
+        self._call_ended(ref, watcher, f"the caller exited ({format_term(reason)})")
+
+    def _call_ended(self, ref: Reference, watcher: Pid, reason: str) -> None:
         run = self.waiting_calls.pop(ref, None)
         if run is not None and run.request.caller == watcher:
-            run.abandon("the caller stopped waiting (its call timed out)")
+            run.abandon(reason)
 
     def forward_tool_result(self, call_id: Term, reply: Term) -> Term:
         run = self._waiting_run(call_id, "")

@@ -1,8 +1,10 @@
 """One agent run as a process of its own.
 
 A run has a pid (tool handlers answer it), a reference (``RunRef``), and a
-task doing the pydantic-ai work. It monitors its caller: when the caller
-dies or its node goes, the run is cancelled. It monitors every tool handler
+task doing the pydantic-ai work. It watches its caller: when the caller
+dies or its node goes, the run is cancelled. A ``gen_server:call``'s own
+monitor on the agent does that for a synchronous run; any other caller is
+monitored by the run. It monitors every tool handler
 it waits on: when a handler dies, that tool call fails instead of hanging.
 Whatever ends the run, its caller gets exactly one reply, unless the caller
 is the one that is gone.
@@ -125,6 +127,9 @@ class RunProcess(Process):
         self._approver_monitors: dict[Reference, str] = {}
         self._handler_monitors: dict[Reference, str] = {}
         self._caller_monitor: Reference | None = None
+        """The run's monitor of its caller; ``None`` for a caller whose call's own monitor watches it."""
+        self._caller_gone = False
+        """Set when the caller's ``DOWN`` came: nobody is left to answer."""
         self._answered = False
         """True once the caller has its answer (sent early by :meth:`cancel_now`)."""
         self._phase = "new"
@@ -142,7 +147,9 @@ class RunProcess(Process):
 
         The agent calls this before it answers anything else, so the MONITOR leaves ahead of
         every later message on that connection: a caller killed after it saw its run counted
-        ends the run with its real exit reason, never ``noproc``.
+        ends the run with its real exit reason, never ``noproc``. Not called for a synchronous
+        run whose ``gen_server:call`` monitors the agent: the agent abandons the run when that
+        monitor goes.
         """
         self._caller_monitor = self.monitor(self.request.caller)
 
@@ -168,9 +175,10 @@ class RunProcess(Process):
                 self._handler_monitors.clear()
                 self._approver_monitors.clear()
                 self.agent.run_finished(self)
-                if executed and self._caller_monitor is not None:
-                    self.demonitor(self._caller_monitor)
-                    if not self._answered and not self._nobody_waits:
+                if executed:
+                    if self._caller_monitor is not None:
+                        self.demonitor(self._caller_monitor)
+                    if not (self._answered or self._nobody_waits or self._caller_gone):
                         self._deliver(outcome)
         log.debug(
             "run %s of %s ended: %s",
@@ -357,6 +365,7 @@ class RunProcess(Process):
     def _on_down(self, ref: Reference, reason: Term) -> None:
         if ref == self._caller_monitor:
             self._caller_monitor = None
+            self._caller_gone = True
             self.cancel(f"the caller exited ({format_term(reason)})")
             return
         waiting = self._approver_monitors.pop(ref, None)

@@ -30,6 +30,7 @@ from pynode.etf.types import Atom, Export, OpaqueFun, Pid, Term
 __all__ = [
     "AGENT_SPEC_KEYS",
     "CREATE_OPTION_KEYS",
+    "NO_RUN_OPTIONS",
     "RUN_OPTION_KEYS",
     "TOOL_SPEC_KEYS",
     "AgentSpec",
@@ -237,6 +238,8 @@ def _keys(cls: type[Any]) -> frozenset[str]:
 
 
 AGENT_SPEC_KEYS: Final = _keys(AgentSpec)
+NO_RUN_OPTIONS: Final = RunOptions()
+"""The options of a run that gives none, made once: they are frozen, so every such run shares them."""
 CREATE_OPTION_KEYS: Final = _keys(CreateOptions)
 TOOL_SPEC_KEYS: Final = _keys(ToolSpec)
 RUN_OPTION_KEYS: Final = _keys(RunOptions)
@@ -296,7 +299,7 @@ def parse_run_options(term: Term) -> RunOptions:
     """The ``Opts`` map of ``run``/``start_run`` -> :class:`RunOptions`, or ``BridgeError(bad_request)``."""
     values = _fields(term, "the run options", RUN_OPTION_KEYS, "bad_request")
     if not values:  # most runs give none: every field's default is what parsing an absent one gives
-        return RunOptions()
+        return NO_RUN_OPTIONS
     kind: ErrorKind = "bad_request"
     model = values.get("model")
     return RunOptions(

@@ -138,6 +138,14 @@ class Process:
         (a reply or a timeout), so a server can tell when nobody waits for a reply any more.
         """
 
+    def watcher_lost(self, ref: Reference, watcher: Pid, reason: Term) -> None:
+        """``watcher``'s monitor ``ref`` on this process is gone with its node's connection (``reason``).
+
+        No ``DOWN`` is owed to a watcher that is unreachable; a server that counted on the monitor
+        to know whether a caller still waits (:meth:`demonitored`) learns here that none does.
+        """
+        self.demonitored(ref, watcher)
+
     def ended(self, reason: Term) -> None:
         """Called once by the node when the process is gone."""
         self.exit_reason = reason

@@ -254,11 +254,13 @@ class Signals:
         for ref, (watcher, target) in list(state.monitors_out.items()):
             self.deliver_down(watcher, ref, target, NOCONNECTION)
         state.monitors_out.clear()
-        for ref, target_pid in state.monitors_in.items():
-            process = self.processes.pid(target_pid)
-            if process is not None:
-                process.monitored_by.pop(ref, None)
+        lost = list(state.monitors_in.items())
         state.monitors_in.clear()
+        for ref, target_pid in lost:
+            process = self.processes.pid(target_pid)
+            entry = process.monitored_by.pop(ref, None) if process is not None else None
+            if process is not None and entry is not None:
+                process.watcher_lost(ref, entry[0], NOCONNECTION)
         for req_id, requester in state.spawn_requests.items():
             process = self.processes.pid(requester)
             if process is not None:
