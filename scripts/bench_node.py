@@ -7,6 +7,7 @@ import contextlib
 import os
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,17 +38,19 @@ async def start_node(
     name: str = "py@127.0.0.1",
     env: dict[str, str] | None = None,
     ready_within: float = 30,
+    args: Sequence[str] = (),
 ) -> asyncio.subprocess.Process:
     """``python -m pynode`` as ``name``, once it says it is ready; ``profile``: cProfile stats there.
 
-    ``env``: variables added to the node's environment; ``ready_within``: seconds it has to say so.
+    ``env``: variables added to the node's environment; ``ready_within``: seconds it has to say so;
+    ``args``: more of the node's command-line flags (``--loop uvloop``, ``--busy-wait 0``).
     """
     env = dict(os.environ, PYNODE_LOG_LEVEL="warning", **(env or {}))
     profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
     proc = await asyncio.create_subprocess_exec(
         PYTHON, *profiler, "-m", "pynode", "--name", name, "--cookie", cookie,
         "--epmd-port", str(epmd_port), "--agents", str(agents), "--max-runs", str(max_runs),
-        stdout=asyncio.subprocess.PIPE, env=env, cwd=NODE_CWD,
+        *args, stdout=asyncio.subprocess.PIPE, env=env, cwd=NODE_CWD,
     )  # fmt: skip
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), ready_within)

@@ -38,12 +38,14 @@ from pynode.testing import BeamNode, running_epmd
 ROOT = Path(__file__).resolve().parent.parent
 
 PY = "'py@127.0.0.1'"
+WARM_UP = 50
+"""Runs on each side before the timed ones."""
 COOKIE = "bench_runs_cookie"
 
 
 SEQUENTIAL = """
 A = {{bench, {py}}},
-[gen_server:call(A, {{run, <<"warm up">>}}, 30000) || _ <- lists:seq(1, 50)],
+[gen_server:call(A, {{run, <<"warm up">>}}, 30000) || _ <- lists:seq(1, {warm})],
 Times = [begin T0 = erlang:monotonic_time(microsecond),
                 {{ok, _}} = gen_server:call(A, {{run, <<"What is OTP?">>}}, 30000),
                 erlang:monotonic_time(microsecond) - T0 end || _ <- lists:seq(1, {n})],
@@ -239,9 +241,9 @@ async def create_slow_agent(erl: BeamNode) -> None:
     )
 
 
-async def in_process_sequential(agent: Any, n: int) -> list[float]:
-    """``n`` runs one after another in this process, after 50 not timed (as :data:`SEQUENTIAL`)."""
-    for _ in range(50):
+async def in_process_sequential(agent: Any, n: int, warm: int) -> list[float]:
+    """``n`` runs one after another in this process, after ``warm`` not timed (as :data:`SEQUENTIAL`)."""
+    for _ in range(warm):
         await agent.run("warm up")
     times = []
     for _ in range(n):
@@ -275,7 +277,14 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {}
     with running_epmd() as epmd, tempfile.TemporaryDirectory() as tmp:
         agents = Path(tmp)
-        node = await start_node(epmd.port, cookie=COOKIE, agents=agents, max_runs=opts.in_flight + 100)
+        node = await start_node(
+            epmd.port,
+            cookie=COOKIE,
+            agents=agents,
+            max_runs=opts.in_flight + 100,
+            env=dict(item.partition("=")[::2] for item in opts.node_env),
+            args=opts.node_arg,
+        )
         erl: BeamNode | None = None
         try:
             erl = await BeamNode.start("bench@127.0.0.1", cookie=COOKIE, epmd_port=epmd.port)
@@ -286,16 +295,18 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
             from pydantic_ai import Agent
 
             agent = Agent("test")
-            # Alternating rounds, the node's then the same runs in process: a machine whose speed
-            # drifts during the run moves both sides alike, and the overhead is the median of the
-            # rounds' own ratios.
+            # Alternating short rounds, the node's then the same runs in process: a machine whose
+            # speed drifts during the run (by half, within a second, on a shared virtual machine)
+            # moves both sides alike, and the overhead is the median of the rounds' own ratios.
             seq: list[float] = []
             local: list[float] = []
             ratios: list[float] = []
             per_round = max(1, opts.runs // opts.rounds)
+            await erl.eval(SEQUENTIAL.format(py=PY, n=1, warm=WARM_UP), timeout=600)
+            await in_process_sequential(agent, 1, WARM_UP)
             for _ in range(opts.rounds):
-                node_times = eval_list(await erl.eval(SEQUENTIAL.format(py=PY, n=per_round), timeout=600))
-                local_times = await in_process_sequential(agent, per_round)
+                node_times = eval_list(await erl.eval(SEQUENTIAL.format(py=PY, n=per_round, warm=0), timeout=600))
+                local_times = await in_process_sequential(agent, per_round, 0)
                 ratios.append(statistics.median(node_times) / statistics.median(local_times))
                 seq += node_times
                 local += local_times
@@ -332,6 +343,10 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
                 await erl.stop()
             await stop(node)
     result["bridge_overhead_median"] = statistics.median(result["round_overheads"])
+    result["bridge_overhead_pooled"] = round(
+        result["through_node"]["median_us"] / result["in_process"]["median_us"] - 1, 4
+    )
+    result["node_env"], result["node_args"] = opts.node_env, opts.node_arg
     return result
 
 
@@ -425,7 +440,13 @@ async def memory_rounds(opts: argparse.Namespace) -> dict[str, Any]:
             env["PYTHONTRACEMALLOC"] = str(opts.frames)
         env.update(item.partition("=")[::2] for item in opts.node_env)
         node = await start_node(
-            epmd.port, cookie=COOKIE, agents=agents, max_runs=opts.in_flight + 100, env=env, ready_within=300
+            epmd.port,
+            cookie=COOKIE,
+            agents=agents,
+            max_runs=opts.in_flight + 100,
+            env=env,
+            ready_within=300,
+            args=opts.node_arg,
         )
         erl: BeamNode | None = None
         try:
@@ -491,6 +512,7 @@ async def memory_rounds(opts: argparse.Namespace) -> dict[str, Any]:
         "tracemalloc": opts.tracemalloc,
         "trim": opts.trim,
         "node_env": opts.node_env,
+        "node_args": opts.node_arg,
         "rss_start_kb": start,
         "rss_ready_kb": ready,
         "allocators_before": first[2] if first is not None else {},
@@ -534,7 +556,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument(
-        "--rounds", type=int, default=6, help="alternating rounds of the sequential runs, node then in process"
+        "--rounds",
+        type=int,
+        default=100,
+        help="alternating rounds of the sequential runs, node then in process (default 100: 20 runs each)",
     )
     parser.add_argument("--in-flight", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
@@ -554,12 +579,19 @@ def main() -> int:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="with --memory-rounds: a variable for the node's environment (PYTHONMALLOC=malloc, MALLOC_ARENA_MAX=2)",
+        help="a variable for the node's environment (PYTHONMALLOC=malloc, MALLOC_ARENA_MAX=2)",
+    )
+    parser.add_argument(
+        "--node-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="a command-line flag for the node, one per option (--node-arg=--loop --node-arg=uvloop)",
     )
     parser.add_argument("--top", type=int, default=15, help="sites and types --tracemalloc prints")
     opts = parser.parse_args()
     if opts.quick:
-        opts.runs, opts.concurrency, opts.in_flight, opts.rounds = 100, 10, 200, 2
+        opts.runs, opts.concurrency, opts.in_flight, opts.rounds = 100, 10, 200, 5
         opts.settle = min(opts.settle, 0.5)
     print(f"the node's codec: {codec_form()}", flush=True)
     if opts.memory_rounds > 0:
@@ -575,10 +607,12 @@ def main() -> int:
             f"{label:32} {row['median_us']:10.0f} {row['p99_us']:10.0f} {row['runs_per_s_sequential']:11.0f}"
             f" {row['runs_per_s_concurrent']:11.0f}"
         )
-    rounds = ", ".join(f"{r * 100:+.1f}%" for r in result["round_overheads"])
+    spread = sorted(result["round_overheads"])
+    quartiles = f"{pct(spread, 0.25) * 100:+.1f}% to {pct(spread, 0.75) * 100:+.1f}%"
     print(
         f"bridge + distribution overhead on the median: {result['bridge_overhead_median'] * 100:+.1f}%"
-        f" (median of {len(result['round_overheads'])} alternating rounds: {rounds})"
+        f" (median of {len(spread)} alternating rounds, the middle half {quartiles};"
+        f" all runs' medians: {result['bridge_overhead_pooled'] * 100:+.1f}%)"
     )
     print(
         f"runs in flight: {f['runs']} started, tool calls held {f['held_tool_calls']}, results {f['results']};"
