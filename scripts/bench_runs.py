@@ -5,6 +5,8 @@ erl node that drives it. Prints a table and, last, one JSON line. Everything it 
 
 1. A TestModel run: ``gen_server:call({bench, Py}, {run, Prompt})`` from the BEAM, sequential and with
    50 concurrent callers, against ``await agent.run(Prompt)`` on the same TestModel agent in this process.
+   ``--pin`` puts the node and this process on core 0 and erl on core 1, so that the scheduler cannot
+   move erl onto the core a run is using (on a 2-core machine that moves single rounds by half).
 2. Runs in flight: ``start_run`` N runs (``events => false``) of an agent whose tool is answered by the
    caller, hold every tool call unanswered, read the node's RSS, then answer them all and count the results
    (none may be lost).
@@ -229,6 +231,12 @@ signal.signal(signal.SIGUSR2, _trim)
 '''
 
 
+def pin(pid: int, cpu: int) -> None:
+    """Every thread of process ``pid`` onto core ``cpu`` (Linux)."""
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(thread), {cpu})
+
+
 async def create_slow_agent(erl: BeamNode) -> None:
     """The agent ``slow``, whose one tool ``slow`` has no handler: its calls wait for the bench to answer."""
     tool = (
@@ -288,6 +296,11 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
         erl: BeamNode | None = None
         try:
             erl = await BeamNode.start("bench@127.0.0.1", cookie=COOKIE, epmd_port=epmd.port)
+            if opts.pin:
+                # The node and this process take turns on one core (never both at once); erl has the other.
+                pin(os.getpid(), 0)
+                pin(node.pid, 0)
+                pin(erl.os_pid, 1)
             await erl.eval(
                 f'{{ok, bench}} = gen_server:call({{pynode, {PY}}}, {{create_agent, bench, #{{model => <<"test">>}}}})'
             )
@@ -346,7 +359,7 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
     result["bridge_overhead_pooled"] = round(
         result["through_node"]["median_us"] / result["in_process"]["median_us"] - 1, 4
     )
-    result["node_env"], result["node_args"] = opts.node_env, opts.node_arg
+    result["node_env"], result["node_args"], result["pinned"] = opts.node_env, opts.node_arg, opts.pin
     return result
 
 
@@ -587,6 +600,12 @@ def main() -> int:
         default=[],
         metavar="FLAG",
         help="a command-line flag for the node, one per option (--node-arg=--loop --node-arg=uvloop)",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the node and the in-process runs on core 0, erl on core 1 (Linux, two cores or more): the"
+        " scheduler then cannot put erl on the core a run is using, which moves single rounds by half",
     )
     parser.add_argument("--top", type=int, default=15, help="sites and types --tracemalloc prints")
     opts = parser.parse_args()

@@ -1,6 +1,7 @@
 """Each benchmark's --quick run goes end to end and prints its JSON line (speed is never asserted)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,7 +64,10 @@ def test_bench_floor_quick() -> None:
 
 
 def test_bench_runs_quick() -> None:
-    result = quick("bench_runs.py")
+    # Pinned where there are two cores to pin to (erl on one, the node and the bench on the other).
+    pinned = len(os.sched_getaffinity(0)) >= 2 and {0, 1} <= os.sched_getaffinity(0)
+    result = quick("bench_runs.py", *(["--pin"] if pinned else []))
+    assert result["pinned"] is pinned
     keys = {"through_node", "in_process", "in_flight", "bridge_overhead_median", "bridge_overhead_pooled"}
     assert set(result) >= keys | {"round_overheads"}
     assert len(result["round_overheads"]) == 5  # --quick: five alternating rounds
