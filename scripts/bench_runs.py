@@ -231,6 +231,11 @@ signal.signal(signal.SIGUSR2, _trim)
 '''
 
 
+def node_env(opts: argparse.Namespace) -> dict[str, str]:
+    """The ``--node-env NAME=VALUE`` variables as a mapping."""
+    return dict(item.partition("=")[::2] for item in opts.node_env)
+
+
 def pin(pid: int, cpu: int) -> None:
     """Every thread of process ``pid`` onto core ``cpu`` (Linux)."""
     for thread in os.listdir(f"/proc/{pid}/task"):
@@ -290,7 +295,7 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
             cookie=COOKIE,
             agents=agents,
             max_runs=opts.in_flight + 100,
-            env=dict(item.partition("=")[::2] for item in opts.node_env),
+            env=node_env(opts),
             args=opts.node_arg,
         )
         erl: BeamNode | None = None
@@ -451,7 +456,7 @@ async def memory_rounds(opts: argparse.Namespace) -> dict[str, Any]:
             env["BENCH_PROBE_DIR"] = str(out)
         if opts.tracemalloc:
             env["PYTHONTRACEMALLOC"] = str(opts.frames)
-        env.update(item.partition("=")[::2] for item in opts.node_env)
+        env.update(node_env(opts))
         node = await start_node(
             epmd.port,
             cookie=COOKIE,
@@ -609,6 +614,8 @@ def main() -> int:
     )
     parser.add_argument("--top", type=int, default=15, help="sites and types --tracemalloc prints")
     opts = parser.parse_args()
+    if opts.pin and not {0, 1} <= os.sched_getaffinity(0):
+        parser.error("--pin needs cores 0 and 1 to pin to")
     if opts.quick:
         opts.runs, opts.concurrency, opts.in_flight, opts.rounds = 100, 10, 200, 5
         opts.settle = min(opts.settle, 0.5)

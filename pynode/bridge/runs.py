@@ -128,8 +128,6 @@ class RunProcess(Process):
         self._handler_monitors: dict[Reference, str] = {}
         self._caller_monitor: Reference | None = None
         """The run's monitor of its caller; ``None`` for a caller whose call's own monitor watches it."""
-        self._caller_gone = False
-        """Set when the caller's ``DOWN`` came: nobody is left to answer."""
         self._answered = False
         """True once the caller has its answer (sent early by :meth:`cancel_now`)."""
         self._phase = "new"
@@ -178,7 +176,7 @@ class RunProcess(Process):
                 if executed:
                     if self._caller_monitor is not None:
                         self.demonitor(self._caller_monitor)
-                    if not (self._answered or self._nobody_waits or self._caller_gone):
+                    if not self._answered and not self._nobody_waits:
                         self._deliver(outcome)
         log.debug(
             "run %s of %s ended: %s",
@@ -272,7 +270,7 @@ class RunProcess(Process):
         self._deliver(error_term("cancelled", reason))
 
     def abandon(self, reason: str) -> None:
-        """The caller of a synchronous run stopped waiting (its call timed out): end it, answer nobody.
+        """The caller stopped waiting (a synchronous call that timed out) or is gone: end the run, answer nobody.
 
         A ``gen_server:call``'s caller would drop a late reply anyway (it goes to the alias the
         call deactivated); a raw ``{Pid, Ref, Request}`` caller has no alias, and a reply now would
@@ -365,8 +363,7 @@ class RunProcess(Process):
     def _on_down(self, ref: Reference, reason: Term) -> None:
         if ref == self._caller_monitor:
             self._caller_monitor = None
-            self._caller_gone = True
-            self.cancel(f"the caller exited ({format_term(reason)})")
+            self.abandon(f"the caller exited ({format_term(reason)})")
             return
         waiting = self._approver_monitors.pop(ref, None)
         if waiting is not None:

@@ -258,8 +258,10 @@ class Signals:
         state.monitors_in.clear()
         for ref, target_pid in lost:
             process = self.processes.pid(target_pid)
-            entry = process.monitored_by.pop(ref, None) if process is not None else None
-            if process is not None and entry is not None:
+            if process is None:
+                continue
+            entry = process.monitored_by.pop(ref, None)
+            if entry is not None:
                 process.watcher_lost(ref, entry[0], NOCONNECTION)
         for req_id, requester in state.spawn_requests.items():
             process = self.processes.pid(requester)
