@@ -403,6 +403,7 @@ def model_cache(models_file: Path | None) -> ModelCache:
 async def serve(args: argparse.Namespace) -> int:
     from pynode.bridge.registry import start_registry
     from pynode.bridge.tracing import observe_node
+    from pynode.bridge.warmup import warm_up
     from pynode.node import Node
     from pynode.runtime.services import node_supervisor
 
@@ -430,6 +431,10 @@ async def serve(args: argparse.Namespace) -> int:
         transport=transport,
         limits=limits,
     )
+    try:
+        await warm_up()  # pydantic-ai's first-run work, done before the first caller comes
+    except Exception:
+        log.warning("could not warm up the run path: the first run will take longer", exc_info=True)
     try:
         await node.start()
     except EpmdError as exc:

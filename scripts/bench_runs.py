@@ -320,6 +320,10 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
             local: list[float] = []
             ratios: list[float] = []
             per_round = max(1, opts.runs // opts.rounds)
+            # The first run of each side on its own: what a node's first caller waits (pynode/bridge/warmup.py).
+            [first_node] = eval_list(await erl.eval(SEQUENTIAL.format(py=PY, n=1, warm=0), timeout=600))
+            [first_local] = await in_process_sequential(agent, 1, 0)
+            result["first_run_us"] = {"through_node": first_node, "in_process": first_local}
             await erl.eval(SEQUENTIAL.format(py=PY, n=1, warm=WARM_UP), timeout=600)
             await in_process_sequential(agent, 1, WARM_UP)
             for _ in range(opts.rounds):
@@ -639,6 +643,11 @@ def main() -> int:
         f"bridge + distribution overhead on the median: {result['bridge_overhead_median'] * 100:+.1f}%"
         f" (median of {len(spread)} alternating rounds, the middle half {quartiles};"
         f" all runs' medians: {result['bridge_overhead_pooled'] * 100:+.1f}%)"
+    )
+    first = result["first_run_us"]
+    print(
+        f"first run after the start: {first['through_node'] / 1000:.1f} ms through the node,"
+        f" {first['in_process'] / 1000:.1f} ms in process (pydantic-ai's first run there)"
     )
     print(
         f"runs in flight: {f['runs']} started, tool calls held {f['held_tool_calls']}, results {f['results']};"

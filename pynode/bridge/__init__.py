@@ -10,6 +10,7 @@
   what an ``{M, F}`` tool's return means, and the runs refused because nobody could answer a tool.
 - ``functions``: ``{M, F}`` tools and instructions called on their node, failures told in words.
 - ``runner``: agent definitions and one run, from prompt and options to the Result term.
+- ``warmup``: one run of the node's own before it joins, so pydantic-ai's first-run work is done.
 - ``tracing``: OpenTelemetry from the ``OTEL_*`` variables; runs joined to the caller's trace, tool
   calls sent with their ``execute_tool`` span's context.
 - ``loader``: agents defined in Python files.

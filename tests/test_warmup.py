@@ -1,0 +1,97 @@
+"""The node's warm-up run: pydantic-ai's first-run work is done before the node serves anyone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from pynode.bridge.warmup import warm_up
+from pynode.etf import Atom
+
+# In a fresh interpreter: the objects that one run of a caller's agent leaves behind after gc, with the
+# warm-up run first (argv[1] == "warm") or without it. Printed as a number.
+_LEFT_BY_A_RUN = textwrap.dedent(
+    """
+    import asyncio, gc, sys
+    from pynode.bridge.models import ModelCache
+    from pynode.bridge.runner import build_agent, execute_run
+    from pynode.bridge.spec import parse_agent_spec, parse_run_options
+    from pynode.bridge.tools import ToolOk
+    from pynode.bridge.warmup import warm_up
+    from pynode.etf import Atom
+
+    SPEC = {Atom("model"): b"test", Atom("tools"): [{Atom("name"): b"slow", Atom("description"): b"A slow lookup",
+            Atom("parameters"): {b"type": b"object", b"properties": {}}}]}
+
+    async def answer(tool, call_id, args):
+        return ToolOk("answer")
+
+    async def main():
+        if sys.argv[1] == "warm":
+            await warm_up()
+        models = ModelCache()
+        definition = build_agent(parse_agent_spec(SPEC), models, name="slow")
+        gc.collect()
+        before = len(gc.get_objects())
+        await execute_run(definition, "Ask the slow tool", parse_run_options({}), models=models, dispatch=answer,
+                          on_event=None, run_id="r1")
+        gc.collect()
+        print(len(gc.get_objects()) - before)
+
+    asyncio.run(main())
+    """
+)
+
+
+def _left_by_a_run(mode: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", _LEFT_BY_A_RUN, mode], capture_output=True, text=True, timeout=120, check=True
+    )
+    return int(done.stdout.strip())
+
+
+async def test_the_warm_up_makes_a_run_with_a_tool_call_and_returns_its_result() -> None:
+    result = await warm_up()
+    output, usage, messages = result[Atom("output")], result[Atom("usage")], result[Atom("messages")]
+    assert isinstance(output, str) and isinstance(usage, dict) and isinstance(messages, bytes)
+    assert json.loads(output) == {"lookup": {"word": None, "found": True}}
+    assert usage[Atom("tool_calls")] == 1
+    kinds = [part["part_kind"] for message in json.loads(messages) for part in message["parts"]]
+    assert "tool-call" in kinds and "tool-return" in kinds
+
+
+def test_after_the_warm_up_a_first_run_leaves_nothing_behind_and_without_it_it_does() -> None:
+    # Objects a first run leaves behind are what pins pymalloc's arenas after a burst (pynode/bridge/warmup.py).
+    cold, warm = _left_by_a_run("cold"), _left_by_a_run("warm")
+    assert cold > 1000, f"a first run without the warm-up left only {cold} objects: is the warm-up still needed?"
+    # What is left after it is the agent's own: the parts of its graph that pydantic-ai keeps (about 100).
+    assert warm < cold / 10, f"a first run after the warm-up left {warm} objects, against {cold} without it"
+
+
+async def test_the_pynode_command_warms_up_before_it_says_it_is_ready(
+    epmd_port: int, cookie: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "node.log"
+    with log.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pynode", "--name", "py@127.0.0.1", "--cookie", cookie,
+            "--epmd-port", str(epmd_port), "--no-agents", "--log-level", "debug",
+            stdout=asyncio.subprocess.PIPE, stderr=stderr,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            async with asyncio.timeout(60):
+                line = await proc.stdout.readline()
+            assert b"ready" in line, line
+            text = log.read_text()
+            assert "warmed up in" in text and "could not warm up" not in text, text
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                async with asyncio.timeout(30):
+                    await proc.wait()
