@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import tracemalloc
 from typing import Any
 
+import jsonschema
 import pytest
 from pydantic_ai import Agent, ModelRetry
 from pydantic_ai.exceptions import UnexpectedModelBehavior
@@ -12,7 +16,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.test import TestModel
 
 from pynode.bridge.errors import BridgeError, classify
-from pynode.bridge.output import schema_output
+from pynode.bridge.output import JSONSchemaValidator, schema_output
 
 PERSON = {
     "type": "object",
@@ -113,3 +117,64 @@ def test_schema_root_must_be_an_object() -> None:
         schema_output({"type": "array", "items": {"type": "string"}})
     assert exc.value.kind == "bad_spec"
     assert '"type": "object"' in exc.value.message
+
+
+_TYPED = {
+    "type": "object",
+    "properties": {
+        "n": {"type": "integer"},
+        "x": {"type": ["number", "null"]},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "flag": {"type": "boolean"},
+    },
+    "required": ["n"],
+}
+
+
+@pytest.mark.parametrize(
+    "instance",
+    [
+        {"n": 1},
+        {"n": 2.0, "x": None},
+        {"n": 1.5},
+        {"n": True},
+        {"n": 1, "x": True},
+        {"n": 1, "x": 3.25, "tags": ["a", 1], "flag": 0},
+        {"n": 1, "tags": "a", "flag": False},
+        [],
+        "text",
+    ],
+)
+def test_the_nodes_validator_judges_types_as_jsonschema_does(instance: Any) -> None:
+    ours = sorted(e.message for e in JSONSchemaValidator(_TYPED).iter_errors(instance))
+    assert ours == sorted(e.message for e in jsonschema.Draft202012Validator(_TYPED).iter_errors(instance))
+
+
+def test_an_unknown_type_is_still_refused_as_jsonschema_refuses_it() -> None:
+    with pytest.raises(jsonschema.exceptions.UnknownType):
+        JSONSchemaValidator({"type": "nonsense"}).is_valid(1)
+
+
+def test_a_burst_of_validations_leaves_no_blocks_alive() -> None:
+    # Blocks alive after a burst of tool calls keep pymalloc's arenas from going back (output.py).
+    validator = JSONSchemaValidator(_TYPED)
+    instance = {"n": 1, "x": 2.5, "tags": ["a"], "flag": True}
+    list(validator.iter_errors(instance))
+    # What jsonschema (with rpds under it) and the node's validator made, as it was made there.
+    theirs = [
+        tracemalloc.Filter(True, f"*{os.sep}jsonschema{os.sep}*"),
+        tracemalloc.Filter(True, f"*{os.sep}pynode{os.sep}*"),
+    ]
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.take_snapshot().filter_traces(theirs)
+        for i in range(2000):
+            assert not list(validator.iter_errors({**instance, "n": i}))
+        gc.collect()
+        after = tracemalloc.take_snapshot().filter_traces(theirs)
+    finally:
+        tracemalloc.stop()
+    grown = [d for d in after.compare_to(before, "lineno") if d.count_diff > 0]
+    left = sum(d.count_diff for d in grown)
+    assert left <= 5, f"{left} blocks made by 2,000 validations are still alive: {grown}"

@@ -24,9 +24,50 @@ from pydantic_ai.output import OutputContext
 
 from pynode.bridge.errors import BridgeError, ErrorKind
 
-__all__ = ["SchemaCheck", "SchemaOutput", "check_json_schema", "schema_error_message", "schema_output"]
+__all__ = [
+    "JSONSchemaValidator",
+    "SchemaCheck",
+    "SchemaOutput",
+    "check_json_schema",
+    "schema_error_message",
+    "schema_output",
+]
 
 MAX_REPORTED_ERRORS: Final = 5
+
+
+def _validator_class() -> type[jsonschema.Draft202012Validator]:
+    """Draft 2020-12 as jsonschema has it, with its type checks looked up in a plain dict.
+
+    jsonschema keeps the checks in an ``rpds`` map, and its lookup, made for every ``type`` keyword
+    of every tool call, leaves a few hundred small blocks alive: bounded, but made during a burst of
+    runs, in the burst's memory, where each keeps one of pymalloc's 1 MiB arenas from going back
+    (after the second round of 10,000 runs in flight: 412 MB with this class, 533-546 MB without).
+    The checks themselves are jsonschema's own; a jsonschema that keeps them otherwise gets its
+    validator as it is.
+    """
+    base = jsonschema.Draft202012Validator
+    try:
+        checks: dict[str, Any] = dict(base.TYPE_CHECKER._type_checkers.items())
+    except AttributeError:
+        return base
+
+    class DictTypeChecker(type(base.TYPE_CHECKER)):  # type: ignore[misc]
+        def is_type(self, instance: Any, type: str) -> bool:
+            try:
+                check = checks[type]
+            except KeyError:
+                raise jsonschema.exceptions.UndefinedTypeCheck(type) from None
+            return bool(check(self, instance))
+
+    extended: type[jsonschema.Draft202012Validator] = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        base, type_checker=DictTypeChecker(checks)
+    )
+    return extended
+
+
+JSONSchemaValidator: Final = _validator_class()
+"""The class of every validator the node builds (output schemas, tool parameters)."""
 
 
 def check_json_schema(schema: dict[str, Any], *, what: str, kind: ErrorKind) -> jsonschema.Draft202012Validator:
@@ -35,7 +76,7 @@ def check_json_schema(schema: dict[str, Any], *, what: str, kind: ErrorKind) -> 
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise BridgeError(kind, f"{what} is not a valid JSON Schema: {exc.message}") from None
-    return jsonschema.Draft202012Validator(schema)
+    return JSONSchemaValidator(schema)
 
 
 def schema_error_message(validator: jsonschema.Draft202012Validator, instance: Any) -> str | None:

@@ -26,7 +26,7 @@ from pydantic_ai.toolsets.abstract import ToolsetTool
 from pydantic_core import SchemaValidator, core_schema
 
 from pynode.bridge.errors import BridgeError, quoted
-from pynode.bridge.output import schema_error_message
+from pynode.bridge.output import JSONSchemaValidator, schema_error_message
 from pynode.bridge.spec import ProcessHandler, RunOptions, ToolSpec
 from pynode.bridge.termmap import JSONValue, text_from_prompt, to_json
 from pynode.etf.pretty import format_term
@@ -229,7 +229,7 @@ def tool_validators(
     for tool in tools:
         validator = (known or {}).get(tool.name)
         if validator is None or validator.schema is not tool.parameters:
-            validator = jsonschema.Draft202012Validator(tool.parameters)
+            validator = JSONSchemaValidator(tool.parameters)
         validators[tool.name] = validator
     return validators
 
