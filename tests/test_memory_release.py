@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import sys
+import tracemalloc
 
 from pynode.etf import Atom, Pid, Reference, decode, encode, forget_identifiers
 from pynode.etf.decode import _PIDS, _REFS
 from pynode.etf.encodings import ENCODED
-from pynode.runtime.memory import MemoryRelease, release_memory
+from pynode.runtime.memory import FUTURE_ITERATORS, MemoryRelease, release_memory, renew_future_iterators
 
 
 async def test_a_release_follows_enough_ended_processes_once_none_ends_for_a_while() -> None:
@@ -77,3 +80,27 @@ def test_forgetting_identifiers_empties_the_codec_tables_and_changes_no_result()
 def test_release_memory_runs_where_malloc_trim_is_or_is_not() -> None:
     release_memory()
     assert not ENCODED
+
+
+def _made_on(line: int, snapshot: tracemalloc.Snapshot) -> int:
+    """Blocks alive that were made on ``line`` of this file."""
+    made = snapshot.filter_traces([tracemalloc.Filter(True, __file__, lineno=line)])
+    return sum(stat.count for stat in made.statistics("lineno"))
+
+
+def test_renewing_frees_the_future_iterators_a_burst_left_in_asyncios_free_list() -> None:
+    loop = asyncio.new_event_loop()
+    future = loop.create_future()
+    tracemalloc.start()
+    try:
+        line = sys._getframe().f_lineno + 1
+        burst = [future.__await__() for _ in range(2 * FUTURE_ITERATORS)]
+        del burst  # the last FUTURE_ITERATORS made go back to the free list, and stay there
+        gc.collect()
+        assert _made_on(line, tracemalloc.take_snapshot()) == FUTURE_ITERATORS
+        renew_future_iterators()
+        assert _made_on(line, tracemalloc.take_snapshot()) == 0
+    finally:
+        future.cancel()
+        tracemalloc.stop()
+        loop.close()

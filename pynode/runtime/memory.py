@@ -12,11 +12,16 @@ inside the process, yet it stays in the process's RSS. Two allocators keep it:
   inside its heap and returns pages only from the top of it; ``malloc_trim(0)`` gives back every
   whole free page wherever it is.
 
+* asyncio's C module keeps up to :data:`FUTURE_ITERATORS` of the iterators ``await future`` makes
+  in a free list of its own, which ``gc.collect`` does not empty. After a burst they are blocks from
+  all over the burst's memory, each keeping an arena.
+
 So once :data:`RELEASE_AFTER` processes have ended since the last release and no process has ended
 for :data:`QUIET` seconds, the node empties its tables of lately seen pids and references, collects
-cyclic garbage (so that what only a reference cycle kept is freed before the trim) and calls
-``malloc_trim(0)`` where the C library has it. That costs a few tens of milliseconds of the loop
-once per burst, never while processes keep ending, and nothing on a node that only ever has a few.
+cyclic garbage (so that what only a reference cycle kept is freed before the trim), renews asyncio's
+free list of future iterators and calls ``malloc_trim(0)`` where the C library has it. That costs a
+few tens of milliseconds of the loop once per burst, never while processes keep ending, and nothing
+on a node that only ever has a few.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Final
 
 from pynode.etf.decode import forget_identifiers
 
-__all__ = ["QUIET", "RELEASE_AFTER", "MemoryRelease", "release_memory"]
+__all__ = ["FUTURE_ITERATORS", "QUIET", "RELEASE_AFTER", "MemoryRelease", "release_memory", "renew_future_iterators"]
 
 log = logging.getLogger("pynode.memory")
 
@@ -55,11 +60,45 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 _MALLOC_TRIM: Final = _find_malloc_trim()
 
 
+FUTURE_ITERATORS: Final = 255
+"""How many future iterators asyncio's C module keeps for reuse (``FI_FREELIST_MAXLEN``)."""
+
+
+def renew_future_iterators() -> None:
+    """Put new blocks in asyncio's free list of future iterators, and free the ones it held.
+
+    Taking :data:`FUTURE_ITERATORS` iterators empties the list (it makes new ones for what it lacks);
+    as many more are then all new, made from memory in use now. Those go back to the list first and
+    fill it, so the ones it held, made during the burst, are freed for good.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # called outside a loop (its tests): a future needs a loop, not a running one
+        loop = asyncio.new_event_loop()
+        try:
+            _renew(loop)
+        finally:
+            loop.close()
+        return
+    _renew(loop)
+
+
+def _renew(loop: asyncio.AbstractEventLoop) -> None:
+    future = loop.create_future()
+    held = [future.__await__() for _ in range(FUTURE_ITERATORS)]
+    fresh = [future.__await__() for _ in range(FUTURE_ITERATORS)]
+    del fresh
+    del held
+    future.cancel()
+
+
 def release_memory() -> None:
-    """Forget the lately seen pids and references, collect cyclic garbage, and trim malloc's heap."""
+    """Forget the lately seen pids and references, collect cyclic garbage, renew asyncio's free list
+    of future iterators, and trim malloc's heap."""
     started = time.perf_counter()
     forget_identifiers()
     collected = gc.collect()
+    renew_future_iterators()
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
     log.debug("released memory: %d objects collected, in %.1f ms", collected, (time.perf_counter() - started) * 1000)
