@@ -1,7 +1,7 @@
 """Giving the memory of a burst of processes back to the system once the node is quiet again.
 
 Ten thousand runs in flight take over a gigabyte; once they have ended, nearly all of it is free
-inside the process, yet it stays in the process's RSS. Two allocators keep it:
+inside the process, yet it stays in the process's RSS. Two allocators and a free list keep it:
 
 * pymalloc (Python's objects up to 512 bytes) returns one of its 1 MiB arenas to the system only
   when every block in it is free. The blocks that outlive a burst were made while the burst's memory
