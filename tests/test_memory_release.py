@@ -77,7 +77,7 @@ def test_forgetting_identifiers_empties_the_codec_tables_and_changes_no_result()
     assert encode(decoded) == data
 
 
-def test_release_memory_runs_where_malloc_trim_is_or_is_not() -> None:
+async def test_release_memory_runs_where_malloc_trim_is_or_is_not() -> None:
     release_memory()
     assert not ENCODED
 
@@ -88,9 +88,8 @@ def _made_on(line: int, snapshot: tracemalloc.Snapshot) -> int:
     return sum(stat.count for stat in made.statistics("lineno"))
 
 
-def test_renewing_frees_the_future_iterators_a_burst_left_in_asyncios_free_list() -> None:
-    loop = asyncio.new_event_loop()
-    future = loop.create_future()
+async def test_renewing_frees_the_future_iterators_a_burst_left_in_asyncios_free_list() -> None:
+    future = asyncio.get_running_loop().create_future()
     tracemalloc.start()
     try:
         line = sys._getframe().f_lineno + 1
@@ -103,4 +102,3 @@ def test_renewing_frees_the_future_iterators_a_burst_left_in_asyncios_free_list(
     finally:
         future.cancel()
         tracemalloc.stop()
-        loop.close()

@@ -230,8 +230,8 @@ class AgentProcess(GenServer):
         # A ``gen_server:call`` monitors this process for as long as it waits, and that monitor
         # goes (a DEMONITOR, or its node's connection) once the caller stops waiting for any
         # reason, its death included: it tells the run all a monitor of its own would.
-        watcher = self.monitored_by.get(call_monitor) if call_monitor is not None else None
-        if watcher is None or watcher[0] != caller.pid:
+        entry = self.monitored_by.get(call_monitor) if call_monitor is not None else None
+        if entry is None or entry[0] != caller.pid:
             run.watch_caller()
         return NOREPLY if synchronous else (OK, ref)
 

@@ -69,22 +69,9 @@ def renew_future_iterators() -> None:
 
     Taking :data:`FUTURE_ITERATORS` iterators empties the list (it makes new ones for what it lacks);
     as many more are then all new, made from memory in use now. Those go back to the list first and
-    fill it, so the ones it held, made during the burst, are freed for good.
+    fill it, so the ones it held, made during the burst, are freed for good. Called on the node's loop.
     """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # called outside a loop (its tests): a future needs a loop, not a running one
-        loop = asyncio.new_event_loop()
-        try:
-            _renew(loop)
-        finally:
-            loop.close()
-        return
-    _renew(loop)
-
-
-def _renew(loop: asyncio.AbstractEventLoop) -> None:
-    future = loop.create_future()
+    future = asyncio.get_running_loop().create_future()
     held = [future.__await__() for _ in range(FUTURE_ITERATORS)]
     fresh = [future.__await__() for _ in range(FUTURE_ITERATORS)]
     del fresh
