@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from pynode import epmd
 from pynode._version import __version__
+from pynode.allocator import ALLOCATORS, DEFAULT_ALLOCATOR, restart_on_allocator
 from pynode.errors import EpmdError, PynodeError
 from pynode.etf.pretty import format_term
 from pynode.limits import DEFAULT_LIMITS, Limits, MiB
@@ -259,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("asyncio", "uvloop"),
         default=os.environ.get("PYNODE_LOOP", "asyncio"),
         help="event loop (uvloop: the 'fast' extra; default asyncio, or $PYNODE_LOOP)",
+    )
+    parser.add_argument(
+        "--allocator",
+        choices=ALLOCATORS,
+        default=os.environ.get("PYNODE_ALLOCATOR", DEFAULT_ALLOCATOR),
+        help="what serves Python's small objects: malloc (glibc's, whose free pages the node gives back"
+        " after a burst of runs) or pymalloc (the interpreter's own: a little faster, but a burst's arenas"
+        f" stay); $PYTHONMALLOC wins when set (default {DEFAULT_ALLOCATOR}, or $PYNODE_ALLOCATOR)",
     )
     parser.add_argument(
         "--busy-wait",
@@ -544,8 +553,13 @@ async def _watch_stdin(stop: asyncio.Event) -> asyncio.BaseTransport:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``pynode`` command; ``argv``: its arguments, for a node run inside this interpreter (which
+    then keeps the allocator it has: only the command line starts itself again on ``--allocator``)."""
     args = build_parser().parse_args(argv)
+    allocator = restart_on_allocator(args.allocator) if argv is None else None
     configure_logging(args)
+    if allocator is not None:
+        log.info("small objects served by %s", allocator)
     tracing = configure_tracing(args)
     try:
         return run_loop(serve(args), args.loop, busy_wait=args.busy_wait / 1e6)
