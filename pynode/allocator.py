@@ -56,13 +56,13 @@ def restart_on_allocator(allocator: str, argv: Sequence[str] | None = None) -> s
     """Start this interpreter again on ``allocator`` (no return) unless it runs on it already; in the
     restarted interpreter, take the restart's variables out of ``os.environ``.
 
-    Returns the allocator the interpreter runs on: ``allocator``, or what ``PYTHONMALLOC`` names.
+    Returns the allocator the interpreter runs on: what ``PYTHONMALLOC`` names, else pymalloc.
     """
     if os.environ.pop(_RESTARTED, None) is not None:
         return os.environ.pop("PYTHONMALLOC", allocator)
     environment = allocator_restart(allocator, os.environ)
-    if environment is None:
-        return os.environ.get("PYTHONMALLOC", allocator)
+    if environment is None or not sys.executable:  # no interpreter to start again: an embedded Python
+        return os.environ.get("PYTHONMALLOC", "pymalloc")
     command = list(sys.orig_argv if argv is None else argv)
     sys.stdout.flush()
     sys.stderr.flush()
