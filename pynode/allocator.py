@@ -15,26 +15,19 @@ the environment it was given. ``PYTHONMALLOC`` set by whoever started the node a
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Final
+
+from pynode.runtime.memory import HAS_MALLOC_TRIM
 
 __all__ = ["ALLOCATORS", "DEFAULT_ALLOCATOR", "allocator_restart", "restart_on_allocator"]
 
 ALLOCATORS: Final = ("malloc", "pymalloc")
 
 
-def _has_malloc_trim() -> bool:
-    try:
-        ctypes.CDLL(None).malloc_trim  # noqa: B018 (only whether glibc has it)
-    except (AttributeError, OSError):
-        return False
-    return True
-
-
-DEFAULT_ALLOCATOR: Final = "malloc" if os.name == "posix" and _has_malloc_trim() else "pymalloc"
+DEFAULT_ALLOCATOR: Final = "malloc" if os.name == "posix" and HAS_MALLOC_TRIM else "pymalloc"
 """glibc's malloc where the C library can give free pages back (``malloc_trim``); elsewhere pymalloc,
 the interpreter's own default, which needs no restart."""
 

@@ -555,7 +555,10 @@ async def _watch_stdin(stop: asyncio.Event) -> asyncio.BaseTransport:
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``pynode`` command; ``argv``: its arguments, for a node run inside this interpreter (which
     then keeps the allocator it has: only the command line starts itself again on ``--allocator``)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.allocator not in ALLOCATORS:  # argparse checks no default, and $PYNODE_ALLOCATOR gives one
+        parser.error(f"$PYNODE_ALLOCATOR: {args.allocator!r} is not one of {', '.join(ALLOCATORS)}")
     allocator = restart_on_allocator(args.allocator) if argv is None else None
     configure_logging(args)
     if allocator is not None:

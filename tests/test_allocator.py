@@ -89,3 +89,12 @@ def test_the_restarted_interpreter_leaves_the_variables_out_of_its_environment()
     env = {**os.environ, "PYTHONMALLOC": "malloc", "PYNODE_ALLOCATOR_RESTARTED": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == ["malloc", "None", "None"], out
+
+
+def test_an_unknown_allocator_in_the_environment_is_a_usage_error() -> None:
+    env = {**os.environ, "PYNODE_ALLOCATOR": "jemalloc"}
+    out = subprocess.run(
+        [sys.executable, "-m", "pynode", "--name", "x@127.0.0.1"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2, out
+    assert "$PYNODE_ALLOCATOR: 'jemalloc' is not one of malloc, pymalloc" in out.stderr, out

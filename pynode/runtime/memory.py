@@ -36,7 +36,15 @@ from typing import Final
 
 from pynode.etf.decode import forget_identifiers
 
-__all__ = ["FUTURE_ITERATORS", "QUIET", "RELEASE_AFTER", "MemoryRelease", "release_memory", "renew_future_iterators"]
+__all__ = [
+    "FUTURE_ITERATORS",
+    "HAS_MALLOC_TRIM",
+    "QUIET",
+    "RELEASE_AFTER",
+    "MemoryRelease",
+    "release_memory",
+    "renew_future_iterators",
+]
 
 log = logging.getLogger("pynode.memory")
 
@@ -58,6 +66,8 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 
 
 _MALLOC_TRIM: Final = _find_malloc_trim()
+HAS_MALLOC_TRIM: Final = _MALLOC_TRIM is not None
+"""Whether the C library can give free pages back from inside its heap (glibc)."""
 
 
 FUTURE_ITERATORS: Final = 255
