@@ -424,6 +424,11 @@ def grown_sites(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: 
     diff.sort(key=lambda d: (d.count_diff, d.size_diff), reverse=True)
     for d in diff[:top]:
         lines.append(f"  {d.size_diff / 1024:+9.0f} KB {d.count_diff:+8d} blocks  {_where(d.traceback[0])}")
+    # And by bytes: under glibc's malloc a survivor keeps a page, not an arena, and bytes are what stay.
+    lines.append("by bytes:")
+    diff.sort(key=lambda d: (d.size_diff, d.count_diff), reverse=True)
+    for d in diff[:top]:
+        lines.append(f"  {d.size_diff / 1024:+9.0f} KB {d.count_diff:+8d} blocks  {_where(d.traceback[0])}")
     if frames > 1:  # the same blocks by the innermost line of this project that led to them
         ours: dict[str, list[int]] = {}
         for d in after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "traceback"):
