@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from command_support import ready_command
 
 from pynode.allocator import DEFAULT_ALLOCATOR, allocator_restart
 
@@ -41,23 +41,10 @@ async def _ready_node(
 ) -> tuple[dict[str, str], str]:
     """Start ``python -m pynode``; once it is ready, the environment of its process and its log."""
     with log.open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pynode", "--name", "py@127.0.0.1", "--cookie", cookie,
-            "--epmd-port", str(epmd_port), "--no-agents", *args,
-            stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env,
-        )  # fmt: skip
-        try:
-            assert proc.stdout is not None
-            async with asyncio.timeout(60):
-                line = await proc.stdout.readline()
+        async with ready_command(cookie, epmd_port, "--no-agents", *args, stderr=stderr, env=env) as (proc, line):
             text = await asyncio.to_thread(log.read_text)
             assert b"ready" in line, (line, text)
             return _environ_of(proc.pid), text
-        finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                async with asyncio.timeout(30):
-                    await proc.wait()
 
 
 async def test_the_command_starts_itself_again_on_malloc_in_the_same_process(

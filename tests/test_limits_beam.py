@@ -11,14 +11,13 @@ import asyncio
 import contextlib
 import logging
 import re
-import signal
 import struct
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from beam import BeamFactory
+from command_support import ready_command
 from test_node_beam import E1, eventually
 
 from pynode import epmd
@@ -153,16 +152,7 @@ def test_the_command_line_sets_the_limits_and_refuses_nonsense() -> None:
 async def test_the_pynode_command_closes_a_stalled_handshake_after_its_net_setuptime(
     epmd_port: int, cookie: str, tmp_path: Path
 ) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pynode", "--name", "py@127.0.0.1", "--cookie", cookie,
-        "--epmd-port", str(epmd_port), "--agents", str(tmp_path), "--net-setuptime", "0.5",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        async with asyncio.timeout(60):
-            line = await proc.stdout.readline()
+    async with ready_command(cookie, epmd_port, "--agents", str(tmp_path), "--net-setuptime", "0.5") as (_, line):
         ready = re.search(rb"ready \(port (\d+),", line)
         assert ready, line
         reader, writer = await asyncio.open_connection("127.0.0.1", int(ready.group(1)))
@@ -170,11 +160,6 @@ async def test_the_pynode_command_closes_a_stalled_handshake_after_its_net_setup
         await writer.drain()
         assert await closed_by_peer(reader), "the stalled socket outlived --net-setuptime 0.5"
         writer.close()
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(30):
-                await proc.wait()
 
 
 async def test_a_dialled_peer_that_never_answers_the_handshake_is_given_up_after_net_setuptime(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from command_support import ready_command
 
 from pynode.bridge.warmup import warm_up
 from pynode.etf import Atom
@@ -74,20 +75,7 @@ async def test_the_pynode_command_warms_up_before_it_says_it_is_ready(
 ) -> None:
     log = tmp_path / "node.log"
     with log.open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pynode", "--name", "py@127.0.0.1", "--cookie", cookie,
-            "--epmd-port", str(epmd_port), "--no-agents", "--log-level", "debug",
-            stdout=asyncio.subprocess.PIPE, stderr=stderr,
-        )  # fmt: skip
-        try:
-            assert proc.stdout is not None
-            async with asyncio.timeout(60):
-                line = await proc.stdout.readline()
+        async with ready_command(cookie, epmd_port, "--no-agents", "--log-level", "debug", stderr=stderr) as (_, line):
             assert b"ready" in line, line
-            text = log.read_text()
+            text = await asyncio.to_thread(log.read_text)
             assert "warmed up in" in text and "could not warm up" not in text, text
-        finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                async with asyncio.timeout(30):
-                    await proc.wait()
