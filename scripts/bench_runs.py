@@ -205,6 +205,49 @@ def _new_pool_objects():
     return dict(counts.most_common(40)), len({a >> 20 for a in map(id, new)})
 
 
+def _owners(x, seen):
+    """Who holds ``x``: the kinds of its referrers, and the attribute or key it is under."""
+    names = []
+    for r in gc.get_referrers(x):
+        if r is seen or isinstance(r, (list, tuple)) and len(r) == 2 and r[1] is x:
+            continue
+        where = type(r).__module__ + "." + type(r).__qualname__
+        if isinstance(r, dict):
+            where += "[" + ",".join(str(k) for k, v in r.items() if v is x)[:60] + "]"
+            for rr in gc.get_referrers(r):
+                if getattr(rr, "__dict__", None) is r:
+                    where = type(rr).__module__ + "." + type(rr).__qualname__ + where[where.index("["):]
+                elif isinstance(rr, type(sys)):
+                    where = "module " + rr.__name__ + where[where.index("["):]
+        names.append(where)
+    return "; ".join(names[:4])
+
+
+def _largest(top=25):
+    """The largest objects reachable in one step from a gc-tracked one (a container's own table grows
+    with what it held and, for a dict or a set, stays that size once emptied): size, kind and length."""
+    own = (dict, set, frozenset, list, tuple, bytes, bytearray, str, collections.deque, array.array)
+    seen = {}
+    for o in gc.get_objects():
+        for x in (o, *gc.get_referents(o)):
+            if id(x) in seen:
+                continue
+            kind = type(x)
+            if kind in own:  # these builtins size their own tables; other objects are asked nothing
+                seen[id(x)] = (kind.__sizeof__(x), x)
+            elif not kind.__itemsize__:
+                seen[id(x)] = (object.__sizeof__(x), x)
+    biggest = sorted(seen.values(), key=lambda pair: pair[0], reverse=True)[:top]
+    rows = []
+    for size, x in biggest:
+        try:
+            length = len(x)
+        except Exception:
+            length = -1
+        rows.append([size, _describe(x)[:120] + " in " + _owners(x, seen), length])
+    return rows
+
+
 def _snapshot(signum, frame):
     _count[0] += 1
     name = "snap-%d" % _count[0]
@@ -214,7 +257,7 @@ def _snapshot(signum, frame):
     types = collections.Counter(type(o).__module__ + "." + type(o).__qualname__ for o in gc.get_objects())
     survivors, megabytes = _new_pool_objects()
     found = {"types": dict(types.most_common(400)), "allocators": _allocators(), "survivors": survivors,
-             "survivor_megabytes": megabytes}
+             "survivor_megabytes": megabytes, "largest": _largest()}
     with open(os.path.join(OUT, name + ".json"), "w") as file:
         json.dump(found, file)
     _done(name)
@@ -383,6 +426,8 @@ class Probe:
         """What the last snapshot found in pymalloc pools that held nothing at the one before, by kind."""
         self.survivor_megabytes = 0
         """How many distinct MiB of address space those objects are in: about the arenas they keep."""
+        self.largest: list[tuple[int, str, int]] = []
+        """The largest objects at the last snapshot: their own size in bytes, their kind, their length."""
 
     async def _ask(self, sig: signal.Signals, prefix: str) -> Path:
         self.count += 1
@@ -404,6 +449,7 @@ class Probe:
         found: dict[str, Any] = json.loads(base.with_suffix(".json").read_text())
         self.survivors = found["survivors"]
         self.survivor_megabytes = found["survivor_megabytes"]
+        self.largest = found["largest"]
         return snap, found["types"], found["allocators"]
 
     async def trim(self) -> None:
@@ -487,6 +533,9 @@ async def memory_rounds(opts: argparse.Namespace) -> dict[str, Any]:
                 print("before round 1:", flush=True)
                 for line in _allocator_lines(first[2]):
                     print(line, flush=True)
+                print("the largest objects (their own size, kind, length):", flush=True)
+                for size, kind, n in probe.largest[: opts.top]:
+                    print(f"  {size / 1024:8.0f} KB {kind} (len {n})", flush=True)
             ready = rss_kb(node.pid)
             for i in range(opts.memory_rounds):
                 t0 = time.monotonic()
@@ -516,6 +565,10 @@ async def memory_rounds(opts: argparse.Namespace) -> dict[str, Any]:
                         " of addresses:",
                         *(f"  {n:+8d} {kind}" for kind, n in list(probe.survivors.items())[: opts.top]),
                     ]
+                    row["largest"] = [
+                        "the largest objects (their own size, kind, length):",
+                        *(f"  {size / 1024:8.0f} KB {kind} (len {n})" for size, kind, n in probe.largest[: opts.top]),
+                    ]
                     if opts.trim:
                         await probe.trim()
                         row["rss_after_trim_kb"] = rss_kb(node.pid)
@@ -526,6 +579,7 @@ async def memory_rounds(opts: argparse.Namespace) -> dict[str, Any]:
                     *row.get("grown", []),
                     *row.get("survivors", []),
                     *row.get("grown_types", []),
+                    *row.get("largest", []),
                 ]:
                     print(line, flush=True)
         finally:
