@@ -14,7 +14,7 @@ import asyncio
 import logging
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from pynode import calls, epmd
@@ -29,7 +29,7 @@ from pynode.net.transport import DistTransport
 from pynode.router import Router
 from pynode.runtime.genserver import GEN_CAST
 from pynode.runtime.ids import IdMint
-from pynode.runtime.memory import MemoryRelease
+from pynode.runtime.memory import MemoryRelease, Table, release_memory
 from pynode.runtime.process import (
     KILLED,
     NORMAL,
@@ -117,10 +117,25 @@ class Node:
         self._system: Process | None = None
         self._stopping = False
         self._node_watchers: set[Pid] = set()
-        self.memory = MemoryRelease()
+        self.memory = MemoryRelease(release=self._release_memory)
         """Gives a burst's memory back to the system once its processes have ended and the node is quiet."""
         self.creation = 0
         self.port = 0
+
+    def _release_memory(self) -> None:
+        release_memory(self._tables())
+
+    def _tables(self) -> Iterator[Table]:
+        """The node's dicts and sets that grow with a burst: its processes', the process table, and
+        the links and monitors that cross each connection."""
+        yield self.processes.by_pid
+        yield self.processes.by_name
+        yield self._tasks
+        for connection in self.net.connections.values():
+            signals = connection.signals
+            yield from (signals.monitors_out, signals.monitors_in, signals.links, signals.spawn_requests)
+        for process in self.processes.by_pid.values():
+            yield from process.tables()
 
     @property
     def connections(self) -> dict[str, Connection]:

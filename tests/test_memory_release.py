@@ -6,11 +6,22 @@ import asyncio
 import gc
 import sys
 import tracemalloc
+from collections.abc import AsyncIterator
 
 from pynode.etf import Atom, Pid, Reference, decode, encode, forget_identifiers
 from pynode.etf.decode import _PIDS, _REFS
 from pynode.etf.encodings import ENCODED
-from pynode.runtime.memory import FUTURE_ITERATORS, MemoryRelease, release_memory, renew_future_iterators
+from pynode.node import Node
+from pynode.runtime.memory import (
+    FUTURE_ITERATORS,
+    MemoryRelease,
+    compact,
+    library_tables,
+    release_memory,
+    renew_future_iterators,
+)
+from pynode.runtime.process import Process
+from pynode.testing import BeamNode
 
 
 async def test_a_release_follows_enough_ended_processes_once_none_ends_for_a_while() -> None:
@@ -102,3 +113,74 @@ async def test_renewing_frees_the_future_iterators_a_burst_left_in_asyncios_free
     finally:
         future.cancel()
         tracemalloc.stop()
+
+
+def test_compacting_gives_a_table_that_once_held_many_a_small_one_in_place() -> None:
+    table = {n: str(n) for n in range(10_000)}
+    members = set(range(10_000))
+    for n in range(10_000):
+        if n % 2000:
+            del table[n]
+            members.discard(n)
+    grown_table, grown_set = table.__sizeof__(), members.__sizeof__()
+    dense = {n: n for n in range(100)}
+    same, dense_size = dense, dense.__sizeof__()
+    freed = compact([table, members, dense])
+    assert table == {n: str(n) for n in range(0, 10_000, 2000)} and list(table) == [0, 2000, 4000, 6000, 8000]
+    assert members == set(range(0, 10_000, 2000))
+    assert table.__sizeof__() * 50 < grown_table and members.__sizeof__() * 50 < grown_set
+    assert freed == grown_table - table.__sizeof__() + grown_set - members.__sizeof__()
+    assert same is dense and dense.__sizeof__() == dense_size  # a table that fits what it holds is left alone
+
+
+async def test_the_libraries_tables_of_tasks_and_async_generators_are_compacted() -> None:
+    import anyio
+
+    async def counting() -> AsyncIterator[int]:
+        yield 1
+
+    async def one() -> None:
+        generator = counting()  # alive, and in the loop's set, until it is closed
+        await anext(generator)
+        async with anyio.create_task_group() as group:  # anyio keeps a state for each task it sees
+            group.start_soon(asyncio.sleep, 0)
+        await generator.aclose()
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(3000):
+            group.create_task(one())
+    gc.collect()
+    tables = list(library_tables())
+    assert len(tables) == 3  # asyncio's tasks, the loop's async generators, anyio's states by task
+    grown = [t.__sizeof__() for t in tables]
+    release_memory()
+    assert all(t.__sizeof__() * 10 < size for t, size in zip(tables, grown, strict=True)), (grown, tables)
+    assert asyncio.current_task() in asyncio.all_tasks()  # still tracked after its table was rebuilt
+
+
+async def test_after_a_burst_the_node_compacts_its_own_tables_by_itself(py_node: Node, erl: BeamNode) -> None:
+    await erl.eval("register(holder, spawn(fun() -> receive stop -> ok end end)), ok.")
+    gate = asyncio.Event()
+    before = len(py_node.processes)
+
+    async def body(process: Process) -> None:
+        process.monitor((Atom("holder"), Atom("e1@127.0.0.1")))
+        await gate.wait()
+
+    burst = [py_node.spawn(body) for _ in range(3000)]
+    signals = py_node.connections["e1@127.0.0.1"].signals
+    for _ in range(500):  # 10 s at most
+        if len(signals.monitors_out) == len(burst):
+            break
+        await asyncio.sleep(0.02)
+    assert len(signals.monitors_out) == len(burst)
+    peak = py_node.processes.by_pid.__sizeof__(), signals.monitors_out.__sizeof__()
+    gate.set()
+    for _ in range(1000):  # 20 s at most; the node releases memory QUIET seconds after the last end
+        if py_node.processes.by_pid.__sizeof__() * 10 < peak[0] and signals.monitors_out.__sizeof__() * 10 < peak[1]:
+            break
+        await asyncio.sleep(0.02)
+    assert py_node.processes.by_pid.__sizeof__() * 10 < peak[0]
+    assert signals.monitors_out.__sizeof__() * 10 < peak[1]
+    assert len(py_node.processes) == before and not signals.monitors_out
+    assert await erl.eval("gen_server:call({pynode, 'py@127.0.0.1'}, ping)") == "pong"

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Final, TypeGuard
+from typing import Any, Final, TypeGuard
 
 from pynode.bridge.errors import BridgeError, error_term
 from pynode.bridge.mcp import INIT_TIMEOUT, McpServerToolset, McpSessions
@@ -87,6 +87,12 @@ class AgentProcess(GenServer):
         self.sessions_ready = asyncio.Event()
         """Set once the agent has opened the sessions of its MCP servers, or failed to (``sessions_error``)."""
         self.sessions_error: BridgeError | None = None
+
+    def tables(self) -> Iterator[dict[Any, Any] | set[Any]]:
+        yield from super().tables()
+        yield self.runs
+        yield self.calls
+        yield self.waiting_calls
 
     async def run(self) -> None:
         """Serve, holding a session with each of the agent's MCP servers: opened and closed in this task.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final, TypeAlias
 
 from pynode.etf.types import Atom, Pid, Reference, Term
@@ -85,6 +85,13 @@ class Process:
     @property
     def alive(self) -> bool:
         return self.exit_reason is None and self.node is not None
+
+    def tables(self) -> Iterator[dict[Any, Any] | set[Any]]:
+        """The dicts and sets this process keeps entries in, for the node to compact after a burst
+        (pynode.runtime.memory); a subclass with tables of its own adds them."""
+        yield self.links
+        yield self.monitored_by
+        yield self.monitors
 
     def _node(self) -> Kernel[Process]:
         if self.node is None:
