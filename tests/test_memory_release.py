@@ -131,6 +131,7 @@ def test_compacting_gives_a_table_that_once_held_many_a_small_one_in_place() -> 
     assert table.__sizeof__() * 50 < grown_table and members.__sizeof__() * 50 < grown_set
     assert freed == grown_table - table.__sizeof__() + grown_set - members.__sizeof__()
     assert same is dense and dense.__sizeof__() == dense_size  # a table that fits what it holds is left alone
+    assert gc.isenabled()  # off while the tables are rebuilt, on again after
 
 
 async def test_the_libraries_tables_of_tasks_and_async_generators_are_compacted() -> None:

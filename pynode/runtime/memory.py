@@ -112,17 +112,24 @@ def compact(tables: Iterable[Table]) -> int:
 
     Clearing a dict or a set frees its table, and putting the entries back makes one sized for them.
     Called from a callback of the loop, with no await between clearing and refilling, so no code of
-    the node sees a table half refilled.
+    the node sees a table half refilled; and with the cyclic collector off, so that no weak
+    reference's callback (a WeakSet removing a dead entry) runs between the copy and the refill.
     """
     freed = 0
-    for table in tables:
-        size = table.__sizeof__()
-        fresh = table.copy()
-        if fresh.__sizeof__() * 2 > size:
-            continue
-        table.clear()
-        table.update(fresh)  # a dict from a dict, a set from a set
-        freed += size - table.__sizeof__()
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for table in tables:
+            size = table.__sizeof__()
+            fresh = table.copy()
+            if fresh.__sizeof__() * 2 > size:
+                continue
+            table.clear()
+            table.update(fresh)  # a dict from a dict, a set from a set
+            freed += size - table.__sizeof__()
+    finally:
+        if collecting:
+            gc.enable()
     return freed
 
 
