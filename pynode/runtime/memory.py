@@ -16,7 +16,7 @@ free list keep it:
 * A dict or a set never gives back its table as entries leave it: one that held ten thousand runs
   keeps room for them once they have ended. The node's own tables (processes, monitors, runs) and
   three of the libraries' (asyncio's set of all tasks, the loop's set of live async generators, and
-  anyio's state by task) hold about 16 MB so after 10,000 runs in flight, the last three most of it.
+  anyio's state by task) held about 16 MB after 10,000 runs in flight, the libraries' three most of it.
   :func:`compact` gives each such table one sized for what it holds now, in place.
 * asyncio's C module keeps up to :data:`FUTURE_ITERATORS` of the iterators ``await future`` makes
   in a free list of its own, which ``gc.collect`` does not empty. After a burst they are blocks from
