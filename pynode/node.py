@@ -135,7 +135,7 @@ class Node:
             signals = connection.signals
             yield from (signals.monitors_out, signals.monitors_in, signals.links, signals.spawn_requests)
         for process in self.processes.by_pid.values():
-            yield from process.tables()
+            yield from process.compactable_tables()
 
     @property
     def connections(self) -> dict[str, Connection]:

@@ -88,8 +88,8 @@ class AgentProcess(GenServer):
         """Set once the agent has opened the sessions of its MCP servers, or failed to (``sessions_error``)."""
         self.sessions_error: BridgeError | None = None
 
-    def tables(self) -> Iterator[dict[Any, Any] | set[Any]]:
-        yield from super().tables()
+    def compactable_tables(self) -> Iterator[dict[Any, Any] | set[Any]]:
+        yield from super().compactable_tables()
         yield self.runs
         yield self.calls
         yield self.waiting_calls

@@ -86,7 +86,7 @@ class Process:
     def alive(self) -> bool:
         return self.exit_reason is None and self.node is not None
 
-    def tables(self) -> Iterator[dict[Any, Any] | set[Any]]:
+    def compactable_tables(self) -> Iterator[dict[Any, Any] | set[Any]]:
         """The dicts and sets this process keeps entries in, for the node to compact after a burst
         (pynode.runtime.memory); a subclass with tables of its own adds them."""
         yield self.links
