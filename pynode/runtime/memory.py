@@ -26,9 +26,8 @@ So once :data:`RELEASE_AFTER` processes have ended since the last release and no
 for :data:`QUIET` seconds, the node empties its tables of lately seen pids and references, collects
 cyclic garbage (so that what only a reference cycle kept is freed before the trim), compacts the
 tables a burst grew, renews asyncio's free list of future iterators and calls ``malloc_trim(0)``
-where the C library has it. That costs a
-few tens of milliseconds of the loop once per burst, never while processes keep ending, and nothing
-on a node that only ever has a few.
+where the C library has it. That costs a few tens of milliseconds of the loop once per burst, never
+while processes keep ending, and nothing on a node that only ever has a few.
 """
 
 from __future__ import annotations
@@ -107,8 +106,9 @@ Table: TypeAlias = dict[Any, Any] | set[Any]
 
 
 def compact(tables: Iterable[Table]) -> int:
-    """Give each table whose own table is at least twice the size a fresh copy needs the copy's, in
-    place: the same object, the same entries in the same order. Returns the bytes given back.
+    """Rebuild in place each dict or set that takes at least twice the memory a copy of it needs: the
+    same object, with the same entries in the same order, on a table sized for them. Returns the
+    bytes given back.
 
     Clearing a dict or a set frees its table, and putting the entries back makes one sized for them.
     Called from a callback of the loop, with no await between clearing and refilling, so no code of
