@@ -6,7 +6,7 @@ import asyncio
 import gc
 import sys
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from pynode.etf import Atom, Pid, Reference, decode, encode, forget_identifiers
 from pynode.etf.decode import _PIDS, _REFS
@@ -137,7 +137,7 @@ def test_compacting_gives_a_table_that_once_held_many_a_small_one_in_place() -> 
 async def test_the_libraries_tables_of_tasks_and_async_generators_are_compacted() -> None:
     import anyio
 
-    async def counting() -> AsyncIterator[int]:
+    async def counting() -> AsyncGenerator[int, None]:
         yield 1
 
     async def one() -> None:
