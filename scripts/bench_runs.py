@@ -17,6 +17,8 @@ erl node that drives it. Prints a table and, last, one JSON line. Everything it 
    and prints the allocation sites still live after each round that were not before the first (the RSS
    figures of such a run are not the node's usual ones). ``--trim`` also asks the node for
    ``malloc_trim(0)`` after each round and prints the RSS that gave back: what the allocator held.
+   Either of the two also prints, before the first round and after each, the largest objects the node
+   holds and who holds them (a dict or a set keeps the table it grew to after its entries have gone).
 """
 
 from __future__ import annotations
