@@ -128,12 +128,10 @@ class Node:
     def _tables(self) -> Iterator[Table]:
         """The node's dicts and sets that grow with a burst: its processes', the process table, and
         the links and monitors that cross each connection."""
-        yield self.processes.by_pid
-        yield self.processes.by_name
+        yield from self.processes.compactable_tables()
         yield self._tasks
         for connection in self.net.connections.values():
-            signals = connection.signals
-            yield from (signals.monitors_out, signals.monitors_in, signals.links, signals.spawn_requests)
+            yield from connection.signals.compactable_tables()
         for process in self.processes.by_pid.values():
             yield from process.compactable_tables()
 

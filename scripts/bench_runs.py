@@ -468,15 +468,15 @@ def grown_sites(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: 
     total = sum(d.size_diff for d in diff)
     blocks = sum(d.count_diff for d in diff)
     lines = [f"live Python allocations {total / 1024:+.0f} KB, {blocks:+d} blocks against before round 1; by blocks:"]
-    # By blocks rather than bytes: each block that outlives a burst can keep a whole pymalloc arena alive.
-    diff.sort(key=lambda d: (d.count_diff, d.size_diff), reverse=True)
-    for d in diff[:top]:
-        lines.append(f"  {d.size_diff / 1024:+9.0f} KB {d.count_diff:+8d} blocks  {_where(d.traceback[0])}")
-    # And by bytes: under glibc's malloc a survivor keeps a page, not an arena, and bytes are what stay.
-    lines.append("by bytes:")
-    diff.sort(key=lambda d: (d.size_diff, d.count_diff), reverse=True)
-    for d in diff[:top]:
-        lines.append(f"  {d.size_diff / 1024:+9.0f} KB {d.count_diff:+8d} blocks  {_where(d.traceback[0])}")
+    # By blocks: each block that outlives a burst can keep a whole pymalloc arena alive. Then by bytes:
+    # under glibc's malloc a survivor keeps a page, not an arena, and bytes are what stay.
+    by_blocks = sorted(diff, key=lambda d: (d.count_diff, d.size_diff), reverse=True)[:top]
+    by_bytes = sorted(diff, key=lambda d: (d.size_diff, d.count_diff), reverse=True)[:top]
+    for heading, stats in ((None, by_blocks), ("by bytes:", by_bytes)):
+        if heading:
+            lines.append(heading)
+        for d in stats:
+            lines.append(f"  {d.size_diff / 1024:+9.0f} KB {d.count_diff:+8d} blocks  {_where(d.traceback[0])}")
     if frames > 1:  # the same blocks by the innermost line of this project that led to them
         ours: dict[str, list[int]] = {}
         for d in after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "traceback"):
@@ -488,6 +488,14 @@ def grown_sites(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: 
         for where, (count, size) in sorted(ours.items(), key=lambda kv: kv[1], reverse=True)[:top]:
             lines.append(f"  {size / 1024:+9.0f} KB {count:+8d} blocks  {where}")
     return lines
+
+
+def largest_lines(largest: list[tuple[int, str, int]], top: int) -> list[str]:
+    """The probe's largest objects, one line each."""
+    return [
+        "the largest objects (their own size, kind, length):",
+        *(f"  {size / 1024:8.0f} KB {kind} (len {n})" for size, kind, n in largest[:top]),
+    ]
 
 
 def _where(frame: tracemalloc.Frame) -> str:
@@ -535,9 +543,8 @@ async def memory_rounds(opts: argparse.Namespace) -> dict[str, Any]:
                 print("before round 1:", flush=True)
                 for line in _allocator_lines(first[2]):
                     print(line, flush=True)
-                print("the largest objects (their own size, kind, length):", flush=True)
-                for size, kind, n in probe.largest[: opts.top]:
-                    print(f"  {size / 1024:8.0f} KB {kind} (len {n})", flush=True)
+                for line in largest_lines(probe.largest, opts.top):
+                    print(line, flush=True)
             ready = rss_kb(node.pid)
             for i in range(opts.memory_rounds):
                 t0 = time.monotonic()
@@ -567,10 +574,7 @@ async def memory_rounds(opts: argparse.Namespace) -> dict[str, Any]:
                         " of addresses:",
                         *(f"  {n:+8d} {kind}" for kind, n in list(probe.survivors.items())[: opts.top]),
                     ]
-                    row["largest"] = [
-                        "the largest objects (their own size, kind, length):",
-                        *(f"  {size / 1024:8.0f} KB {kind} (len {n})" for size, kind, n in probe.largest[: opts.top]),
-                    ]
+                    row["largest"] = largest_lines(probe.largest, opts.top)
                     if opts.trim:
                         await probe.trim()
                         row["rss_after_trim_kb"] = rss_kb(node.pid)

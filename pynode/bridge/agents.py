@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeGuard
+from typing import Final, TypeGuard
 
 from pynode.bridge.errors import BridgeError, error_term
 from pynode.bridge.mcp import INIT_TIMEOUT, McpServerToolset, McpSessions
@@ -26,6 +26,7 @@ from pynode.bridge.tools import check_run_tools
 from pynode.etf.pretty import format_term
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.genserver import NOREPLY, CallReply, From, GenServer
+from pynode.runtime.memory import Table
 
 __all__ = ["AgentProcess", "RunLimits"]
 
@@ -88,7 +89,7 @@ class AgentProcess(GenServer):
         """Set once the agent has opened the sessions of its MCP servers, or failed to (``sessions_error``)."""
         self.sessions_error: BridgeError | None = None
 
-    def compactable_tables(self) -> Iterator[dict[Any, Any] | set[Any]]:
+    def compactable_tables(self) -> Iterator[Table]:
         yield from super().compactable_tables()
         yield self.runs
         yield self.calls

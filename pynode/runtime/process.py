@@ -17,6 +17,7 @@ from typing import Any, Final, TypeAlias
 from pynode.etf.types import Atom, Pid, Reference, Term
 from pynode.runtime.kernel import Dest, Kernel
 from pynode.runtime.mailbox import Mailbox
+from pynode.runtime.memory import Table
 
 __all__ = [
     "KILL",
@@ -86,7 +87,7 @@ class Process:
     def alive(self) -> bool:
         return self.exit_reason is None and self.node is not None
 
-    def compactable_tables(self) -> Iterator[dict[Any, Any] | set[Any]]:
+    def compactable_tables(self) -> Iterator[Table]:
         """The dicts and sets this process keeps entries in, for the node to compact after a burst
         (pynode.runtime.memory); a subclass with tables of its own adds them."""
         yield self.links

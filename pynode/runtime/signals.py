@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from pynode.errors import PynodeError
 from pynode.etf.types import Atom, Pid, Reference, Term
+from pynode.runtime.memory import Table
 from pynode.runtime.process import DOWN, KILL, NOCONNECTION, NOPROC, PROCESS, MonitorTarget, Process
 from pynode.runtime.table import ProcessTable
 from pynode.wire import control as c
@@ -42,6 +43,10 @@ class PeerSignals:
     """(local pid, remote pid) pairs that are linked."""
     spawn_requests: dict[Reference, Pid] = field(default_factory=dict)
     """Outstanding SPAWN_REQUESTs we made: request ref -> local requester."""
+
+    def compactable_tables(self) -> Iterator[Table]:
+        """Every table above, for the node to compact after a burst (pynode.runtime.memory)."""
+        yield from (self.monitors_out, self.monitors_in, self.links, self.spawn_requests)
 
 
 class PeerPort(Protocol):

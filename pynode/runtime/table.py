@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from pynode.etf.types import Atom, Pid
+from pynode.runtime.memory import Table
 from pynode.runtime.process import Process
 
 __all__ = ["NameTaken", "ProcessTable"]
@@ -23,6 +26,11 @@ class ProcessTable:
 
     def __len__(self) -> int:
         return len(self.by_pid)
+
+    def compactable_tables(self) -> Iterator[Table]:
+        """Both tables, for the node to compact after a burst (pynode.runtime.memory)."""
+        yield self.by_pid
+        yield self.by_name
 
     def add(self, process: Process) -> None:
         assert process.pid is not None
