@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from pynode import epmd
 from pynode._version import __version__
-from pynode.allocator import ALLOCATORS, DEFAULT_ALLOCATOR, restart_on_allocator
+from pynode.allocator import ALLOCATORS, DEFAULT_ALLOCATOR, AllocatorUnavailable, restart_on_allocator
 from pynode.errors import EpmdError, PynodeError
 from pynode.etf.pretty import format_term
 from pynode.limits import DEFAULT_LIMITS, Limits, MiB
@@ -266,8 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ALLOCATORS,
         default=os.environ.get("PYNODE_ALLOCATOR", DEFAULT_ALLOCATOR),
         help="what serves Python's small objects: malloc (glibc's, whose free pages the node gives back"
-        " after a burst of runs) or pymalloc (the interpreter's own: a little faster, but a burst's arenas"
-        f" stay); $PYTHONMALLOC wins when set (default {DEFAULT_ALLOCATOR}, or $PYNODE_ALLOCATOR)",
+        " after a burst of runs), pymalloc (the interpreter's own: faster, but a burst's arenas stay) or"
+        " jemalloc (the system's libjemalloc.so.2: as fast as pymalloc, and gives back nearly as much as"
+        f" malloc); $PYTHONMALLOC wins when set (default {DEFAULT_ALLOCATOR}, or $PYNODE_ALLOCATOR)",
     )
     parser.add_argument(
         "--busy-wait",
@@ -559,7 +560,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.allocator not in ALLOCATORS:  # argparse checks no default, and $PYNODE_ALLOCATOR gives one
         parser.error(f"$PYNODE_ALLOCATOR: {args.allocator!r} is not one of {', '.join(ALLOCATORS)}")
-    allocator = restart_on_allocator(args.allocator) if argv is None else None
+    try:
+        allocator = restart_on_allocator(args.allocator) if argv is None else None
+    except AllocatorUnavailable as exc:
+        parser.error(str(exc))
     configure_logging(args)
     if allocator is not None:
         log.info("small objects served by %s", allocator)

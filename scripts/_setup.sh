@@ -2,7 +2,7 @@
 # Sourced by scripts/test and scripts/demo: makes sure this machine can build and test pynode.
 # On a fresh Debian it installs Erlang/Elixir (root or passwordless sudo), checks Python >= 3.11,
 # creates .venv and installs the project with its dev extras (again only when pyproject.toml changed),
-# and unpacks an Erlang/OTP 28 runtime into .cache/otp28 for the interop tests (once).
+# and unpacks an Erlang/OTP 28 runtime into .cache/otp28 for the interop tests (once), and jemalloc for the node's --allocator jemalloc.
 set -euo pipefail
 
 PYNODE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,6 +41,11 @@ _setup_missing_packages() {
     if ! _setup_has_epmd; then
         printf '%s\n' erlang-nox
     fi
+    # jemalloc, for the node's --allocator jemalloc (pynode/allocator.py looks in the same places).
+    if ! compgen -G '/usr/local/lib/libjemalloc.so.2' >/dev/null && ! compgen -G '/usr/lib/*/libjemalloc.so.2' >/dev/null &&
+        ! compgen -G '/usr/lib*/libjemalloc.so.2' >/dev/null && ! compgen -G '/lib*/libjemalloc.so.2' >/dev/null; then
+        printf '%s\n' libjemalloc2
+    fi
     # Debian ships venv's pip bootstrap apart from python itself.
     if [ ! -x .venv/bin/python ] && ! "$PYNODE_PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
         if [ "$PYNODE_PYTHON" = python3 ]; then printf '%s\n' python3-venv; else printf '%s\n' "$PYNODE_PYTHON-venv"; fi
@@ -62,7 +67,7 @@ _setup_packages() {
         fi
     fi
     if ! command -v apt-get >/dev/null 2>&1; then
-        _setup_say "missing: $packages, and there is no apt-get here: install Erlang/OTP >= 25 and Elixir yourself."
+        _setup_say "missing: $packages, and there is no apt-get here: install Erlang/OTP >= 25, Elixir and jemalloc 5 yourself."
         exit 1
     fi
     _setup_say "installing $packages (apt-get)"

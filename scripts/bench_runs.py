@@ -35,7 +35,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from bench_node import codec_form, pct, rss_kb, start_node, stop
+from bench_node import codec_form, cpu_s, pct, rss_kb, start_node, stop
 
 from pynode.testing import BeamNode, running_epmd
 
@@ -371,9 +371,15 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
             result["first_run_us"] = {"through_node": first_node, "in_process": first_local}
             await erl.eval(SEQUENTIAL.format(py=PY, n=1, warm=WARM_UP), timeout=600)
             await in_process_sequential(agent, 1, WARM_UP)
+            cpu = {"node": 0.0, "erl": 0.0, "in_process": 0.0}
             for _ in range(opts.rounds):
+                node_cpu, erl_cpu = cpu_s(node.pid), cpu_s(erl.os_pid)
                 node_times = eval_list(await erl.eval(SEQUENTIAL.format(py=PY, n=per_round, warm=0), timeout=600))
+                cpu["node"] += cpu_s(node.pid) - node_cpu
+                cpu["erl"] += cpu_s(erl.os_pid) - erl_cpu
+                local_cpu = time.process_time()
                 local_times = await in_process_sequential(agent, per_round, 0)
+                cpu["in_process"] += time.process_time() - local_cpu
                 ratios.append(statistics.median(node_times) / statistics.median(local_times))
                 seq += node_times
                 local += local_times
@@ -389,6 +395,7 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
             }
             result["in_process"] = await in_process(agent, local, opts.runs, opts.concurrency)
             result["round_overheads"] = [round(r - 1, 4) for r in ratios]
+            result["cpu_us_per_run"] = {side: round(s / len(seq) * 1e6) for side, s in cpu.items()}
             base = rss_kb(node.pid)
             await erl.eval(HOLDER.format(py=PY, n=opts.in_flight), timeout=60)
             held = await erl.eval(ASK_HOLDER, timeout=600)
@@ -708,6 +715,11 @@ def main() -> int:
         f"bridge + distribution overhead on the median: {result['bridge_overhead_median'] * 100:+.1f}%"
         f" (median of {len(spread)} alternating rounds, the middle half {quartiles};"
         f" all runs' medians: {result['bridge_overhead_pooled'] * 100:+.1f}%)"
+    )
+    cpu = result["cpu_us_per_run"]
+    print(
+        f"CPU per sequential run: the node {cpu['node']} µs and erl {cpu['erl']} µs (its eval included),"
+        f" against {cpu['in_process']} µs in process"
     )
     first = result["first_run_us"]
     print(

@@ -11,7 +11,9 @@ free list keep it:
   the node itself keeps after a burst is made to leave no such survivors, or freed here.
 * glibc's malloc (everything bigger: coroutine frames, dict tables, buffers) keeps what was freed
   inside its heap and returns pages only from the top of it; ``malloc_trim(0)`` gives back every
-  whole free page wherever it is.
+  whole free page wherever it is. jemalloc, where it serves malloc (``--allocator jemalloc``), gives
+  back its unused pages only as later allocations go by, and a quiet node makes none:
+  ``mallctl("arena.<all>.purge")`` gives them back at once.
 
 * A dict or a set never gives back its table as entries leave it: one that held ten thousand runs
   keeps room for them once they have ended. The node's own tables (processes, monitors, runs) and
@@ -25,8 +27,9 @@ free list keep it:
 So once :data:`RELEASE_AFTER` processes have ended since the last release and no process has ended
 for :data:`QUIET` seconds, the node empties its tables of lately seen pids and references, collects
 cyclic garbage (so that what only a reference cycle kept is freed before the trim), compacts the
-tables a burst grew, renews asyncio's free list of future iterators and calls ``malloc_trim(0)``
-where the C library has it. That costs a few tens of milliseconds of the loop once per burst, never
+tables a burst grew, renews asyncio's free list of future iterators, and has malloc give its free
+pages back (jemalloc's purge where jemalloc serves malloc, else ``malloc_trim(0)`` where the C
+library has it). That costs a few tens of milliseconds of the loop once per burst, never
 while processes keep ending, and nothing on a node that only ever has a few.
 """
 
@@ -47,6 +50,7 @@ from pynode.etf.decode import forget_identifiers
 
 __all__ = [
     "FUTURE_ITERATORS",
+    "HAS_JEMALLOC",
     "HAS_MALLOC_TRIM",
     "QUIET",
     "RELEASE_AFTER",
@@ -80,6 +84,33 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 _MALLOC_TRIM: Final = _find_malloc_trim()
 HAS_MALLOC_TRIM: Final = _MALLOC_TRIM is not None
 """Whether the C library can give free pages back from inside its heap (glibc)."""
+
+
+MALLCTL_ARENAS_ALL: Final = 4096
+"""jemalloc's arena index that stands for every arena (``MALLCTL_ARENAS_ALL``, jemalloc 5)."""
+
+
+def _find_jemalloc_purge() -> Callable[[], None] | None:
+    """jemalloc's purge of every arena's unused pages, where jemalloc serves this process's malloc
+    (preloaded: its ``mallctl`` is among the process's symbols); else ``None``."""
+    try:
+        mallctl = ctypes.CDLL(None).mallctl
+    except (AttributeError, OSError):
+        return None
+    mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    mallctl.restype = ctypes.c_int
+    purge = f"arena.{MALLCTL_ARENAS_ALL}.purge".encode()
+
+    def purge_all() -> None:
+        mallctl(b"thread.tcache.flush", None, None, None, 0)  # the thread's cached blocks back to their pages
+        mallctl(purge, None, None, None, 0)
+
+    return purge_all
+
+
+_JEMALLOC_PURGE: Final = _find_jemalloc_purge()
+HAS_JEMALLOC: Final = _JEMALLOC_PURGE is not None
+"""Whether jemalloc serves this process's malloc."""
 
 
 FUTURE_ITERATORS: Final = 255
@@ -158,14 +189,16 @@ def library_tables() -> Iterator[Table]:
 
 def release_memory(tables: Iterable[Table] = ()) -> None:
     """Forget the lately seen pids and references, collect cyclic garbage, compact ``tables`` and the
-    libraries' (:func:`library_tables`), renew asyncio's free list of future iterators, and trim
-    malloc's heap."""
+    libraries' (:func:`library_tables`), renew asyncio's free list of future iterators, and have
+    malloc give its free pages back."""
     started = time.perf_counter()
     forget_identifiers()
     collected = gc.collect()
     compacted = compact(itertools.chain(tables, library_tables()))
     renew_future_iterators()
-    if _MALLOC_TRIM is not None:
+    if _JEMALLOC_PURGE is not None:
+        _JEMALLOC_PURGE()
+    elif _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
     log.debug(
         "released memory: %d objects collected, %d KB of tables compacted, in %.1f ms",
