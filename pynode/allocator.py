@@ -9,9 +9,9 @@ release calls) gives back every other free page: the same bursts leave it about 
 
 glibc's malloc is the slower of the two for an agent's run: pydantic-ai makes and frees many small
 objects, and glibc's free works harder for each than pymalloc's. jemalloc (``--allocator jemalloc``,
-the system's ``libjemalloc.so.2``, preloaded) runs them as fast as pymalloc and gives back nearly as
-much as glibc's malloc (about 108 MB after the same bursts): the node's memory release asks it to
-purge its unused pages.
+the system's ``libjemalloc.so.2``, preloaded) runs them nearly as fast as pymalloc and gives back
+most of what glibc's malloc does (104 MB left after the same bursts): the node's memory release asks
+it to purge its unused pages.
 
 The interpreter reads ``PYTHONMALLOC`` only as it starts, and the dynamic loader ``LD_PRELOAD``, so
 the ``pynode`` command starts itself again, in the same process (``exec``: same pid, same standard

@@ -267,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("PYNODE_ALLOCATOR", DEFAULT_ALLOCATOR),
         help="what serves Python's small objects: malloc (glibc's, whose free pages the node gives back"
         " after a burst of runs), pymalloc (the interpreter's own: faster, but a burst's arenas stay) or"
-        " jemalloc (the system's libjemalloc.so.2: as fast as pymalloc, and gives back nearly as much as"
-        f" malloc); $PYTHONMALLOC wins when set (default {DEFAULT_ALLOCATOR}, or $PYNODE_ALLOCATOR)",
+        " jemalloc (the system's libjemalloc.so.2: nearly as fast as pymalloc, and gives back most of what"
+        f" malloc does); $PYTHONMALLOC wins when set (default {DEFAULT_ALLOCATOR}, or $PYNODE_ALLOCATOR)",
     )
     parser.add_argument(
         "--busy-wait",
