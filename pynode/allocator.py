@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -104,7 +104,7 @@ def allocator_restart(
     return environment
 
 
-def _undo_preload(environ: dict[str, str] | os._Environ[str]) -> None:
+def _undo_preload(environ: MutableMapping[str, str]) -> None:
     """Take out of ``LD_PRELOAD`` the library the restart put first in it."""
     _, _, rest = environ.get("LD_PRELOAD", "").partition(":")
     if rest:

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # Sourced by scripts/test and scripts/demo: makes sure this machine can build and test pynode.
 # On a fresh Debian it installs Erlang/Elixir (root or passwordless sudo), checks Python >= 3.11,
-# creates .venv and installs the project with its dev extras (again only when pyproject.toml changed),
-# and unpacks an Erlang/OTP 28 runtime into .cache/otp28 for the interop tests (once), and jemalloc for the node's --allocator jemalloc.
+# installs jemalloc (for the node's --allocator jemalloc), creates .venv and installs the project with
+# its dev extras (again only when pyproject.toml changed), and unpacks an Erlang/OTP 28 runtime into
+# .cache/otp28 for the interop tests (once).
 set -euo pipefail
 
 PYNODE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

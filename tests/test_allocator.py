@@ -102,6 +102,21 @@ async def test_pymalloc_and_a_callers_pythonmalloc_need_no_restart(epmd_port: in
     assert "small objects served by pymalloc" in log, log
 
 
+async def test_the_command_on_jemalloc_runs_with_it_loaded(epmd_port: int, cookie: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", "PYNODE_ALLOCATOR", "LD_PRELOAD")}
+    log = tmp_path / "node.log"
+    with log.open("wb") as stderr:
+        args = ("--no-agents", "--allocator", "jemalloc")
+        async with ready_command(cookie, epmd_port, *args, stderr=stderr, env=env) as (proc, line):
+            text = await asyncio.to_thread(log.read_text)
+            assert b"ready" in line, (line, text)
+            maps = await asyncio.to_thread(Path(f"/proc/{proc.pid}/maps").read_text)
+            environ = _environ_of(proc.pid)
+    assert JEMALLOC is not None and JEMALLOC in maps  # the pid that said ready has it mapped
+    assert environ.get("LD_PRELOAD") == JEMALLOC and environ.get("PYTHONMALLOC") == "malloc", environ
+    assert "small objects served by jemalloc" in text, text
+
+
 def test_the_restarted_interpreter_leaves_the_variables_out_of_its_environment() -> None:
     code = (
         "import os, sys; from pynode.allocator import restart_on_allocator;"
