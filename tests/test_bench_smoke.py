@@ -56,6 +56,15 @@ def test_bench_dispatch_quick() -> None:
     assert result["writes_per_call"] == 1.0 and result["chunks_per_call"] >= 1 / 100
 
 
+def test_bench_run_split_quick() -> None:
+    result = quick("bench_run_split.py")
+    [row] = result["rounds"]
+    assert result["runs"] == 20 and result["allocator"] in ("pymalloc", "malloc", "jemalloc")
+    # Every part was clocked, within what the node's thread spent over the runs.
+    parts = ("start (feed)", "Agent.run", "result term", "reply")
+    assert all(0 < row[part] < row["node CPU"] for part in parts), row
+
+
 def test_bench_floor_quick() -> None:
     result = quick("bench_floor.py")
     assert result["calls"] == 500
