@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench_runs import SEQUENTIAL, create_bench_agent
+
 import pynode.bridge.runner as runner
 from pynode.bridge.runs import RunProcess
 from pynode.net.channel import Connection
@@ -35,6 +37,8 @@ from pynode.testing import BeamNode, running_epmd
 from pynode.testing.local import running_pynode
 
 PY = "py@127.0.0.1"
+QUOTED = f"'{PY}'"
+"""The node's name as an Erlang atom."""
 PARTS = ("start (feed)", "Agent.run", "result term", "reply")
 
 spent: dict[str, int] = dict.fromkeys(PARTS, 0)
@@ -82,24 +86,18 @@ def allocator() -> str:
 
 async def measure(runs: int, warm: int, rounds: int) -> dict[str, Any]:
     cookie = secrets.token_hex(8)
-
-    def loop(n: int) -> str:
-        call = f"gen_server:call({{bench, '{PY}'}}, {{run, <<\"What is OTP?\">>}}, 30000)"
-        return f"[{{ok, _}} = {call} || _ <- lists:seq(1, {n})], ok"
-
     result: dict[str, Any] = {"runs": runs, "allocator": allocator(), "rounds": []}
     with running_epmd() as epmd:
         async with running_pynode(PY, cookie=cookie, epmd_port=epmd.port, agents_dir=None):
             erl = await BeamNode.start("caller@127.0.0.1", cookie=cookie, epmd_port=epmd.port)
             try:
-                spec = '#{model => <<"test">>}'
-                await erl.eval(f"{{ok, bench}} = gen_server:call({{pynode, '{PY}'}}, {{create_agent, bench, {spec}}})")
-                await erl.eval(loop(warm), timeout=600)
+                await create_bench_agent(erl, QUOTED)
+                await erl.eval(SEQUENTIAL.format(py=QUOTED, n=1, warm=warm), timeout=600)
                 for _ in range(rounds):
                     for part in PARTS:
                         spent[part] = 0
                     cpu, wall = time.thread_time_ns(), time.perf_counter_ns()
-                    await erl.eval(loop(runs), timeout=1800)
+                    await erl.eval(SEQUENTIAL.format(py=QUOTED, n=runs, warm=0), timeout=1800)
                     cpu, wall = time.thread_time_ns() - cpu, time.perf_counter_ns() - wall
                     row = {part: round(spent[part] / runs / 1000, 1) for part in PARTS}
                     row["rest"] = round((cpu - sum(spent.values())) / runs / 1000, 1)

@@ -287,6 +287,13 @@ def pin(pid: int, cpu: int) -> None:
         os.sched_setaffinity(int(thread), {cpu})
 
 
+async def create_bench_agent(erl: BeamNode, py: str) -> None:
+    """The agent ``bench`` on the node ``py`` (quoted as an atom): TestModel, no tools."""
+    await erl.eval(
+        f'{{ok, bench}} = gen_server:call({{pynode, {py}}}, {{create_agent, bench, #{{model => <<"test">>}}}})'
+    )
+
+
 async def create_slow_agent(erl: BeamNode) -> None:
     """The agent ``slow``, whose one tool ``slow`` has no handler: its calls wait for the bench to answer."""
     tool = (
@@ -351,9 +358,7 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
                 pin(os.getpid(), 0)
                 pin(node.pid, 0)
                 pin(erl.os_pid, 1)
-            await erl.eval(
-                f'{{ok, bench}} = gen_server:call({{pynode, {PY}}}, {{create_agent, bench, #{{model => <<"test">>}}}})'
-            )
+            await create_bench_agent(erl, PY)
             await create_slow_agent(erl)
             from pydantic_ai import Agent
 

@@ -65,6 +65,17 @@ def test_an_unknown_allocator_is_refused() -> None:
         allocator_restart("tcmalloc", {})
 
 
+def _clean_environ() -> dict[str, str]:
+    """This environment without the variables that choose an allocator: a start as a user's shell makes it."""
+    chosen = ("PYTHONMALLOC", "PYNODE_ALLOCATOR", "PYNODE_ALLOCATOR_RESTARTED", "LD_PRELOAD")
+    return {k: v for k, v in os.environ.items() if k not in chosen}
+
+
+def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -c code`` in ``env``, which must succeed."""
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+
+
 def _environ_of(pid: int) -> dict[str, str]:
     """The environment the process ``pid`` was last exec'd with."""
     raw = Path(f"/proc/{pid}/environ").read_bytes()
@@ -73,45 +84,39 @@ def _environ_of(pid: int) -> dict[str, str]:
 
 async def _ready_node(
     epmd_port: int, cookie: str, log: Path, *args: str, env: dict[str, str] | None = None
-) -> tuple[dict[str, str], str]:
-    """Start ``python -m pynode``; once it is ready, the environment of its process and its log."""
+) -> tuple[dict[str, str], str, str]:
+    """Start ``python -m pynode``; once it is ready, the environment its process was exec'd with, its
+    log, and its memory map."""
     with log.open("wb") as stderr:
         async with ready_command(cookie, epmd_port, "--no-agents", *args, stderr=stderr, env=env) as (proc, line):
             text = await asyncio.to_thread(log.read_text)
             assert b"ready" in line, (line, text)
-            return _environ_of(proc.pid), text
+            maps = await asyncio.to_thread(Path(f"/proc/{proc.pid}/maps").read_text)
+            return _environ_of(proc.pid), text, maps
 
 
 async def test_the_command_starts_itself_again_on_malloc_in_the_same_process(
     epmd_port: int, cookie: str, tmp_path: Path
 ) -> None:
     assert DEFAULT_ALLOCATOR == "malloc"  # glibc, as on every machine the suite runs on
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", "PYNODE_ALLOCATOR")}
-    environ, log = await _ready_node(epmd_port, cookie, tmp_path / "node.log", env=env)
+    environ, log, _ = await _ready_node(epmd_port, cookie, tmp_path / "node.log", env=_clean_environ())
     assert environ.get("PYTHONMALLOC") == "malloc", environ  # the pid that said ready was exec'd so
     assert "small objects served by malloc" in log, log
 
 
 async def test_pymalloc_and_a_callers_pythonmalloc_need_no_restart(epmd_port: int, cookie: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", "PYNODE_ALLOCATOR")}
-    environ, log = await _ready_node(epmd_port, cookie, tmp_path / "a.log", "--allocator", "pymalloc", env=env)
+    env = _clean_environ()
+    environ, log, _ = await _ready_node(epmd_port, cookie, tmp_path / "a.log", "--allocator", "pymalloc", env=env)
     assert "PYTHONMALLOC" not in environ and "PYNODE_ALLOCATOR_RESTARTED" not in environ, environ
     assert "small objects served by pymalloc" in log, log
-    environ, log = await _ready_node(epmd_port, cookie, tmp_path / "b.log", env={**env, "PYTHONMALLOC": "pymalloc"})
+    environ, log, _ = await _ready_node(epmd_port, cookie, tmp_path / "b.log", env={**env, "PYTHONMALLOC": "pymalloc"})
     assert "PYNODE_ALLOCATOR_RESTARTED" not in environ, environ
     assert "small objects served by pymalloc" in log, log
 
 
 async def test_the_command_on_jemalloc_runs_with_it_loaded(epmd_port: int, cookie: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", "PYNODE_ALLOCATOR", "LD_PRELOAD")}
-    log = tmp_path / "node.log"
-    with log.open("wb") as stderr:
-        args = ("--no-agents", "--allocator", "jemalloc")
-        async with ready_command(cookie, epmd_port, *args, stderr=stderr, env=env) as (proc, line):
-            text = await asyncio.to_thread(log.read_text)
-            assert b"ready" in line, (line, text)
-            maps = await asyncio.to_thread(Path(f"/proc/{proc.pid}/maps").read_text)
-            environ = _environ_of(proc.pid)
+    args = ("--allocator", "jemalloc")
+    environ, text, maps = await _ready_node(epmd_port, cookie, tmp_path / "node.log", *args, env=_clean_environ())
     assert JEMALLOC is not None and JEMALLOC in maps  # the pid that said ready has it mapped
     assert environ.get("LD_PRELOAD") == JEMALLOC and environ.get("PYTHONMALLOC") == "malloc", environ
     assert "small objects served by jemalloc" in text, text
@@ -124,8 +129,7 @@ def test_the_restarted_interpreter_leaves_the_variables_out_of_its_environment()
         " os.environ.get('PYNODE_ALLOCATOR_RESTARTED'))"
     )
     env = {**os.environ, "PYTHONMALLOC": "malloc", "PYNODE_ALLOCATOR_RESTARTED": "malloc"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.split() == ["malloc", "None", "None"], out
+    assert _python(code, env).stdout.split() == ["malloc", "None", "None"]
 
 
 def test_a_node_on_jemalloc_has_it_loaded_and_passes_no_preload_on() -> None:
@@ -138,14 +142,12 @@ def test_a_node_on_jemalloc_has_it_loaded_and_passes_no_preload_on() -> None:
         " loaded = 'libjemalloc' in Path('/proc/self/maps').read_text();"
         " print(served, loaded, os.environ.get('LD_PRELOAD'), os.environ.get('PYTHONMALLOC'))"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", "LD_PRELOAD")}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+    env = _clean_environ()
+    out = _python(code, env)
     assert out.stdout.split() == ["jemalloc", "True", "None", "None"], out
     # A preload of the caller's own (here a second copy of the C library, harmless) is kept.
     libc = next(line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "/libc.so" in line)
-    out = subprocess.run(
-        [sys.executable, "-c", code], env={**env, "LD_PRELOAD": libc}, capture_output=True, text=True, timeout=60
-    )
+    out = _python(code, {**env, "LD_PRELOAD": libc})
     assert out.stdout.split() == ["jemalloc", "True", libc, "None"], out
 
 
@@ -174,8 +176,7 @@ async def main():
 
 asyncio.run(main())
 """
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", "LD_PRELOAD")}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+    out = _python(code, _clean_environ())
     served, has_jemalloc, peak, freed, released = out.stdout.split()
     assert (served, has_jemalloc) == ("jemalloc", "True"), out
     assert int(peak) > 100, out  # MB the burst took

@@ -44,7 +44,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, cast
 
 from pynode.etf.decode import forget_identifiers
 
@@ -70,47 +70,41 @@ QUIET: Final = 1.0
 """Seconds without a process ending before it does."""
 
 
-def _find_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or ``None`` where the C library has none (musl, macOS)."""
+def _c_function(name: str, argtypes: list[Any]) -> Callable[..., int] | None:
+    """The C function ``name`` among this process's symbols (an int result), or ``None`` if there is none."""
     try:
-        trim = ctypes.CDLL(None).malloc_trim
+        function = getattr(ctypes.CDLL(None), name)
     except (AttributeError, OSError):
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    function.argtypes = argtypes
+    function.restype = ctypes.c_int
+    return cast("Callable[..., int]", function)
 
 
-_MALLOC_TRIM: Final = _find_malloc_trim()
+_MALLOC_TRIM: Final = _c_function("malloc_trim", [ctypes.c_size_t])
+"""glibc's ``malloc_trim``, or ``None`` where the C library has none (musl, macOS)."""
 HAS_MALLOC_TRIM: Final = _MALLOC_TRIM is not None
 """Whether the C library can give free pages back from inside its heap (glibc)."""
 
+_MALLCTL: Final = _c_function(
+    "mallctl", [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+)
+"""jemalloc's ``mallctl``: among the process's symbols where jemalloc serves its malloc (preloaded)."""
+HAS_JEMALLOC: Final = _MALLCTL is not None
+"""Whether jemalloc serves this process's malloc."""
 
 MALLCTL_ARENAS_ALL: Final = 4096
 """jemalloc's arena index that stands for every arena (``MALLCTL_ARENAS_ALL``, jemalloc 5)."""
 
 
-def _find_jemalloc_purge() -> Callable[[], None] | None:
-    """jemalloc's purge of every arena's unused pages, where jemalloc serves this process's malloc
-    (preloaded: its ``mallctl`` is among the process's symbols); else ``None``."""
-    try:
-        mallctl = ctypes.CDLL(None).mallctl
-    except (AttributeError, OSError):
-        return None
-    mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-    mallctl.restype = ctypes.c_int
-    purge = f"arena.{MALLCTL_ARENAS_ALL}.purge".encode()
-
-    def purge_all() -> None:
-        mallctl(b"thread.tcache.flush", None, None, None, 0)  # the thread's cached blocks back to their pages
-        mallctl(purge, None, None, None, 0)
-
-    return purge_all
-
-
-_JEMALLOC_PURGE: Final = _find_jemalloc_purge()
-HAS_JEMALLOC: Final = _JEMALLOC_PURGE is not None
-"""Whether jemalloc serves this process's malloc."""
+def _give_pages_back() -> None:
+    """Have malloc give its free pages back: jemalloc's purge of every arena (after the thread's cache
+    goes back to its pages) where jemalloc serves malloc, else glibc's ``malloc_trim(0)`` where it is."""
+    if _MALLCTL is not None:
+        _MALLCTL(b"thread.tcache.flush", None, None, None, 0)
+        _MALLCTL(f"arena.{MALLCTL_ARENAS_ALL}.purge".encode(), None, None, None, 0)
+    elif _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 FUTURE_ITERATORS: Final = 255
@@ -196,10 +190,7 @@ def release_memory(tables: Iterable[Table] = ()) -> None:
     collected = gc.collect()
     compacted = compact(itertools.chain(tables, library_tables()))
     renew_future_iterators()
-    if _JEMALLOC_PURGE is not None:
-        _JEMALLOC_PURGE()
-    elif _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+    _give_pages_back()
     log.debug(
         "released memory: %d objects collected, %d KB of tables compacted, in %.1f ms",
         collected,

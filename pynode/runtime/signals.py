@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final, Protocol
 
 from pynode.errors import PynodeError
@@ -46,7 +46,8 @@ class PeerSignals:
 
     def compactable_tables(self) -> Iterator[Table]:
         """Every table above, for the node to compact after a burst (pynode.runtime.memory)."""
-        yield from (self.monitors_out, self.monitors_in, self.links, self.spawn_requests)
+        for each in fields(self):
+            yield getattr(self, each.name)
 
 
 class PeerPort(Protocol):
