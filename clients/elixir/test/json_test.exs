@@ -7,6 +7,14 @@ defmodule Pynode.JSONTest do
 
   @fixtures Path.expand("fixtures/messages", __DIR__)
 
+  # The decoder's result for `input`, and the reductions it took: work that a busy machine does not move.
+  defp work(input) do
+    {:reductions, before} = Process.info(self(), :reductions)
+    result = JSON.decode(input)
+    {:reductions, later} = Process.info(self(), :reductions)
+    {result, later - before}
+  end
+
   defp ok(text) do
     assert {:ok, value} = JSON.decode(text)
     value
@@ -206,9 +214,13 @@ defmodule Pynode.JSONTest do
 
       assert length(list) == 10_000
 
-      {time, result} = :timer.tc(fn -> JSON.decode(String.duplicate("[", 10_000_000)) end)
-      assert {:error, "expected at most 512 nested arrays and objects at byte 512"} = result
-      assert time < 100_000
+      # The decoder stops where the depth runs out: ten million bytes of input cost it about the work
+      # of a thousand (a walk over the input would cost millions of reductions).
+      {short, short_work} = work(String.duplicate("[", 1_000))
+      {long, long_work} = work(String.duplicate("[", 10_000_000))
+      assert short == {:error, "expected at most 512 nested arrays and objects at byte 512"}
+      assert long == short
+      assert long_work < short_work * 10, "#{long_work} reductions against #{short_work}"
     end
 
     test "integers of at most 4300 digits, floats within a double's range" do
@@ -221,10 +233,12 @@ defmodule Pynode.JSONTest do
                  JSON.decode(text)
       end
 
-      # A million digits is refused at once, not converted (which takes time quadratic in its length).
-      {time, result} = :timer.tc(fn -> JSON.decode(String.duplicate("7", 1_000_000)) end)
+      # A million digits is refused, not converted (which takes time quadratic in its length): the
+      # digits are counted, so ten times as many cost about ten times the work.
+      {result, million_work} = work(String.duplicate("7", 1_000_000))
       assert {:error, "expected an integer of at most 4300 digits at byte 0"} = result
-      assert time < 200_000
+      {_, tenth_work} = work(String.duplicate("7", 100_000))
+      assert million_work < tenth_work * 20, "#{million_work} reductions against #{tenth_work}"
 
       for text <- ["1e400", "-1.0e309", "1e999999999999", "[0, 2e308]"] do
         assert {:error, "expected a number within the range of a double at byte " <> _} =
@@ -245,11 +259,14 @@ defmodule Pynode.JSONTest do
       big = "[" <> Enum.join(List.duplicate(doc, copies), ",") <> "]"
       assert byte_size(big) > 1_000_000
 
-      {time, {:ok, decoded}} = :timer.tc(fn -> JSON.decode(big) end)
+      {{:ok, decoded}, big_work} = work(big)
       assert length(decoded) == copies
       assert hd(decoded) == JSON.decode!(doc)
-      # Typically 20 ms on a loaded machine; a slow (quadratic) decoder would take seconds.
-      assert time < 1_000_000, "took #{div(time, 1000)} ms"
+      # Linear in the input: a tenth of the document costs about a tenth of the work (a quadratic
+      # decoder's would cost a hundredth).
+      tenth = "[" <> Enum.join(List.duplicate(doc, div(copies, 10)), ",") <> "]"
+      {{:ok, _}, tenth_work} = work(tenth)
+      assert big_work < tenth_work * 20, "#{big_work} reductions against #{tenth_work}"
     end
   end
 
